@@ -1,0 +1,45 @@
+# Every target works on a fresh clone with only Python 3.11+ and make: the venv is built on demand
+# from the hash-locked requirements.lock.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help demo test test-unit check lint types lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	touch $(STAMP)
+
+demo: $(STAMP)  ## set up, then run the whole system (simulator and embedded Redis unless configured otherwise)
+	$(BIN)/python -m demo
+
+test: $(STAMP)  ## set up, then run the whole test suite (starts its own redis-server)
+	$(BIN)/python -m pytest
+
+test-unit: $(STAMP)  ## run only the unit tests (no network, no Redis)
+	$(BIN)/python -m pytest tests/unit
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+types: $(STAMP)  ## mypy strict on the product code
+	$(BIN)/mypy
+
+check: lint types test  ## the gates CI runs: lint, types, tests
+
+lock:  ## re-resolve requirements.lock from pyproject.toml (needs the network)
+	$(PYTHON) -m venv .lockvenv && .lockvenv/bin/pip install --quiet pip-tools
+	.lockvenv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra dev \
+		-o requirements.lock pyproject.toml
+	rm -rf .lockvenv
+
+clean:  ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,321 @@
+"""Settings: the only place that reads the environment.
+
+Every entry point calls :func:`load_settings` once and passes the frozen :class:`Settings` down.
+Heroku's names are used where they exist (``REDIS_URL``, ``PORT``); ours share the ``TP_`` prefix,
+and an unknown ``TP_`` variable is an error (it is almost always a typo). The full table with
+defaults is in README.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+from urllib.parse import urlsplit
+
+from core.errors import ConfigError
+from core.timeframes import Timeframe, parse_timeframe
+
+PREFIX = "TP_"
+MarketSource = Literal["sim", "testnet", "live"]
+JWT_MIN_SECRET_BYTES = 32  # HS256 wants at least 256 bits (RFC 7518 §3.2; PyJWT warns below)
+
+# Binance USD-M hosts (reference/binance-usdm.md §1.1 and §5). Websocket streams are routed under
+# /public, /market and /private since 2026-04-23; an unrouted URL silently gets /public data only.
+SIM_REST_URL = "http://127.0.0.1:8765"  # where `python -m simulator` listens by default
+SIM_WS_URL = "ws://127.0.0.1:8766"
+_HOSTS: dict[str, tuple[str, str]] = {
+    "live": ("https://fapi.binance.com", "wss://fstream.binance.com"),
+    "testnet": ("https://demo-fapi.binance.com", "wss://fstream.binancefuture.com"),
+    "sim": (SIM_REST_URL, SIM_WS_URL),
+}
+DEFAULT_TIMEFRAMES = "1m,5m,15m,1h,4h,1d"
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_KID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class MarketEndpoints:
+    """Where the exchange (or the simulator) answers: REST base URL and websocket root."""
+
+    source: MarketSource
+    rest_url: str
+    ws_url: str
+
+    @property
+    def ws_public(self) -> str:
+        """Route for bookTicker, trade and depth streams."""
+        return f"{self.ws_url}/public"
+
+    @property
+    def ws_market(self) -> str:
+        """Route for aggTrade, kline and markPrice streams."""
+        return f"{self.ws_url}/market"
+
+    @property
+    def ws_private(self) -> str:
+        """Route for user-data (listenKey) streams."""
+        return f"{self.ws_url}/private"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Frozen configuration of one process. Build it with :meth:`from_env`."""
+
+    redis_url: str | None  # None: only the demo runner accepts this, and starts its own Redis
+    port: int
+    market: MarketEndpoints
+    symbols: tuple[str, ...] | None  # None: every TRADING perpetual in exchangeInfo
+    timeframes: tuple[Timeframe, ...]
+    namespace: str  # prefix of every Redis key this deployment owns
+    stream_shards: int
+    stream_maxlen: int  # approximate MAXLEN of each market-data stream shard
+    jwt_keys: tuple[tuple[str, str], ...]  # (kid, secret); the first one signs
+    key_encryption_key: str  # Fernet key (urlsafe base64 of 32 bytes) for exchange API secrets
+    demo: bool
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the environment; raise ConfigError listing every problem found.
+
+        In demo mode (``TP_DEMO=1``) missing secrets are generated for this run; elsewhere they
+        are required: there is no default secret.
+        """
+        env = os.environ if env is None else env
+        r = _Reader(env)
+        demo = r.get("TP_DEMO", "0", _parse_bool)
+        source: MarketSource = r.get("TP_MARKET", "sim", _parse_source)
+        rest_default, ws_default = _HOSTS.get(source, _HOSTS["sim"])  # bad source: reported
+        market = MarketEndpoints(
+            source=source,
+            rest_url=r.get("TP_REST_URL", rest_default, _url(("http", "https"))),
+            ws_url=r.get("TP_WS_URL", ws_default, _url(("ws", "wss"))),
+        )
+        settings = cls(
+            redis_url=r.get("REDIS_URL", None, _url(("redis", "rediss", "unix"))),
+            port=r.get("PORT", "5000", _int_range(1, 65535)),
+            market=market,
+            symbols=r.get("TP_SYMBOLS", "all", _parse_symbols),
+            timeframes=r.get("TP_TIMEFRAMES", DEFAULT_TIMEFRAMES, _parse_timeframes),
+            namespace=r.get("TP_NAMESPACE", "tp", _match(_NAMESPACE, "letters, digits, _ . -")),
+            stream_shards=r.get("TP_STREAM_SHARDS", "8", _int_range(1, 1024)),
+            stream_maxlen=r.get("TP_STREAM_MAXLEN", "100000", _int_range(1000, 100_000_000)),
+            jwt_keys=r.secret("TP_JWT_KEYS", demo, _parse_jwt_keys, _generate_jwt_keys),
+            key_encryption_key=r.secret("TP_KEY_ENCRYPTION_KEY", demo, _parse_kek, _generate_kek),
+            demo=demo,
+            log_level=r.get("TP_LOG_LEVEL", "INFO", _parse_log_level),
+        )
+        r.reject_unknown()
+        if r.problems:
+            raise ConfigError(r.problems)
+        return settings
+
+    def require_redis_url(self) -> str:
+        """Return REDIS_URL; raise ConfigError when it is unset (only the demo starts a Redis)."""
+        if self.redis_url is None:
+            raise ConfigError([("REDIS_URL", "not set (only `make demo` starts its own Redis)")])
+        return self.redis_url
+
+    def secret_env(self) -> dict[str, str]:
+        """Return the secrets as environment variables, for handing to child processes."""
+        return {
+            "TP_JWT_KEYS": ",".join(f"{kid}:{secret}" for kid, secret in self.jwt_keys),
+            "TP_KEY_ENCRYPTION_KEY": self.key_encryption_key,
+        }
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Return Settings.from_env(), or print one line per problem to stderr and exit with 2."""
+    try:
+        return Settings.from_env(env)
+    except ConfigError as exc:
+        for var, what in exc.problems:
+            print(f"configuration error: {var}: {what}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+T = TypeVar("T")
+KNOWN = frozenset(
+    {"REDIS_URL", "PORT"}
+    | {
+        f"{PREFIX}{n}"
+        for n in (
+            "DEMO",
+            "MARKET",
+            "REST_URL",
+            "WS_URL",
+            "SYMBOLS",
+            "TIMEFRAMES",
+            "NAMESPACE",
+            "STREAM_SHARDS",
+            "STREAM_MAXLEN",
+            "JWT_KEYS",
+            "KEY_ENCRYPTION_KEY",
+            "LOG_LEVEL",
+        )
+    }
+)
+
+
+class _Reader:
+    """Collects every problem instead of stopping at the first, so one run shows them all."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[tuple[str, str]] = []
+
+    def get(self, var: str, default: str | None, parse: Callable[[str], T]) -> T:
+        raw = self.env.get(var)
+        if raw is None or raw.strip() == "":
+            if default is None:
+                return None  # type: ignore[return-value]  # only for Optional settings
+            raw = default
+        try:
+            return parse(raw.strip())
+        except ValueError as exc:
+            self.problems.append((var, str(exc)))
+            return None  # type: ignore[return-value]  # never returned: from_env raises
+
+    def secret(
+        self, var: str, demo: bool, parse: Callable[[str], T], generate: Callable[[], str]
+    ) -> T:
+        raw = self.env.get(var, "").strip()
+        if not raw:
+            if not demo:
+                self.problems.append((var, "required outside the demo (there is no default)"))
+                return None  # type: ignore[return-value]
+            raw = generate()
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            self.problems.append((var, str(exc)))  # the message never echoes the secret
+            return None  # type: ignore[return-value]
+
+    def reject_unknown(self) -> None:
+        for var in sorted(v for v in self.env if v.startswith(PREFIX) and v not in KNOWN):
+            close = difflib.get_close_matches(var, KNOWN, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            self.problems.append((var, f"unknown setting{hint}"))
+
+
+# --- parsers: each raises ValueError with a message that says what was expected -----------------
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (use 1/0, true/false)")
+
+
+def _parse_source(raw: str) -> MarketSource:
+    if raw not in _HOSTS:
+        raise ValueError(f"{raw!r} is not a market source (use sim, testnet or live)")
+    return raw  # type: ignore[return-value]  # checked against the Literal's values above
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not (parts.netloc or parts.scheme == "unix"):
+            raise ValueError(f"{raw!r} is not a URL with scheme {' or '.join(schemes)}")
+        return raw.rstrip("/")
+
+    return parse
+
+
+def _int_range(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"{value} is out of range ({lo}..{hi})")
+        return value
+
+    return parse
+
+
+def _match(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not pattern.match(raw):
+            raise ValueError(f"{raw!r} is not valid (expected {what})")
+        return raw
+
+    return parse
+
+
+def _parse_symbols(raw: str) -> tuple[str, ...] | None:
+    if raw.lower() == "all":
+        return None
+    symbols = tuple(s.strip() for s in raw.split(",") if s.strip())
+    if not symbols:
+        raise ValueError("empty symbol list (use `all` or e.g. BTCUSDT,ETHUSDT)")
+    for s in symbols:
+        if not _SYMBOL.match(s):
+            raise ValueError(f"{s!r} is not a symbol (expected uppercase letters/digits: BTCUSDT)")
+    if len(set(symbols)) != len(symbols):
+        raise ValueError("a symbol is listed twice")
+    return symbols
+
+
+def _parse_timeframes(raw: str) -> tuple[Timeframe, ...]:
+    names = [n.strip() for n in raw.split(",") if n.strip()]
+    if not names:
+        raise ValueError("empty timeframe list (e.g. 1m,5m,1h)")
+    if len(set(names)) != len(names):
+        raise ValueError("a timeframe is listed twice")
+    return tuple(sorted((parse_timeframe(n) for n in names), key=lambda tf: tf.ms))
+
+
+def _parse_jwt_keys(raw: str) -> tuple[tuple[str, str], ...]:
+    keys: list[tuple[str, str]] = []
+    for i, item in enumerate(raw.split(",")):
+        kid, sep, secret = item.strip().partition(":")
+        if not sep or not _KID.match(kid):
+            raise ValueError(f"entry {i + 1} is not `kid:secret` (kid: letters, digits, _ . -)")
+        if len(secret.encode()) < JWT_MIN_SECRET_BYTES:
+            raise ValueError(f"secret of kid {kid!r} is shorter than {JWT_MIN_SECRET_BYTES} bytes")
+        keys.append((kid, secret))
+    if len({kid for kid, _ in keys}) != len(keys):
+        raise ValueError("a kid is listed twice")
+    return tuple(keys)
+
+
+def _parse_kek(raw: str) -> str:
+    try:
+        key = base64.urlsafe_b64decode(raw.encode())
+    except (binascii.Error, ValueError):
+        raise ValueError("not urlsafe base64 (generate one with Fernet.generate_key())") from None
+    if len(key) != 32:
+        raise ValueError(f"decodes to {len(key)} bytes, a Fernet key is 32")
+    return raw
+
+
+def _parse_log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{raw!r} is not a log level (DEBUG, INFO, WARNING, ERROR)")
+    return level
+
+
+def _generate_jwt_keys() -> str:
+    return f"demo-{secrets.token_hex(4)}:{secrets.token_urlsafe(48)}"
+
+
+def _generate_kek() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()

@@ -1,0 +1,102 @@
+"""Every Redis key, stream and consumer-group name of the system, and nothing else.
+
+Layout (docs/architecture.md has the full table with record types and bounds)::
+
+    <ns>:{s<shard>}:trades                   stream   Trade records of the shard's symbols
+    <ns>:{s<shard>}:klines                   stream   exchange klines (Candle records)
+    <ns>:{s<shard>}:book                     stream   BookTicker records
+    <ns>:{s<shard>}:gaps                     stream   Gap records (lost trade ids) for backfill
+    <ns>:{s<shard>}:dead                     stream   entries that failed N deliveries
+    <ns>:{s<shard>}:candle-updates           stream   candles changed, for the web tier
+    <ns>:{s<shard>}:signal-events            stream   signal state changes, for the web tier
+    <ns>:{s<shard>}:candles:<SYMBOL>:<tf>    zset     candles scored by open time
+    <ns>:{s<shard>}:candle-state:<SYMBOL>    hash     last trade id applied per timeframe
+    <ns>:{s<shard>}:signals:<SYMBOL>:<tf>    hash     latest value per formula
+    <ns>:feed:health                         hash     feeder health, per connection and stream
+    <ns>:dramatiq:*                          Dramatiq broker keys (its own layout)
+
+Market data is sharded by a stable hash of the symbol (CRC-32, identical in every process and
+language, unlike Python's salted ``hash``). The shard is also the Redis Cluster hash tag
+(``{s3}``), so a shard's input streams, its candles and its output streams share one slot: one
+script or transaction may touch any of them, and a cluster spreads the load shard by shard.
+Dramatiq's keys cannot live on a cluster (its Lua builds key names; stack-notes A2, B5).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+# Consumer groups, named for the role that reads.
+GROUP_CANDLES = "candles"  # stream consumer: trades and klines -> candle actors
+GROUP_BACKFILL = "backfill"  # stream consumer: gaps -> backfill actors
+
+# The single field of a market-data stream entry: the encoded record (core.schemas).
+ENTRY_FIELD = b"d"
+
+
+def shard_of(symbol: str, shards: int) -> int:
+    """Return the shard (0..shards-1) of ``symbol``: CRC-32 of its name modulo the shard count."""
+    return zlib.crc32(symbol.encode()) % shards
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names of one deployment: a namespace prefix and a shard count."""
+
+    namespace: str = "tp"
+    shards: int = 8
+
+    def shard_of(self, symbol: str) -> int:
+        return shard_of(symbol, self.shards)
+
+    def _shard(self, shard: int) -> str:
+        if not 0 <= shard < self.shards:
+            raise ValueError(f"shard {shard} out of range 0..{self.shards - 1}")
+        return f"{self.namespace}:{{s{shard}}}"
+
+    def _sym(self, symbol: str) -> str:
+        return self._shard(self.shard_of(symbol))
+
+    # --- streams (one per shard) ---
+    def trades(self, shard: int) -> str:
+        return f"{self._shard(shard)}:trades"
+
+    def klines(self, shard: int) -> str:
+        return f"{self._shard(shard)}:klines"
+
+    def book(self, shard: int) -> str:
+        return f"{self._shard(shard)}:book"
+
+    def gaps(self, shard: int) -> str:
+        return f"{self._shard(shard)}:gaps"
+
+    def dead(self, shard: int) -> str:
+        return f"{self._shard(shard)}:dead"
+
+    def candle_updates(self, shard: int) -> str:
+        return f"{self._shard(shard)}:candle-updates"
+
+    def signal_events(self, shard: int) -> str:
+        return f"{self._shard(shard)}:signal-events"
+
+    # --- per symbol ---
+    def candles(self, symbol: str, timeframe: str) -> str:
+        return f"{self._sym(symbol)}:candles:{symbol}:{timeframe}"
+
+    def candle_state(self, symbol: str) -> str:
+        return f"{self._sym(symbol)}:candle-state:{symbol}"
+
+    def signals(self, symbol: str, timeframe: str) -> str:
+        return f"{self._sym(symbol)}:signals:{symbol}:{timeframe}"
+
+    # --- process-wide ---
+    def feed_health(self) -> str:
+        return f"{self.namespace}:feed:health"
+
+    def dramatiq_namespace(self) -> str:
+        return f"{self.namespace}:dramatiq"
+
+    def all_keys_pattern(self) -> str:
+        """Return a SCAN pattern matching every key of this namespace (tests clean up with it)."""
+        return f"{self.namespace}:*"

@@ -1,0 +1,86 @@
+"""The one factory for Redis clients: sync, asyncio, and gevent-patched.
+
+redis-py 8 changed defaults that break a streaming pipeline (stack-notes B3): a 5 s socket timeout
+(so an ``XREADGROUP BLOCK 10000`` raises TimeoutError), a 100-connection pool cap that raises
+instead of waiting, and RESP3 on the wire. Every client here states its choice instead:
+
+* ``socket_timeout`` = :data:`SOCKET_TIMEOUT_S`, longer than any server-side block we issue
+  (:data:`MAX_BLOCK_MS`); a blocking read must use ``block=`` at most ``MAX_BLOCK_MS``;
+* a connect timeout, TCP keepalive and a health check on connections idle for 30 s;
+* a bounded retry with jittered exponential backoff on connection and timeout errors;
+* an explicit pool size; gevent and asyncio clients *wait* for a free connection (blocking
+  pool) rather than fail, because hundreds of greenlets may share one pool;
+* RESP2 (``protocol=2``): the shape Dramatiq's Lua replies and Flask-SocketIO's pub/sub are
+  written and tested against, and it works through proxies without ``HELLO``.
+
+hiredis is installed (``redis[hiredis]``) and picked up automatically for reply parsing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio
+import redis.asyncio.retry
+import redis.retry
+from redis.backoff import ExponentialWithJitterBackoff
+
+from core.errors import RedisSetupError
+
+MAX_BLOCK_MS = 2_000  # the longest BLOCK any of our XREAD/XREADGROUP calls may ask for
+SOCKET_TIMEOUT_S = 10.0  # > MAX_BLOCK_MS, with room for a slow reply
+CONNECT_TIMEOUT_S = 5.0
+HEALTH_CHECK_INTERVAL_S = 30
+RETRIES = 3  # then the error reaches the caller, which counts and reports it
+POOL_WAIT_S = 10.0  # how long a greenlet or task waits for a free pooled connection
+
+
+def _options(client_name: str | None, *, asyncio: bool = False) -> dict[str, Any]:
+    retry_cls = redis.asyncio.retry.Retry if asyncio else redis.retry.Retry
+    return {
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "retry": retry_cls(ExponentialWithJitterBackoff(base=0.05, cap=1.0), RETRIES),
+        "protocol": 2,
+        "client_name": client_name,
+    }
+
+
+def sync_client(
+    url: str, *, max_connections: int = 16, client_name: str | None = None
+) -> redis.Redis:
+    """Return a thread-safe sync client (threads wait up to POOL_WAIT_S for a connection)."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=POOL_WAIT_S, **_options(client_name)
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def gevent_client(
+    url: str, *, max_connections: int = 64, client_name: str | None = None
+) -> redis.Redis:
+    """Return a sync client for a gevent process; raise RedisSetupError if sockets are unpatched.
+
+    Without monkey-patching, one blocking read would freeze every greenlet of the process.
+    """
+    import gevent.monkey  # imported here: only gevent processes may pay for it
+
+    if not gevent.monkey.is_module_patched("socket"):
+        raise RedisSetupError("gevent_client() needs gevent.monkey.patch_all() before any import")
+    return sync_client(url, max_connections=max_connections, client_name=client_name)
+
+
+def async_client(
+    url: str, *, max_connections: int = 16, client_name: str | None = None
+) -> redis.asyncio.Redis:
+    """Return an asyncio client whose tasks wait up to POOL_WAIT_S for a pooled connection."""
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=POOL_WAIT_S,
+        **_options(client_name, asyncio=True),
+    )
+    return redis.asyncio.Redis(connection_pool=pool)

@@ -1,0 +1,239 @@
+"""Records that cross process boundaries, and their wire encoding.
+
+Wire format: a JSON array (orjson), ``[kind, version, field1, field2, ...]`` in the order the
+dataclass declares its fields. Arrays keep stream entries about half the size of objects, and the
+``version`` lets a reader reject (rather than misread) a layout it does not know. Encoding rules:
+
+* times are int UTC milliseconds, named ``*_ms``;
+* prices and sizes are ``Decimal`` in memory and fixed-point strings on the wire, never floats;
+* booleans are JSON booleans; indicator values (``Signal.value``) are finite JSON numbers.
+
+Example, a Trade from an aggTrade::
+
+    ["trade",1,"BTCUSDT",5933014,100,105,"27785.00","0.014",false,1679851564486,1679851564490,
+     1679851564493]
+
+:func:`decode` checks kind, version, length and the type of every field, and raises
+:class:`~core.errors.SchemaError` naming the record, the field and what was wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, ClassVar, TypeVar, get_type_hints
+
+import orjson
+
+from core.errors import SchemaError
+from core.timeframes import SUPPORTED as SUPPORTED_TIMEFRAMES
+
+_DECIMAL = re.compile(r"^-?\d{1,30}(\.\d{1,30})?$")
+_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+SIGNAL_STATES = ("long", "short", "flat")
+GAP_REASONS = ("id_jump", "shed", "outage")
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One exchange trade (raw ``trade``) or aggregate trade (``aggTrade``)."""
+
+    KIND: ClassVar[str] = "trade"
+    VERSION: ClassVar[int] = 1
+
+    symbol: str
+    trade_id: int  # aggTrade `a` (aggregate id) or trade `t`; increases by 1 per event
+    first_id: int  # first raw trade id covered (aggTrade `f`; `t` for a raw trade)
+    last_id: int  # last raw trade id covered (aggTrade `l`; `t` for a raw trade)
+    price: Decimal
+    quantity: Decimal
+    buyer_is_maker: bool  # `m`: true means the taker sold
+    trade_time_ms: int  # `T`
+    event_time_ms: int  # `E`
+    recv_time_ms: int  # when our feeder received the frame
+
+    def _check(self) -> str | None:
+        if self.first_id > self.last_id:
+            return "first_id is greater than last_id"
+        if self.price <= 0 or self.quantity <= 0:
+            return "price and quantity must be positive"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """An OHLCV candle: one of ours, or the exchange's kline (then ``closed`` is its ``x``)."""
+
+    KIND: ClassVar[str] = "candle"
+    VERSION: ClassVar[int] = 1
+
+    symbol: str
+    timeframe: str
+    open_time_ms: int
+    close_time_ms: int  # last millisecond of the period, as Binance reports it
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal  # base asset
+    quote_volume: Decimal
+    trades: int  # number of raw trades
+    taker_buy_volume: Decimal
+    taker_buy_quote_volume: Decimal
+    first_trade_id: int  # -1 when the period had no trade
+    last_trade_id: int
+    closed: bool
+
+    def _check(self) -> str | None:
+        if self.timeframe not in SUPPORTED_TIMEFRAMES:
+            return f"unsupported timeframe {self.timeframe!r}"
+        if self.close_time_ms < self.open_time_ms:
+            return "close_time_ms is before open_time_ms"
+        if self.trades and not (self.low <= min(self.open, self.close) <= self.high):
+            return "open/close outside [low, high]"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class BookTicker:
+    """Best bid and ask of one symbol (``bookTicker``)."""
+
+    KIND: ClassVar[str] = "book"
+    VERSION: ClassVar[int] = 1
+
+    symbol: str
+    update_id: int  # `u`
+    bid_price: Decimal
+    bid_qty: Decimal
+    ask_price: Decimal
+    ask_qty: Decimal
+    transaction_time_ms: int  # `T`
+    event_time_ms: int  # `E`
+    recv_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Raw trade ids the feeder knows it missed, for backfill to fill."""
+
+    KIND: ClassVar[str] = "gap"
+    VERSION: ClassVar[int] = 1
+
+    symbol: str
+    from_trade_id: int  # first missing raw trade id (inclusive)
+    to_trade_id: int  # last missing raw trade id (inclusive)
+    start_time_ms: int  # time window that contains the missing trades
+    end_time_ms: int
+    reason: str  # one of GAP_REASONS
+    detected_at_ms: int
+
+    def _check(self) -> str | None:
+        if self.from_trade_id > self.to_trade_id:
+            return "from_trade_id is greater than to_trade_id"
+        if self.start_time_ms > self.end_time_ms:
+            return "start_time_ms is after end_time_ms"
+        if self.reason not in GAP_REASONS:
+            return f"reason must be one of {GAP_REASONS}"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """The value and state of one formula on one candle of one symbol and timeframe."""
+
+    KIND: ClassVar[str] = "signal"
+    VERSION: ClassVar[int] = 1
+
+    symbol: str
+    timeframe: str
+    formula: str
+    open_time_ms: int  # the candle the value belongs to
+    value: float  # indicator value: an approximation by nature, so a float
+    state: str  # one of SIGNAL_STATES
+    provisional: bool  # computed on the still-open candle: may change until it closes
+    computed_at_ms: int
+
+    def _check(self) -> str | None:
+        if self.state not in SIGNAL_STATES:
+            return f"state must be one of {SIGNAL_STATES}"
+        if self.timeframe not in SUPPORTED_TIMEFRAMES:
+            return f"unsupported timeframe {self.timeframe!r}"
+        return None
+
+
+Record = Trade | Candle | BookTicker | Gap | Signal
+R = TypeVar("R", Trade, Candle, BookTicker, Gap, Signal)
+
+
+# --- codec -----------------------------------------------------------------------------------
+
+
+def encode(record: Record) -> bytes:
+    """Return the wire form of ``record``."""
+    out: list[Any] = [record.KIND, record.VERSION]
+    for name, kind in _SPECS[type(record)]:
+        value = getattr(record, name)
+        out.append(format(value, "f") if kind is Decimal else value)
+    return orjson.dumps(out)
+
+
+def decode(data: bytes | str, cls: type[R]) -> R:
+    """Return the ``cls`` record in ``data``; raise SchemaError if it is not exactly that."""
+    where = f"{cls.KIND} v{cls.VERSION}"
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise SchemaError(f"{where}: not JSON ({exc})") from exc
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise SchemaError(f"{where}: expected a [kind, version, ...] array")
+    if raw[0] != cls.KIND:
+        raise SchemaError(f"{where}: got a record of kind {raw[0]!r}")
+    if raw[1] != cls.VERSION:
+        raise SchemaError(f"{where}: unsupported version {raw[1]!r}")
+    spec = _SPECS[cls]
+    if len(raw) != len(spec) + 2:
+        raise SchemaError(f"{where}: expected {len(spec)} fields, got {len(raw) - 2}")
+    values = [_field(where, name, kind, v) for (name, kind), v in zip(spec, raw[2:], strict=True)]
+    record = cls(*values)
+    check = getattr(record, "_check", None)
+    problem = check() if check else None
+    if problem:
+        raise SchemaError(f"{where}: {problem}")
+    return record
+
+
+def _valid(name: str, kind: type, value: Any) -> bool:
+    if kind is int:
+        return type(value) is int  # bool is a subclass of int: refuse it here
+    if kind is Decimal:
+        return isinstance(value, str) and _DECIMAL.match(value) is not None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is float:
+        return type(value) in (int, float) and math.isfinite(value)
+    if not isinstance(value, str) or value == "":
+        return False
+    return name != "symbol" or _SYMBOL.match(value) is not None
+
+
+def _field(where: str, name: str, kind: type, value: Any) -> Any:
+    if _valid(name, kind, value):
+        return Decimal(value) if kind is Decimal else float(value) if kind is float else value
+    want = {int: "an integer", Decimal: "a decimal string", bool: "a boolean",
+            float: "a finite number", str: "a non-empty string"}[kind]  # fmt: skip
+    if name == "symbol":
+        want = "an uppercase symbol such as BTCUSDT"
+    raise SchemaError(f"{where}: field {name!r} must be {want}, got {value!r:.60}")
+
+
+def _spec(cls: type) -> tuple[tuple[str, type], ...]:
+    hints = get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in dataclasses.fields(cls))
+
+
+_SPECS: dict[type, tuple[tuple[str, type], ...]] = {
+    cls: _spec(cls) for cls in (Trade, Candle, BookTicker, Gap, Signal)
+}

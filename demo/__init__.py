@@ -1,0 +1,1 @@
+"""The one-command demo: embedded Redis plus every Procfile process under honcho."""

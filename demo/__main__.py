@@ -1,0 +1,91 @@
+"""Run the whole system in one terminal: ``python -m demo`` (what ``make demo`` does).
+
+1. Read the settings in demo mode: missing secrets are generated for this run.
+2. Without ``REDIS_URL``, start an embedded redis-server on a free loopback port.
+3. Start every process type of the Procfile with honcho (prefixed, coloured logs), giving each
+   the same REDIS_URL and secrets; the ``simulator`` type runs only when the market is ``sim``.
+4. Ctrl-C or SIGTERM: honcho sends SIGTERM to every child's process group (SIGKILL after 5 s),
+   then the embedded Redis is stopped. Nothing is left running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from honcho.environ import parse_procfile
+from honcho.manager import Manager
+
+from core.config import Settings, load_settings
+from demo.redis_server import RedisServer, RedisServerError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def process_types(procfile: Path, settings: Settings) -> dict[str, str]:
+    """Return the Procfile's process types (name -> command) that this demo should run."""
+    processes = dict(parse_procfile(procfile.read_text()).processes)
+    processes.pop("release", None)  # Heroku's release phase is a one-off, not a service
+    if settings.market.source != "sim":
+        processes.pop("simulator", None)
+    return processes
+
+
+def banner(settings: Settings, redis_url: str, processes: dict[str, str], embedded: bool) -> str:
+    """Return the lines telling the user where to look."""
+    lines = [f"Redis      {redis_url}" + ("  (embedded, stops on exit)" if embedded else "")]
+    if "simulator" in processes:
+        lines.append(
+            f"Simulator  REST {settings.market.rest_url}  websocket {settings.market.ws_url}"
+        )
+    else:
+        lines.append(f"Market     {settings.market.source}: REST {settings.market.rest_url}")
+    if "web" in processes:
+        lines.append(f"Web        http://127.0.0.1:{settings.port}/")
+    lines.append(f"Processes  {', '.join(processes) or '(none yet)'}   Ctrl-C stops everything")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    env = dict(os.environ, TP_DEMO="1")
+    settings = load_settings(env)
+    processes = process_types(ROOT / "Procfile", settings)
+    server: RedisServer | None = None
+    with tempfile.TemporaryDirectory(prefix="tp-demo-redis-") as tmp:
+        try:
+            if settings.redis_url is None:
+                server = RedisServer(Path(tmp))
+                server.start()
+            redis_url = server.url if server else settings.require_redis_url()
+            child_env = {**env, **settings.secret_env(), "REDIS_URL": redis_url,
+                         "PORT": str(settings.port), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+            print(banner(settings, redis_url, processes, embedded=server is not None), flush=True)
+            manager = Manager()
+            for name, cmd in processes.items():
+                manager.add_process(name, cmd, env=child_env, cwd=str(ROOT))
+            if processes:
+                manager.loop()  # returns when every child has stopped
+            else:
+                _wait_for_interrupt()
+            return manager.returncode or 0
+        except RedisServerError as exc:
+            print(f"demo: cannot start the embedded Redis: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if server is not None:
+                server.stop(save=False)
+
+
+def _wait_for_interrupt() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Settings: defaults, every malformed value named in its error, secrets, unknown variables."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings
+from core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRETS = {
+    "TP_JWT_KEYS": "k1:" + "s" * 32,
+    "TP_KEY_ENCRYPTION_KEY": "bJ0vUQ2q6hT3n1xHq4Zb5m9C7yWc3kQe1fVd8sRt2aA=",
+}
+
+
+def problems(env: dict[str, str]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    return dict(info.value.problems)
+
+
+def test_demo_defaults_resolve_the_simulator_and_generate_secrets() -> None:
+    s = Settings.from_env({"TP_DEMO": "1"})
+    assert s.redis_url is None
+    assert s.market.source == "sim"
+    assert s.market.rest_url == "http://127.0.0.1:8765"
+    assert s.market.ws_market == "ws://127.0.0.1:8766/market"
+    assert s.symbols is None  # all trading perpetuals
+    assert [tf.name for tf in s.timeframes] == ["1m", "5m", "15m", "1h", "4h", "1d"]
+    assert len(s.jwt_keys) == 1
+    assert len(s.jwt_keys[0][1]) >= 32
+    # A second run generates different secrets: they are per run, never a built-in default.
+    assert Settings.from_env({"TP_DEMO": "1"}).jwt_keys != s.jwt_keys
+
+
+@pytest.mark.parametrize(
+    ("source", "rest", "public"),
+    [
+        ("live", "https://fapi.binance.com", "wss://fstream.binance.com/public"),
+        ("testnet", "https://demo-fapi.binance.com", "wss://fstream.binancefuture.com/public"),
+    ],
+)
+def test_market_sources_resolve_to_binance_routed_paths(
+    source: str, rest: str, public: str
+) -> None:
+    s = Settings.from_env({**SECRETS, "TP_MARKET": source})
+    assert s.market.rest_url == rest
+    assert s.market.ws_public == public
+    assert s.market.ws_private.endswith("/private")
+
+
+def test_explicit_values_are_parsed() -> None:
+    env = {"REDIS_URL": "redis://h:6380/2", "PORT": "8080", "TP_SYMBOLS": "BTCUSDT, ETHUSDT",
+           "TP_TIMEFRAMES": "1h,1m,15s", "TP_REST_URL": "http://localhost:9/",
+           "TP_STREAM_SHARDS": "16"}  # fmt: skip
+    s = Settings.from_env({**SECRETS, **env})
+    assert s.redis_url == "redis://h:6380/2"
+    assert s.port == 8080
+    assert s.symbols == ("BTCUSDT", "ETHUSDT")
+    assert [tf.name for tf in s.timeframes] == ["15s", "1m", "1h"]  # sorted by length
+    assert s.market.rest_url == "http://localhost:9"
+    assert s.stream_shards == 16
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "fragment"),
+    [
+        ("REDIS_URL", "localhost:6379", "scheme redis"),
+        ("PORT", "http", "not an integer"),
+        ("PORT", "70000", "out of range"),
+        ("TP_MARKET", "binance", "sim, testnet or live"),
+        ("TP_REST_URL", "ftp://x", "scheme http"),
+        ("TP_WS_URL", "http://x", "scheme ws"),
+        ("TP_SYMBOLS", "btcusdt", "not a symbol"),
+        ("TP_SYMBOLS", "BTCUSDT,BTCUSDT", "listed twice"),
+        ("TP_SYMBOLS", ",", "empty symbol list"),
+        ("TP_TIMEFRAMES", "1m,7m", "unsupported timeframe '7m'"),
+        ("TP_TIMEFRAMES", "3d", "unsupported timeframe '3d'"),
+        ("TP_NAMESPACE", "a{b}", "not valid"),
+        ("TP_STREAM_SHARDS", "0", "out of range"),
+        ("TP_STREAM_MAXLEN", "10", "out of range"),
+        ("TP_DEMO", "maybe", "not a boolean"),
+        ("TP_LOG_LEVEL", "LOUD", "not a log level"),
+        ("TP_JWT_KEYS", "k1:short", "shorter than 32 bytes"),
+        ("TP_JWT_KEYS", "nocolon" + "x" * 40, "not `kid:secret`"),
+        ("TP_KEY_ENCRYPTION_KEY", "not base64!", "urlsafe base64"),
+        ("TP_KEY_ENCRYPTION_KEY", "c2hvcnQ=", "decodes to 5 bytes"),
+    ],
+)
+def test_each_malformed_value_is_named_with_what_is_wrong(
+    var: str, value: str, fragment: str
+) -> None:
+    found = problems({**SECRETS, var: value})
+    assert list(found) == [var]
+    assert fragment in found[var]
+
+
+def test_secrets_are_required_outside_the_demo_and_never_echoed() -> None:
+    found = problems({})
+    assert set(found) == {"TP_JWT_KEYS", "TP_KEY_ENCRYPTION_KEY"}
+    assert "required outside the demo" in found["TP_JWT_KEYS"]
+    bad_secret = "k1:" + "hunter2"
+    assert "hunter2" not in problems({**SECRETS, "TP_JWT_KEYS": bad_secret})["TP_JWT_KEYS"]
+
+
+def test_unknown_prefixed_variable_is_rejected_with_a_suggestion() -> None:
+    found = problems({**SECRETS, "TP_SYMBOL": "BTCUSDT"})
+    assert found == {"TP_SYMBOL": "unknown setting (did you mean TP_SYMBOLS?)"}
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = problems({"PORT": "x", "TP_MARKET": "y"})
+    assert {"PORT", "TP_MARKET", "TP_JWT_KEYS", "TP_KEY_ENCRYPTION_KEY"} <= set(found)
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.from_env({"TP_DEMO": "1"})
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
+
+
+def test_require_redis_url_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="REDIS_URL: not set"):
+        Settings.from_env({"TP_DEMO": "1"}).require_redis_url()
+
+
+def test_start_up_failure_is_one_line_per_problem_and_no_traceback() -> None:
+    code = "from core.config import load_settings; load_settings()"
+    env = {"PATH": "/usr/bin:/bin", "TP_MARKET": "mars", **SECRETS}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "configuration error: TP_MARKET: 'mars' is not a market source (use sim, testnet or live)"
+    ]
