@@ -66,11 +66,12 @@ def main() -> int:
             manager = Manager()
             for name, cmd in processes.items():
                 manager.add_process(name, cmd, env=child_env, cwd=str(ROOT))
-            if processes:
-                manager.loop()  # returns when every child has stopped
-            else:
+            if not processes:
                 _wait_for_interrupt()
-            return manager.returncode or 0
+                return 0
+            manager.loop()  # returns when every child has stopped
+            # Stopped by Ctrl-C or SIGTERM (honcho's 130/143): a clean exit. Else a child failed.
+            return 0 if manager.returncode in (None, 130, 143) else int(manager.returncode)
         except RedisServerError as exc:
             print(f"demo: cannot start the embedded Redis: {exc}", file=sys.stderr)
             return 1

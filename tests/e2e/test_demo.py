@@ -1,0 +1,82 @@
+"""`make demo`'s runner: starts Redis and every process, and leaves nothing behind on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import redis
+
+from core.timeframes import SUPPORTED
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_demo(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "demo"], cwd=ROOT, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # the banner ends with the Processes line
+        lines.append(line)
+        if line.startswith("Processes"):
+            break
+    return proc, lines
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TP_") and k != "REDIS_URL"}
+    return {**env, **extra}
+
+
+def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
+    proc, banner = start_demo(clean_env())
+    url = re.search(r"redis://\S+", banner[0])
+    assert url, banner
+    client = redis.Redis.from_url(url.group(0))
+    assert client.ping()  # the embedded Redis answers
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert any("redis-server" in " ".join(c.cmdline()) for c in children)
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+    with pytest.raises(redis.ConnectionError):
+        client.ping()
+
+
+def test_with_redis_url_set_the_demo_uses_that_server(redis_url: str) -> None:
+    proc, banner = start_demo(clean_env(REDIS_URL=redis_url))
+    try:
+        assert banner[0].split()[1] == redis_url
+        assert "embedded" not in banner[0]
+        assert not any(
+            "redis-server" in " ".join(c.cmdline())
+            for c in psutil.Process(proc.pid).children(recursive=True)
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    assert redis.Redis.from_url(redis_url).ping()  # someone else's server is left running
+
+
+def test_a_bad_setting_stops_the_demo_with_one_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "demo"], cwd=ROOT, env=clean_env(TP_TIMEFRAMES="1m,2m"),
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "configuration error: TP_TIMEFRAMES: unsupported timeframe '2m' (supported: "
+        + ", ".join(SUPPORTED)
+        + ")"
+    ]
