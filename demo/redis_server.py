@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 MIN_VERSION = (6, 2)  # XAUTOCLAIM, XADD MINID/LIMIT, GETDEL
 
@@ -133,7 +135,8 @@ class RedisServer:
         if self._proc is None or self._proc.poll() is not None:
             self._proc = None
             return
-        client = redis.Redis(port=self.port, socket_timeout=timeout_s)
+        # No retries: SHUTDOWN closes the connection, and redis-py 8 would retry it for seconds.
+        client = redis.Redis(port=self.port, socket_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
         with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
             client.shutdown(save=save, nosave=not save)
         client.close()
