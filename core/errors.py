@@ -3,6 +3,7 @@
     PipelineError
     ├── ConfigError      a setting is missing or malformed; start-up stops, one line per problem
     ├── SchemaError      a record on the wire cannot be decoded (type, length, version, value)
+    ├── FrameError       an exchange websocket frame cannot be parsed (counted, logged, skipped)
     └── RedisSetupError  a Redis client cannot be built as asked (gevent client, unpatched)
 
 Third-party errors are translated once, at the boundary that calls the library:
@@ -29,6 +30,10 @@ class ConfigError(PipelineError):
 
 class SchemaError(PipelineError):
     """A record could not be decoded: the message says which record, field and why."""
+
+
+class FrameError(PipelineError):
+    """An exchange frame is malformed: not JSON, a missing field, a value of the wrong type."""
 
 
 class RedisSetupError(PipelineError):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 
 import orjson
 import pytest
 
 from core.errors import SchemaError
-from core.schemas import BookTicker, Candle, Gap, Signal, Trade, decode, encode
+from core.schemas import BookTicker, Candle, Gap, Kline, Signal, Trade, decode, encode
 
 D = Decimal
 TRADE = Trade("CTKUSDT", 16599292, 23961322, 23961322, D("1.01100"), D("10"), False,
@@ -16,13 +17,14 @@ TRADE = Trade("CTKUSDT", 16599292, 23961322, 23961322, D("1.01100"), D("10"), Fa
 CANDLE = Candle("SUSHIUSDT", "1m", 1626992700000, 1626992759999, D("7.6080"), D("7.6180"),
                 D("7.6070"), D("7.6170"), D("3005"), D("22875.8590"), 113, D("1900"),
                 D("14464.6960"), 126902874, 126902986, True)  # fmt: skip
+KLINE = Kline(*dataclasses.astuple(CANDLE), 1626992760203, 1626992760210)
 BOOK = BookTicker("SUSHIUSDT", 600859600576, D("7.6110"), D("2"), D("7.6120"), D("297"),
                   1626992741012, 1626992741017, 1626992741062)  # fmt: skip
 GAP = Gap("BTCUSDT", 101, 180, 1626992700000, 1626992760000, "id_jump", 1626992761000)
 SIGNAL = Signal("BTCUSDT", "5m", "rsi", 1626992700000, 71.25, "short", False, 1626993000100)
 
 
-@pytest.mark.parametrize("record", [TRADE, CANDLE, BOOK, GAP, SIGNAL], ids=lambda r: r.KIND)
+@pytest.mark.parametrize("record", [TRADE, CANDLE, KLINE, BOOK, GAP, SIGNAL], ids=lambda r: r.KIND)
 def test_round_trip_is_exact(record: object) -> None:
     assert decode(encode(record), type(record)) == record  # type: ignore[arg-type]
 
@@ -66,6 +68,11 @@ def wire(**changes: object) -> bytes:
 def test_malformed_input_is_rejected_with_a_clear_error(data: bytes, message: str) -> None:
     with pytest.raises(SchemaError, match=message.replace("[", r"\[").replace("(", r"\(")):
         decode(data, Trade)
+
+
+def test_a_kline_reports_its_candle() -> None:
+    assert KLINE.candle() == CANDLE
+    assert decode(encode(KLINE), Kline).event_time_ms == 1626992760203
 
 
 def test_invariants_of_other_records_are_checked() -> None:

@@ -1,0 +1,1 @@
+"""The feeder: exchange websockets -> Redis Streams (Procfile: feeder)."""

@@ -1,0 +1,1 @@
+"""Binance USD-M: stream routing (streams.py), frame parsing (parse.py), connections (client.py)."""

@@ -1,0 +1,198 @@
+"""Binance USD-M websocket frames -> our records. Pure: no I/O, no clock (the caller passes it).
+
+A combined-stream frame, trimmed from real traffic (tests/fixtures/ws-combined-2021-07-22.txt)::
+
+    {"stream":"ctkusdt@aggTrade","data":{"e":"aggTrade","E":1626992741575,"a":16599292,
+     "s":"CTKUSDT","p":"1.01100","q":"10","f":23961322,"l":23961322,"T":1626992741421,"m":false}}
+
+Exchange field names stay here and nowhere else; :func:`parse_frame` converts them once into
+:mod:`core.schemas` records. Fields Binance adds later are tolerated and reported in
+``Parsed.unknown_fields`` so that the caller can count and log them once.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any, NamedTuple
+
+import orjson
+
+from core.errors import FrameError
+from core.schemas import BookTicker, Kline, Trade
+
+# Every field Binance documents (reference/binance-usdm.md §1.4), per event type.
+KNOWN_FIELDS: dict[str, frozenset[str]] = {
+    "aggTrade": frozenset("e E s a p q nq f l T m".split()),
+    "trade": frozenset("e E T s t p q X m".split()),
+    "kline": frozenset("e E s k".split()),
+    "bookTicker": frozenset("e u E T s b B a A".split()),
+}
+KLINE_FIELDS = frozenset("t T s i f L o c h l v n x q V Q B".split())
+
+
+class ControlReply(NamedTuple):
+    """The answer to SUBSCRIBE/UNSUBSCRIBE/LIST_SUBSCRIPTIONS: a result, or an error code."""
+
+    id: int | None
+    result: Any
+    error_code: int | None
+    error_msg: str | None
+
+
+class Ignored(NamedTuple):
+    """A well-formed event of a type the pipeline does not ingest (depthUpdate, markPrice...)."""
+
+    event_type: str
+
+
+Event = Trade | Kline | BookTicker | ControlReply | Ignored
+
+
+class Parsed(NamedTuple):
+    stream: str | None  # the combined-stream name, None for raw /ws frames and replies
+    event: Event
+    unknown_fields: frozenset[str]
+
+
+def parse_frame(frame: bytes | str, recv_time_ms: int) -> Parsed:
+    """Parse one websocket text frame; raise FrameError saying what is wrong with it."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError(f"not JSON: {exc}") from exc
+    if not isinstance(msg, dict):
+        raise FrameError(f"expected a JSON object, got {type(msg).__name__}")
+    stream = None
+    if "stream" in msg and "data" in msg:
+        stream, msg = msg["stream"], msg["data"]
+        if not isinstance(stream, str) or not isinstance(msg, dict):
+            raise FrameError("combined frame with a non-string stream or non-object data")
+    event_type = msg.get("e")
+    if event_type is None:
+        if "result" in msg or "code" in msg:
+            return Parsed(None, _control(msg), frozenset())
+        raise FrameError("object without an event type `e`")
+    try:
+        if event_type == "aggTrade":
+            event: Event = _agg_trade(msg, recv_time_ms)
+        elif event_type == "trade":
+            event = _trade(msg, recv_time_ms)
+        elif event_type == "kline":
+            event = _kline(msg, recv_time_ms)
+        elif event_type == "bookTicker":
+            event = _book_ticker(msg, recv_time_ms)
+        else:
+            return Parsed(stream, Ignored(str(event_type)), frozenset())
+    except KeyError as exc:
+        raise FrameError(f"{event_type}: missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError, InvalidOperation) as exc:
+        raise FrameError(f"{event_type}: bad value ({exc})") from None
+    unknown = msg.keys() - KNOWN_FIELDS[event_type]
+    if event_type == "kline":
+        unknown |= {f"k.{f}" for f in msg["k"].keys() - KLINE_FIELDS}
+    return Parsed(stream, event, frozenset(unknown))
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected an integer, got {value!r:.40}")
+    return value
+
+
+def _dec(value: Any) -> Decimal:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a decimal string, got {value!r:.40}")
+    d = Decimal(value)
+    if not d.is_finite():
+        raise ValueError(f"not a finite decimal: {value!r:.40}")
+    return d
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected a boolean, got {value!r:.40}")
+    return value
+
+
+def _symbol(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a symbol, got {value!r:.40}")
+    return value
+
+
+def _agg_trade(m: dict[str, Any], recv_time_ms: int) -> Trade:
+    return Trade(
+        symbol=_symbol(m["s"]),
+        trade_id=_int(m["a"]),
+        first_id=_int(m["f"]),
+        last_id=_int(m["l"]),
+        price=_dec(m["p"]),
+        quantity=_dec(m["q"]),  # `q` includes RPI fills, as the kline volume does
+        buyer_is_maker=_bool(m["m"]),
+        trade_time_ms=_int(m["T"]),
+        event_time_ms=_int(m["E"]),
+        recv_time_ms=recv_time_ms,
+    )
+
+
+def _trade(m: dict[str, Any], recv_time_ms: int) -> Trade:
+    trade_id = _int(m["t"])
+    return Trade(
+        symbol=_symbol(m["s"]),
+        trade_id=trade_id,
+        first_id=trade_id,
+        last_id=trade_id,
+        price=_dec(m["p"]),
+        quantity=_dec(m["q"]),
+        buyer_is_maker=_bool(m["m"]),
+        trade_time_ms=_int(m["T"]),
+        event_time_ms=_int(m["E"]),
+        recv_time_ms=recv_time_ms,
+    )
+
+
+def _kline(m: dict[str, Any], recv_time_ms: int) -> Kline:
+    k = m["k"]
+    if not isinstance(k, dict):
+        raise TypeError("`k` is not an object")
+    return Kline(
+        symbol=_symbol(k["s"]),
+        timeframe=str(k["i"]),
+        open_time_ms=_int(k["t"]),
+        close_time_ms=_int(k["T"]),
+        open=_dec(k["o"]),
+        high=_dec(k["h"]),
+        low=_dec(k["l"]),
+        close=_dec(k["c"]),
+        volume=_dec(k["v"]),
+        quote_volume=_dec(k["q"]),
+        trades=_int(k["n"]),
+        taker_buy_volume=_dec(k["V"]),
+        taker_buy_quote_volume=_dec(k["Q"]),
+        first_trade_id=_int(k["f"]),
+        last_trade_id=_int(k["L"]),
+        closed=_bool(k["x"]),
+        event_time_ms=_int(m["E"]),
+        recv_time_ms=recv_time_ms,
+    )
+
+
+def _book_ticker(m: dict[str, Any], recv_time_ms: int) -> BookTicker:
+    return BookTicker(
+        symbol=_symbol(m["s"]),
+        update_id=_int(m["u"]),
+        bid_price=_dec(m["b"]),
+        bid_qty=_dec(m["B"]),
+        ask_price=_dec(m["a"]),
+        ask_qty=_dec(m["A"]),
+        transaction_time_ms=_int(m["T"]),
+        event_time_ms=_int(m["E"]),
+        recv_time_ms=recv_time_ms,
+    )
+
+
+def _control(m: dict[str, Any]) -> ControlReply:
+    reply_id = m.get("id")
+    if "code" in m:
+        return ControlReply(reply_id, None, m.get("code"), str(m.get("msg", "")))
+    return ControlReply(reply_id, m["result"], None, None)
