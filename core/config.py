@@ -67,6 +67,18 @@ class MarketEndpoints:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedSettings:
+    """The feeder's knobs (TP_FEED_*, TP_TRADE_STREAM)."""
+
+    trade_stream: Literal["aggTrade", "trade"]
+    buffer_max: int  # entries the outbox may hold while Redis is slow or down
+    max_streams: int  # per websocket connection (Binance: 1024)
+    silence_ms: int  # shortest silence after which a stream that was delivering counts as stalled
+    reorder_ms: int  # how long a trade-id jump waits for reordered frames before it is a gap
+    rotate_s: int  # connection age at which it is replaced, make-before-break (cut at 24 h)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Frozen configuration of one process. Build it with :meth:`from_env`."""
 
@@ -82,6 +94,7 @@ class Settings:
     key_encryption_key: str  # Fernet key (urlsafe base64 of 32 bytes) for exchange API secrets
     demo: bool
     log_level: str
+    feed: FeedSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -113,6 +126,14 @@ class Settings:
             key_encryption_key=r.secret("TP_KEY_ENCRYPTION_KEY", demo, _parse_kek, _generate_kek),
             demo=demo,
             log_level=r.get("TP_LOG_LEVEL", "INFO", _parse_log_level),
+            feed=FeedSettings(
+                trade_stream=r.get("TP_TRADE_STREAM", "aggTrade", _parse_trade_stream),
+                buffer_max=r.get("TP_FEED_BUFFER_MAX", "200000", _int_range(100, 10_000_000)),
+                max_streams=r.get("TP_FEED_MAX_STREAMS", "1024", _int_range(1, 1024)),
+                silence_ms=r.get("TP_FEED_SILENCE_MS", "30000", _int_range(100, 3_600_000)),
+                reorder_ms=r.get("TP_FEED_REORDER_MS", "500", _int_range(0, 60_000)),
+                rotate_s=r.get("TP_FEED_ROTATE_S", "82800", _int_range(5, 86_000)),
+            ),
         )
         r.reject_unknown()
         if r.problems:
@@ -149,21 +170,12 @@ T = TypeVar("T")
 KNOWN = frozenset(
     {"REDIS_URL", "PORT"}
     | {
-        f"{PREFIX}{n}"
-        for n in (
-            "DEMO",
-            "MARKET",
-            "REST_URL",
-            "WS_URL",
-            "SYMBOLS",
-            "TIMEFRAMES",
-            "NAMESPACE",
-            "STREAM_SHARDS",
-            "STREAM_MAXLEN",
-            "JWT_KEYS",
-            "KEY_ENCRYPTION_KEY",
-            "LOG_LEVEL",
-        )
+        PREFIX + name
+        for name in (
+            "DEMO MARKET REST_URL WS_URL SYMBOLS TIMEFRAMES NAMESPACE STREAM_SHARDS STREAM_MAXLEN "
+            "JWT_KEYS KEY_ENCRYPTION_KEY LOG_LEVEL TRADE_STREAM FEED_BUFFER_MAX FEED_MAX_STREAMS "
+            "FEED_SILENCE_MS FEED_REORDER_MS FEED_ROTATE_S"
+        ).split()
     }
 )
 
@@ -304,6 +316,14 @@ def _parse_kek(raw: str) -> str:
     if len(key) != 32:
         raise ValueError(f"decodes to {len(key)} bytes, a Fernet key is 32")
     return raw
+
+
+def _parse_trade_stream(raw: str) -> Literal["aggTrade", "trade"]:
+    if raw == "aggTrade":
+        return "aggTrade"
+    if raw == "trade":
+        return "trade"
+    raise ValueError(f"{raw!r} is not a trade stream (use aggTrade or trade)")
 
 
 def _parse_log_level(raw: str) -> str:

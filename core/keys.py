@@ -12,7 +12,8 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:{s<shard>}:candles:<SYMBOL>:<tf>    zset     candles scored by open time
     <ns>:{s<shard>}:candle-state:<SYMBOL>    hash     last trade id applied per timeframe
     <ns>:{s<shard>}:signals:<SYMBOL>:<tf>    hash     latest value per formula
-    <ns>:feed:health                         hash     feeder health, per connection and stream
+    <ns>:feed:health                         hash     feeder health, one field per feeder process
+    <ns>:feed:last-trade                     hash     last trade written per symbol (restarts)
     <ns>:dramatiq:*                          Dramatiq broker keys (its own layout)
 
 Market data is sharded by a stable hash of the symbol (CRC-32, identical in every process and
@@ -93,6 +94,10 @@ class Keys:
     # --- process-wide ---
     def feed_health(self) -> str:
         return f"{self.namespace}:feed:health"
+
+    def feed_last_trade(self) -> str:
+        """Hash: symbol -> ``trade_id:last_raw_id:trade_time_ms`` of the last trade written."""
+        return f"{self.namespace}:feed:last-trade"
 
     def dramatiq_namespace(self) -> str:
         return f"{self.namespace}:dramatiq"
