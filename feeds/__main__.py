@@ -1,0 +1,88 @@
+"""``python -m feeds [--shard K/N]``: the feeder process (Procfile: feeder).
+
+With ``--shard 2/4`` this process takes the second quarter of the universe (symbols whose
+``crc32 % 4 == 1``); four such processes split the market between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import sys
+import zlib
+
+import httpx
+
+from core.config import Settings, load_settings
+from core.logs import setup_logging
+from core.redis_clients import async_client
+from core.universe import resolve_universe
+from feeds.feeder import Feeder
+
+log = logging.getLogger("feeds")
+
+
+def parse_shard(raw: str) -> tuple[int, int]:
+    """Return (k, n) from ``K/N`` with 1 <= K <= N; raise argparse.ArgumentTypeError otherwise."""
+    m = re.fullmatch(r"(\d+)/(\d+)", raw)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not K/N with 1 <= K <= N (e.g. 2/4)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_symbols(symbols: list[str], k: int, n: int) -> list[str]:
+    """Return the symbols of feeder shard ``k`` of ``n`` (1-based)."""
+    return [s for s in symbols if zlib.crc32(s.encode()) % n == k - 1]
+
+
+async def fetch_universe(settings: Settings) -> list[str]:
+    """Return the configured symbols, checked against exchangeInfo; retry until it answers."""
+    delay = 1.0
+    async with httpx.AsyncClient(base_url=settings.market.rest_url, timeout=10) as http:
+        while True:
+            try:
+                response = await http.get("/fapi/v1/exchangeInfo")
+                response.raise_for_status()
+                return resolve_universe(settings.symbols, response.json())
+            except (httpx.HTTPError, ValueError) as exc:
+                if isinstance(exc, ValueError) and "not trading" in str(exc):
+                    raise
+                log.warning("exchangeInfo unavailable (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+
+
+async def main_async(settings: Settings, shard: tuple[int, int]) -> None:
+    symbols = shard_symbols(await fetch_universe(settings), *shard)
+    client = async_client(settings.require_redis_url(), max_connections=4, client_name="feeder")
+    feeder = Feeder(settings, symbols, client, feeder_id=f"feeder-{shard[0]}of{shard[1]}")
+    task = asyncio.create_task(feeder.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await client.aclose()
+    log.info("feeder stopped")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m feeds", description=__doc__)
+    parser.add_argument("--shard", type=parse_shard, default=(1, 1), help="K/N (default 1/1)")
+    args = parser.parse_args()
+    settings = load_settings()
+    setup_logging(settings.log_level, process="feeder")
+    try:
+        asyncio.run(main_async(settings, args.shard))
+    except ValueError as exc:  # a configured symbol the exchange does not trade
+        print(f"configuration error: TP_SYMBOLS: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

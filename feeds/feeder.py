@@ -1,0 +1,337 @@
+"""The feeder: every stream of its symbols, over as many connections as the limits need.
+
+Path of an event (all on one asyncio loop, no queue between the socket and the outbox)::
+
+    FeedConnection (parse) -> Feeder.on_event -> TradeSequencer / LatestFilter -> Outbox
+        -> StreamWriter (pipelined XADD) -> <ns>:{sN}:trades | klines | book | gaps
+
+Supervision, once a second: a stream that stopped while its connection stays open is
+resubscribed, and if it stays silent the connection is replaced; a connection that delivers
+nothing at all, or that nears Binance's 24 h cut-off, is replaced make-before-break (the new one
+is subscribed and delivering before the old one closes; the sequencer drops the overlap's
+duplicates). Health goes to ``<ns>:feed:health`` every two seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio
+
+from core.config import Settings
+from core.keys import Keys
+from core.schemas import BookTicker, Gap, Kline, Trade, encode
+from feeds.binance.client import FeedConnection, now_ms
+from feeds.binance.parse import Ignored, Parsed
+from feeds.binance.streams import ConnectionPlan, plan_connections
+from feeds.outbox import Outbox
+from feeds.sequencer import LatestFilter, TradeSequencer
+from feeds.watchdog import SilenceWatch
+from feeds.writer import StreamWriter, read_last_trades
+
+log = logging.getLogger(__name__)
+KLINE_KIND = "kline_1m"
+TICK_S = 0.1
+SUPERVISE_EVERY_S = 1.0
+HEALTH_EVERY_S = 2.0
+READY_TIMEOUT_S = 30.0  # a replacement connection must deliver within this, or the old one stays
+
+
+@dataclass(slots=True)
+class FeedCounters:
+    trades: int = 0
+    klines: int = 0
+    book_tickers: int = 0
+    ignored: int = 0  # well-formed events of types we do not ingest
+    malformed: int = 0
+    unknown_fields: int = 0
+    foreign_symbols: int = 0  # events for symbols outside this feeder's universe
+    stalls: int = 0
+    resubscribes: int = 0
+    replacements: int = 0  # connections replaced make-before-break (stall, silence, rotation)
+    rotations: int = 0  # of which for age (Binance's 24 h limit)
+
+
+@dataclass(slots=True)
+class Slot:
+    """One planned connection and the live FeedConnection serving it."""
+
+    plan: ConnectionPlan
+    url: str
+    conn: FeedConnection
+    task: asyncio.Task[None]
+    rotate_at_ms: int = 0
+    replacing: bool = False
+    resubscribed_at: dict[str, int] = field(default_factory=dict)
+    repaired_at_ms: int = 0
+
+
+class Feeder:
+    """Runs the connections, the sequencer, the outbox, the writer and the supervision."""
+
+    def __init__(
+        self, settings: Settings, symbols: list[str], client: redis.asyncio.Redis, *, feeder_id: str
+    ) -> None:
+        self.settings = settings
+        self.feed = settings.feed
+        self.symbols = symbols
+        self.client = client
+        self.feeder_id = feeder_id
+        self.keys = Keys(settings.namespace, settings.stream_shards)
+        shard = {s: self.keys.shard_of(s) for s in symbols}
+        self.trade_stream = {s: self.keys.trades(shard[s]) for s in symbols}
+        self.kline_stream = {s: self.keys.klines(shard[s]) for s in symbols}
+        self.book_stream = {s: self.keys.book(shard[s]) for s in symbols}
+        kinds = [self.feed.trade_stream, KLINE_KIND, "bookTicker"]
+        self.plans = plan_connections(symbols, kinds, max_streams=self.feed.max_streams)
+        self.sequencer = TradeSequencer(reorder_window_ms=self.feed.reorder_ms)
+        self.latest = LatestFilter()
+        self.outbox = Outbox(self.feed.buffer_max)
+        self.writer = StreamWriter(client, self.outbox, self.keys, maxlen=settings.stream_maxlen)
+        self.watch = SilenceWatch(min_silence_ms=self.feed.silence_ms)
+        self.counters = FeedCounters()
+        self.slots: list[Slot] = []
+        self._released: list[Trade] = []
+        self._gaps: list[Gap] = []
+        self._unknown_seen: set[str] = set()
+        self._conn_seq = 0
+
+    # --- hot path --------------------------------------------------------------------------
+
+    def on_event(self, conn: FeedConnection, parsed: Parsed) -> None:
+        ev = parsed.event
+        now = now_ms()
+        if parsed.stream is not None:
+            self.watch.seen(parsed.stream, now)
+        if parsed.unknown_fields:
+            self._note_unknown(parsed.unknown_fields)
+        if isinstance(ev, Trade):
+            self.counters.trades += 1
+            if ev.symbol not in self.trade_stream:
+                self.counters.foreign_symbols += 1
+                return
+            self.sequencer.push(ev, now, self._released, self._gaps)
+            self._flush_released(now)
+        elif isinstance(ev, BookTicker):
+            self.counters.book_tickers += 1
+            stream = self.book_stream.get(ev.symbol)
+            if stream is None:
+                self.counters.foreign_symbols += 1
+            elif self.latest.book(ev):
+                self.outbox.put(stream, encode(ev))
+        elif isinstance(ev, Kline):
+            self.counters.klines += 1
+            stream = self.kline_stream.get(ev.symbol)
+            if stream is None:
+                self.counters.foreign_symbols += 1
+            elif self.latest.kline(ev):
+                self.outbox.put(stream, encode(ev))
+        elif isinstance(ev, Ignored):
+            self.counters.ignored += 1
+        self.writer.wake()
+
+    def on_bad_frame(self, conn: FeedConnection, error: str, frame: str | bytes) -> None:
+        self.counters.malformed += 1
+        log.error("%s: malformed frame skipped: %s: %.200r", conn.name, error, frame,
+                  extra={"conn": conn.name})  # fmt: skip
+
+    def _flush_released(self, now: int) -> None:
+        for trade in self._released:
+            self.outbox.put_trade(self.trade_stream[trade.symbol], encode(trade), trade, now)
+        self._released.clear()
+        for gap in self._gaps:
+            self.outbox.add_gap(gap)
+        self._gaps.clear()
+
+    def _note_unknown(self, fields: frozenset[str]) -> None:
+        self.counters.unknown_fields += 1
+        new = fields - self._unknown_seen
+        if new:
+            self._unknown_seen |= new
+            log.warning("exchange sent fields we do not know (ignored): %s", sorted(new))
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        for symbol, (tid, raw, t) in (await read_last_trades(self.client, self.keys)).items():
+            if symbol in self.trade_stream:
+                self.sequencer.restore(symbol, tid, raw, t)
+        log.info("feeder %s: %d symbols over %d connections", self.feeder_id, len(self.symbols),
+                 len(self.plans))  # fmt: skip
+        writer = asyncio.create_task(self.writer.run(), name="writer")
+        try:
+            for plan in self.plans:
+                self.slots.append(self._start_slot(plan))
+            ticks = 0
+            while True:
+                await asyncio.sleep(TICK_S)
+                ticks += 1
+                self.sequencer.expire(now_ms(), self._released, self._gaps)
+                self._flush_released(now_ms())
+                self.writer.wake()
+                if ticks % round(SUPERVISE_EVERY_S / TICK_S) == 0:
+                    self._supervise()
+                if ticks % round(HEALTH_EVERY_S / TICK_S) == 0:
+                    await self._write_health()
+        finally:
+            writer.cancel()
+            for slot in self.slots:
+                await slot.conn.stop()
+                slot.task.cancel()
+
+    def _url(self, plan: ConnectionPlan) -> str:
+        market = self.settings.market
+        base = market.ws_market if plan.route == "market" else market.ws_public
+        return f"{base}/stream"
+
+    def _connection(self, plan: ConnectionPlan) -> tuple[FeedConnection, asyncio.Task[None]]:
+        self._conn_seq += 1
+        name = f"{self.feeder_id}/{plan.route}-{self._conn_seq}"
+        conn = FeedConnection(name, self._url(plan), plan.streams, on_event=self.on_event,
+                              on_bad_frame=self.on_bad_frame)  # fmt: skip
+        return conn, asyncio.create_task(conn.run(), name=name)
+
+    def _start_slot(self, plan: ConnectionPlan) -> Slot:
+        conn, task = self._connection(plan)
+        slot = Slot(plan, self._url(plan), conn, task)
+        slot.rotate_at_ms = self._next_rotation(now_ms())
+        return slot
+
+    def _next_rotation(self, from_ms: int) -> int:
+        # Spread rotations (up to 10 % early) so that connections do not all rotate at once.
+        age_ms = self.feed.rotate_s * 1000
+        return from_ms + age_ms - int(random.uniform(0, age_ms / 10))  # noqa: S311
+
+    # --- supervision -------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        now = now_ms()
+        for slot in self.slots:
+            if slot.replacing:
+                continue
+            conn = slot.conn
+            if now >= slot.rotate_at_ms:
+                self.counters.rotations += 1
+                self._replace(slot, "age")
+                continue
+            if conn.state != "live":
+                continue
+            if now - conn.last_frame_ms > self.feed.silence_ms:
+                self.counters.stalls += 1
+                self._replace(slot, "connection silent")
+                continue
+            stalled = self.watch.stalled(list(slot.plan.streams), now)
+            if not stalled or now - slot.repaired_at_ms < 4 * self.feed.silence_ms:
+                continue
+            self.counters.stalls += len(stalled)
+            again = [s for s in stalled if s in slot.resubscribed_at]
+            if again:
+                log.warning("%s: still silent after resubscribing: %s", conn.name, again[:5])
+                slot.repaired_at_ms = now
+                self._replace(slot, "streams still silent")
+                continue
+            log.warning("%s: silent streams, resubscribing: %s", conn.name, stalled[:5])
+            self.counters.resubscribes += len(stalled)
+            for s in stalled:
+                slot.resubscribed_at[s] = now
+            self.watch.reset(stalled, now)
+            asyncio.create_task(conn.resubscribe(stalled))  # noqa: RUF006 - bounded by supervision
+
+    def _replace(self, slot: Slot, reason: str) -> None:
+        slot.replacing = True
+        asyncio.create_task(self._replace_now(slot, reason))  # noqa: RUF006 - one per slot
+
+    async def _replace_now(self, slot: Slot, reason: str) -> None:
+        new, task = self._connection(slot.plan)
+        log.info("%s: replacing with %s (%s)", slot.conn.name, new.name, reason)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(new.subscribed.wait(), new.delivering.wait()), READY_TIMEOUT_S
+            )
+        except TimeoutError:
+            log.warning(
+                "%s: replacement %s not ready, keeping the old one", slot.conn.name, new.name
+            )
+            await new.stop()
+            task.cancel()
+            slot.rotate_at_ms = now_ms() + 60_000
+            slot.replacing = False
+            return
+        old, old_task = slot.conn, slot.task
+        slot.conn, slot.task = new, task
+        slot.rotate_at_ms = self._next_rotation(now_ms())
+        slot.resubscribed_at.clear()
+        self.watch.reset(list(slot.plan.streams), now_ms())
+        self.counters.replacements += 1
+        await old.stop()
+        old_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await old_task
+        slot.replacing = False
+
+    # --- health ------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """Return the health snapshot the ops page and metrics read."""
+        now = now_ms()
+        streams = {}
+        for slot in self.slots:
+            for s in slot.plan.streams:
+                last = self.watch.last_event_ms(s)
+                streams[s] = None if last is None else now - last
+        return {
+            "feeder": self.feeder_id,
+            "updated_ms": now,
+            "connections": [
+                {
+                    "name": s.conn.name,
+                    "route": s.plan.route,
+                    "state": s.conn.state,
+                    "streams": len(s.plan.streams),
+                    "connected_at_ms": s.conn.connected_at_ms,
+                    "last_frame_age_ms": now - s.conn.last_frame_ms
+                    if s.conn.last_frame_ms
+                    else None,
+                    "reconnects": s.conn.reconnects,
+                    "control_errors": s.conn.control_errors,
+                }
+                for s in self.slots
+            ],
+            "stream_age_ms": streams,
+            "last_trade_id": self.sequencer.last_ids(),
+            "counters": {
+                **vars_of(self.counters),
+                **vars_of(self.sequencer.counters),
+                **vars_of(self.outbox.counters),
+                **vars_of(self.writer.counters),
+                "reconnects": sum(s.conn.reconnects for s in self.slots),
+                "filtered_stale": self.latest.dropped,
+            },
+            "outbox": {
+                "size": len(self.outbox),
+                "max": self.outbox.max_entries,
+                "in_flight": self.writer.in_flight,
+                "pending_gaps": self.outbox.pending_gaps,
+                "held_for_reorder": self.sequencer.held_count(),
+            },
+            "redis_up": self.writer.redis_up,
+        }
+
+    async def _write_health(self) -> None:
+        try:
+            await self.client.hset(
+                self.keys.feed_health(), self.feeder_id, orjson.dumps(self.health())
+            )
+        except redis.RedisError as exc:
+            log.debug("health not written: %s", exc)  # the writer already reports the outage
+
+
+def vars_of(obj: Any) -> dict[str, int]:
+    return {name: getattr(obj, name) for name in obj.__slots__}
