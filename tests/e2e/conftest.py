@@ -1,0 +1,168 @@
+"""Fixtures for the simulator's end-to-end tests: a real Simulator on free ports.
+
+The simulator runs in-process on its own asyncio loop in a background thread, so tests use
+ordinary blocking clients: ``httpx`` for REST and ``websockets.sync.client`` for streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from simulator.app import SimConfig, Simulator
+from simulator.ws_server import WsLimits
+
+
+class RunningSim:
+    """A Simulator served from a background thread."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.sim = Simulator(config)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.run(self.sim.start())
+        self.http = httpx.Client(base_url=self.sim.rest_url, timeout=10)
+
+    @property
+    def rest_url(self) -> str:
+        return self.sim.rest_url
+
+    @property
+    def ws_url(self) -> str:
+        return self.sim.ws_url
+
+    def run(self, coro: Any, timeout: float = 20) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the simulator's loop (its state is not thread-safe)."""
+        fut: Future[Any] = Future()
+
+        def wrapper() -> None:
+            try:
+                fut.set_result(fn())
+            except Exception as exc:  # handed to the test thread
+                fut.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(wrapper)
+        return fut.result(10)
+
+    def admin(self, method: str, path: str, body: Any = None) -> Any:
+        resp = self.http.request(method, path, json=body)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def stop(self) -> None:
+        self.http.close()
+        self.run(self.sim.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+def sim_config(**overrides: Any) -> SimConfig:
+    """A SimConfig on free ports with small, test-friendly limits unless overridden."""
+    limits = overrides.pop("limits", WsLimits())
+    base = SimConfig(rest_port=0, ws_port=0, rate=300.0, kline_lag_ms=(50, 100), limits=limits)
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[Callable[..., RunningSim]]:
+    started: list[RunningSim] = []
+
+    def start(**overrides: Any) -> RunningSim:
+        running = RunningSim(sim_config(**overrides))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
+def sim(sim_factory: Callable[..., RunningSim]) -> RunningSim:
+    return sim_factory()
+
+
+class RawWs:
+    """A bare websocket client that never answers pings (websockets' clients always do)."""
+
+    def __init__(self, url: str, *, rcvbuf: int | None = None) -> None:
+        host_port, _, path = url.removeprefix("ws://").partition("/")
+        host, _, port = host_port.partition(":")
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:  # a small window makes a non-reading client back up quickly
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(10)
+        self.sock.connect((host, int(port)))
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during handshake")
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1])
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """Yield (opcode, payload) until the server closes the TCP connection."""
+        while True:
+            while True:
+                frame = self._parse()
+                if frame is None:
+                    break
+                yield frame
+            try:
+                chunk = self.sock.recv(65536)
+            except (ConnectionResetError, TimeoutError):
+                return
+            if not chunk:
+                return
+            self.buf += chunk
+
+    def _parse(self) -> tuple[int, bytes] | None:
+        b = self.buf
+        if len(b) < 2:
+            return None
+        n, off = b[1] & 0x7F, 2
+        if n == 126:
+            if len(b) < 4:
+                return None
+            n, off = int.from_bytes(b[2:4], "big"), 4
+        elif n == 127:
+            if len(b) < 10:
+                return None
+            n, off = int.from_bytes(b[2:10], "big"), 10
+        if len(b) < off + n:
+            return None
+        self.buf = b[off + n :]
+        return b[0] & 0x0F, b[off : off + n]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def loads(message: str | bytes) -> Any:
+    return orjson.loads(message)
