@@ -37,7 +37,7 @@ _HOSTS: dict[str, tuple[str, str]] = {
     "sim": (SIM_REST_URL, SIM_WS_URL),
 }
 DEFAULT_TIMEFRAMES = "1m,5m,15m,1h,4h,1d"
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_]{1,29}$")  # delivery contracts: BTCUSDT_210924
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _KID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

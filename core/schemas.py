@@ -32,7 +32,7 @@ from core.errors import SchemaError
 from core.timeframes import SUPPORTED as SUPPORTED_TIMEFRAMES
 
 _DECIMAL = re.compile(r"^-?\d{1,30}(\.\d{1,30})?$")
-_SYMBOL = re.compile(r"^[A-Z0-9]{2,30}$")
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_]{1,29}$")  # delivery contracts: BTCUSDT_210924
 SIGNAL_STATES = ("long", "short", "flat")
 GAP_REASONS = ("id_jump", "shed", "outage")
 

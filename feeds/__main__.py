@@ -18,6 +18,7 @@ import zlib
 import httpx
 
 from core.config import Settings, load_settings
+from core.errors import ConfigError
 from core.logs import setup_logging
 from core.redis_clients import async_client
 from core.universe import resolve_universe
@@ -47,13 +48,16 @@ async def fetch_universe(settings: Settings) -> list[str]:
             try:
                 response = await http.get("/fapi/v1/exchangeInfo")
                 response.raise_for_status()
-                return resolve_universe(settings.symbols, response.json())
+                info = response.json()
             except (httpx.HTTPError, ValueError) as exc:
-                if isinstance(exc, ValueError) and "not trading" in str(exc):
-                    raise
                 log.warning("exchangeInfo unavailable (%s); retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)
+                continue
+            try:
+                return resolve_universe(settings.symbols, info)
+            except ValueError as exc:
+                raise ConfigError([("TP_SYMBOLS", str(exc))]) from None
 
 
 async def main_async(settings: Settings, shard: tuple[int, int]) -> None:
@@ -78,8 +82,9 @@ def main() -> int:
     setup_logging(settings.log_level, process="feeder")
     try:
         asyncio.run(main_async(settings, args.shard))
-    except ValueError as exc:  # a configured symbol the exchange does not trade
-        print(f"configuration error: TP_SYMBOLS: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # e.g. a configured symbol the exchange does not trade
+        for var, what in exc.problems:
+            print(f"configuration error: {var}: {what}", file=sys.stderr)
         return 2
     return 0
 

@@ -40,6 +40,7 @@ KLINE_KIND = "kline_1m"
 TICK_S = 0.1
 SUPERVISE_EVERY_S = 1.0
 HEALTH_EVERY_S = 2.0
+DRAIN_TIMEOUT_S = 10.0  # within Heroku's 30 s between SIGTERM and SIGKILL
 READY_TIMEOUT_S = 30.0  # a replacement connection must deliver within this, or the old one stays
 
 
@@ -181,10 +182,20 @@ class Feeder:
                 if ticks % round(HEALTH_EVERY_S / TICK_S) == 0:
                     await self._write_health()
         finally:
-            writer.cancel()
-            for slot in self.slots:
-                await slot.conn.stop()
-                slot.task.cancel()
+            await self._shutdown(writer)
+
+    async def _shutdown(self, writer: asyncio.Task[None]) -> None:
+        """Stop reading, release held trades, write what is buffered (SIGTERM; Heroku: 30 s)."""
+        for slot in self.slots:
+            await slot.conn.stop()
+            slot.task.cancel()
+        self.sequencer.expire(2**62, self._released, self._gaps)
+        self._flush_released(now_ms())
+        self.writer.close()
+        try:
+            await asyncio.wait_for(writer, DRAIN_TIMEOUT_S)
+        except TimeoutError:
+            log.error("shutdown: %d entries not written (Redis unavailable)", len(self.outbox))
 
     def _url(self, plan: ConnectionPlan) -> str:
         market = self.settings.market
@@ -317,6 +328,7 @@ class Feeder:
             "outbox": {
                 "size": len(self.outbox),
                 "max": self.outbox.max_entries,
+                "high_water": self.outbox.high_water,
                 "in_flight": self.writer.in_flight,
                 "pending_gaps": self.outbox.pending_gaps,
                 "held_for_reorder": self.sequencer.held_count(),

@@ -36,6 +36,7 @@ class Outbox:
         self.counters = OutboxCounters()
         self._entries: deque[tuple[str, bytes, Trade | None]] = deque()
         self._gaps: dict[str, Gap] = {}
+        self.high_water = 0  # the most entries ever held: proves the bound under a flood
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -62,6 +63,7 @@ class Outbox:
             return False
         self._entries.append((stream, payload, trade))
         self.counters.accepted += 1
+        self.high_water = max(self.high_water, len(self._entries))
         return True
 
     def put(self, stream: str, payload: bytes) -> bool:
@@ -71,6 +73,7 @@ class Outbox:
             return False
         self._entries.append((stream, payload, None))
         self.counters.accepted += 1
+        self.high_water = max(self.high_water, len(self._entries))
         return True
 
     def add_gap(self, gap: Gap) -> None:

@@ -52,6 +52,12 @@ class StreamWriter:
         self.redis_up = True
         self.in_flight = 0  # entries taken from the outbox and not yet written
         self._wake = asyncio.Event()
+        self._closing = False
+
+    def close(self) -> None:
+        """Ask run() to return once the outbox is empty."""
+        self._closing = True
+        self._wake.set()
 
     def wake(self) -> None:
         """Tell the writer there is something to write (cheap; call after queueing)."""
@@ -61,6 +67,8 @@ class StreamWriter:
         while True:
             gaps, entries = self.outbox.take(BATCH_MAX)
             if not gaps and not entries:
+                if self._closing:
+                    return
                 self._wake.clear()
                 # A timeout too, so a missed wake-up can only delay, never stall, the writer.
                 with contextlib.suppress(TimeoutError):

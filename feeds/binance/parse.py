@@ -69,7 +69,7 @@ def parse_frame(frame: bytes | str, recv_time_ms: int) -> Parsed:
             raise FrameError("combined frame with a non-string stream or non-object data")
     event_type = msg.get("e")
     if event_type is None:
-        if "result" in msg or "code" in msg:
+        if "result" in msg or "code" in msg or "error" in msg:
             return Parsed(None, _control(msg), frozenset())
         raise FrameError("object without an event type `e`")
     try:
@@ -192,7 +192,10 @@ def _book_ticker(m: dict[str, Any], recv_time_ms: int) -> BookTicker:
 
 
 def _control(m: dict[str, Any]) -> ControlReply:
+    """Docs show ``{"code": 2, "msg": ...}``; clients also read ``{"error": {...}, "id": N}``."""
     reply_id = m.get("id")
+    if isinstance(m.get("error"), dict):
+        m = {**m["error"], "id": reply_id}
     if "code" in m:
         return ControlReply(reply_id, None, m.get("code"), str(m.get("msg", "")))
     return ControlReply(reply_id, m["result"], None, None)

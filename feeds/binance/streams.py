@@ -25,7 +25,7 @@ _ROUTES: dict[str, Route] = {
     "trade": "public",
     "depth": "public",
 }
-_STREAM = re.compile(r"^([a-z0-9]+)@([A-Za-z]+)(?:_(\w+))?(?:@.*)?$")
+_STREAM = re.compile(r"^([a-z0-9_]+)@([A-Za-z]+)(?:_(\w+))?(?:@.*)?$")
 
 
 def stream_name(symbol: str, kind: str) -> str:

@@ -81,6 +81,8 @@ def test_raw_trade_stream() -> None:
          ControlReply(3, ["btcusdt@aggTrade"], None, None)),
         ('{"code":2,"msg":"Invalid request: too many parameters","id":4}',
          ControlReply(4, None, 2, "Invalid request: too many parameters")),
+        ('{"error":{"code":0,"msg":"Unknown property"},"id":5}',
+         ControlReply(5, None, 0, "Unknown property")),
     ],
 )  # fmt: skip
 def test_control_replies(frame: str, reply: ControlReply) -> None:

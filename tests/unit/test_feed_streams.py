@@ -32,6 +32,7 @@ def test_each_stream_goes_to_binances_2026_route(stream: str, route: str) -> Non
 def test_names_round_trip() -> None:
     assert stream_name("BTCUSDT", "kline_1m") == "btcusdt@kline_1m"
     assert split_stream("btcusdt@kline_1m") == ("BTCUSDT", "kline_1m")
+    assert split_stream("btcusdt_210924@aggTrade") == ("BTCUSDT_210924", "aggTrade")
     with pytest.raises(ValueError, match="no known route"):
         route_of("btcusdt@forceOrder")
 
