@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from honcho.environ import parse_procfile
@@ -50,6 +51,11 @@ def banner(settings: Settings, redis_url: str, processes: dict[str, str], embedd
 
 
 def main() -> int:
+    # Own Ctrl-C and SIGTERM from the first line: a signal before honcho takes over must stop
+    # the demo cleanly (and stop Redis), not kill it half-started.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     env = dict(os.environ, TP_DEMO="1")
     settings = load_settings(env)
     processes = process_types(ROOT / "Procfile", settings)
@@ -60,16 +66,20 @@ def main() -> int:
                 server = RedisServer(Path(tmp))
                 server.start()
             redis_url = server.url if server else settings.require_redis_url()
-            child_env = {**env, **settings.secret_env(), "REDIS_URL": redis_url,
+            # `python` in the Procfile must be this interpreter (the venv's), as on Heroku.
+            path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+            child_env = {**env, **settings.secret_env(), "REDIS_URL": redis_url, "PATH": path,
                          "PORT": str(settings.port), "PYTHONUNBUFFERED": "1"}  # fmt: skip
             print(banner(settings, redis_url, processes, embedded=server is not None), flush=True)
             manager = Manager()
             for name, cmd in processes.items():
                 manager.add_process(name, cmd, env=child_env, cwd=str(ROOT))
             if not processes:
-                _wait_for_interrupt()
+                while not stop.wait(0.5):
+                    pass
+            if stop.is_set():
                 return 0
-            manager.loop()  # returns when every child has stopped
+            manager.loop()  # its own handlers first, then the children; returns when all stopped
             # Stopped by Ctrl-C or SIGTERM (honcho's 130/143): a clean exit. Else a child failed.
             return 0 if manager.returncode in (None, 130, 143) else int(manager.returncode)
         except RedisServerError as exc:
@@ -78,14 +88,6 @@ def main() -> int:
         finally:
             if server is not None:
                 server.stop(save=False)
-
-
-def _wait_for_interrupt() -> None:
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with contextlib.suppress(KeyboardInterrupt):
-        signal.pause()
 
 
 if __name__ == "__main__":

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -39,19 +41,44 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
     proc, banner = start_demo(clean_env())
-    url = re.search(r"redis://\S+", banner[0])
-    assert url, banner
-    client = redis.Redis.from_url(url.group(0))
-    assert client.ping()  # the embedded Redis answers
-    children = psutil.Process(proc.pid).children(recursive=True)
-    assert any("redis-server" in " ".join(c.cmdline()) for c in children)
+    try:
+        url = re.search(r"redis://\S+", banner[0])
+        assert url, banner
+        client = redis.Redis.from_url(url.group(0))
+        assert client.ping()  # the embedded Redis answers
+        children = wait_for_children(proc, ("redis-server", "-m simulator", "-m feeds"))
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == []
+        with pytest.raises(redis.ConnectionError):
+            client.ping()
+    finally:
+        kill_tree(proc)
 
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=30) == 0
-    _, alive = psutil.wait_procs(children, timeout=10)
-    assert alive == []
-    with pytest.raises(redis.ConnectionError):
-        client.ping()
+
+def wait_for_children(proc: subprocess.Popen[str], wanted: tuple[str, ...]) -> list[psutil.Process]:
+    """Return the demo's descendants once one running each of ``wanted`` exists."""
+    lines: list[str] = []
+    for _ in range(100):
+        children = psutil.Process(proc.pid).children(recursive=True)
+        lines = []
+        for child in children:
+            with contextlib.suppress(psutil.Error):  # a child may exit while we look
+                lines.append(" ".join(child.cmdline()))
+        if all(any(w in line for line in lines) for w in wanted):
+            return children
+        time.sleep(0.2)
+    raise AssertionError(f"not every process started: {lines}")
+
+
+def kill_tree(proc: subprocess.Popen[str]) -> None:
+    """Leave nothing behind, even when the test failed half-way."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+    proc.kill()
+    proc.wait()
 
 
 def test_with_redis_url_set_the_demo_uses_that_server(redis_url: str) -> None:
@@ -59,13 +86,12 @@ def test_with_redis_url_set_the_demo_uses_that_server(redis_url: str) -> None:
     try:
         assert banner[0].split()[1] == redis_url
         assert "embedded" not in banner[0]
-        assert not any(
-            "redis-server" in " ".join(c.cmdline())
-            for c in psutil.Process(proc.pid).children(recursive=True)
-        )
-    finally:
+        children = wait_for_children(proc, ("-m simulator", "-m feeds"))
+        assert not any("redis-server" in " ".join(c.cmdline()) for c in children)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+    finally:
+        kill_tree(proc)
     assert redis.Redis.from_url(redis_url).ping()  # someone else's server is left running
 
 
