@@ -70,6 +70,9 @@ class Position:
         return self.entry_price + self.open_fees / self.amount
 
 
+MAX_ORDERS_KEPT = 2_000  # per account, open ones always included
+
+
 @dataclass
 class Account:
     """One paper-trading account: API credentials, USDT wallet, positions and orders."""
@@ -82,6 +85,19 @@ class Account:
     positions: dict[str, Position] = field(default_factory=dict)
     orders: dict[tuple[str, int], Order] = field(default_factory=dict)
     update_time_ms: int = 0
+
+    def add_order(self, order: Order) -> None:
+        """Keep ``order``; past MAX_ORDERS_KEPT, forget the oldest closed orders.
+
+        Binance also archives old closed orders (a query then answers -2013); here the bound
+        keeps a long paper-trading session from growing memory and slowing every book update.
+        """
+        self.orders[(order.symbol, order.order_id)] = order
+        excess = len(self.orders) - MAX_ORDERS_KEPT
+        if excess <= 0:
+            return
+        for key in [k for k, o in self.orders.items() if not o.is_open][:excess]:
+            del self.orders[key]
 
     def position(self, symbol: str) -> Position:
         """Return the symbol's position, creating a flat one on first use."""

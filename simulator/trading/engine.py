@@ -156,7 +156,7 @@ class TradingEngine:
             update_time_ms=now,
             self_trade_prevention_mode=req.stp_mode,
         )
-        account.orders[(symbol, order.order_id)] = order
+        account.add_order(order)
         ack = payloads.order_object(order, rules)
         self._emit_order(account, order, "NEW")
         bound = self._price_bound(rules, req.side, mark)

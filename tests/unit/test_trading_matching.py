@@ -96,3 +96,21 @@ def test_event_clock_is_strictly_increasing_per_type() -> None:
     assert stamps == [(1000, 1000), (1001, 1001), (1002, 1002)]
     assert clock.stamp("ACCOUNT_UPDATE", 1000) == (1000, 1000)
     assert clock.stamp("ORDER_TRADE_UPDATE", 5000) == (5000, 5000)
+
+
+def test_an_account_keeps_a_bounded_number_of_closed_orders() -> None:
+    from dataclasses import replace
+
+    from simulator.trading.accounts import MAX_ORDERS_KEPT, Account
+    from simulator.trading.orders import Order
+
+    account = Account("k", "s", D(1000))
+    template = Order(0, "c", "BTCUSDT", "BUY", "LIMIT", "GTC", D(1), D(1), False, 0, 0)
+    resting = replace(template, order_id=0)
+    account.add_order(resting)  # open: never forgotten
+    for i in range(1, 3 * MAX_ORDERS_KEPT):
+        account.add_order(replace(template, order_id=i, status="FILLED"))
+    assert len(account.orders) == MAX_ORDERS_KEPT
+    assert account.find_order(resting.symbol, 0, None) is resting
+    assert account.find_order(resting.symbol, 1, None) is None  # the oldest closed went first
+    assert account.find_order(resting.symbol, 3 * MAX_ORDERS_KEPT - 1, None) is not None
