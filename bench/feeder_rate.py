@@ -72,8 +72,10 @@ class Rig:
                "REDIS_URL": self.redis.url, "TP_DEMO": "1", "TP_STREAM_SHARDS": str(SHARDS),
                "TP_REST_URL": f"http://127.0.0.1:{self.rest}", "TP_WS_URL": f"ws://127.0.0.1:{self.ws}",
                "TP_LOG_LEVEL": "WARNING", "TP_STREAM_MAXLEN": "200000"}  # fmt: skip
-        self.feeder = subprocess.Popen([sys.executable, "-m", "feeds"], cwd=ROOT, env=env,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.feeder = subprocess.Popen(
+            [sys.executable, "-m", "feeds"], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
         pin(self.feeder.pid, 0)
         self.r = redis.Redis.from_url(self.redis.url)
         self.keys = Keys("tp", SHARDS)
@@ -118,7 +120,8 @@ def measure(rig: Rig, aggtrades: float, seconds: float) -> dict[str, Any]:
     time.sleep(seconds)
     h1, t1 = rig.health(), time.time()
     cpu1 = psutil.Process(rig.feeder.pid).cpu_times()
-    assert h0 and h1
+    assert h0
+    assert h1
     dt = (h1["updated_ms"] - h0["updated_ms"]) / 1000
     written = h1["counters"]["written"] - h0["counters"]["written"]
     received = sum(
@@ -141,7 +144,10 @@ def measure(rig: Rig, aggtrades: float, seconds: float) -> dict[str, Any]:
 
 def redis_xadd_limit(url_port: int) -> float:
     """Return redis-benchmark's pipelined XADD rate (requests/s) with a trade-sized payload."""
-    payload = '["trade",1,"BTCUSDT",5933014,100,105,"27785.00","0.014",false,1679851564486,1679851564490,1679851564493]'
+    payload = (
+        '["trade",1,"BTCUSDT",5933014,100,105,"27785.00","0.014",false,1679851564486,'
+        "1679851564490,1679851564493]"
+    )
     out = subprocess.run(
         ["redis-benchmark", "-p", str(url_port), "-n", "1000000", "-P", "64", "-q",
          "XADD", "bench:xadd", "MAXLEN", "~", "200000", "*", "d", payload],
