@@ -5,9 +5,11 @@ then, per stream, one call of :data:`XADD_MANY` carrying all of the batch's entr
 (``XADD ... MAXLEN ~ <bound>`` each, atomically), then the last trade written per symbol (so a
 restarted feeder can tell what it missed). One script call per stream instead of one XADD per
 event cuts the client's per-command cost (packing, reply parsing) that otherwise dominates the
-feeder's CPU; the script touches only its declared key, so it is Redis-Cluster safe. While Redis is down the batch is kept and retried with
-capped backoff; the outbox meanwhile fills to its bound and sheds, so memory stays bounded and
-writing resumes by itself when Redis returns. A retried batch whose first attempt half-landed
+feeder's CPU; the script touches only its declared key, so it is Redis-Cluster safe.
+
+While Redis is down the batch is kept and retried with capped backoff; the outbox meanwhile
+fills to its bound and sheds, so memory stays bounded and writing resumes by itself when Redis
+returns. A retried batch whose first attempt half-landed
 writes some entries twice: the candle builder ignores trade ids it has already applied.
 """
 
@@ -126,6 +128,7 @@ class StreamWriter:
             if trade is not None:
                 last[trade.symbol] = trade
         for stream, payloads in by_stream.items():
+            # The script writes field 'd', which is core.keys.ENTRY_FIELD.
             await self._xadd_many(keys=[stream], args=[self.maxlen, *payloads], client=pipe)
         if last:
             marks = {s: f"{t.trade_id}:{t.last_id}:{t.trade_time_ms}" for s, t in last.items()}
