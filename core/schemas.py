@@ -98,37 +98,18 @@ class Candle:
 
 
 @dataclass(frozen=True, slots=True)
-class Kline:
+class Kline(Candle):
     """The exchange's kline event (``kline_<interval>``): a Candle, plus when sent and seen."""
 
     KIND: ClassVar[str] = "kline"
     VERSION: ClassVar[int] = 1
 
-    symbol: str
-    timeframe: str
-    open_time_ms: int
-    close_time_ms: int
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
-    quote_volume: Decimal
-    trades: int
-    taker_buy_volume: Decimal
-    taker_buy_quote_volume: Decimal
-    first_trade_id: int
-    last_trade_id: int
-    closed: bool  # `x`
     event_time_ms: int  # `E`
     recv_time_ms: int
 
     def candle(self) -> Candle:
         """Return the candle this kline reports."""
         return Candle(*(getattr(self, f.name) for f in dataclasses.fields(Candle)))
-
-    def _check(self) -> str | None:
-        return self.candle()._check()
 
 
 @dataclass(frozen=True, slots=True)
