@@ -21,6 +21,7 @@ from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
 from core.config import Settings, load_settings
+from core.keys import Keys
 from demo.redis_server import RedisServer, RedisServerError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +45,10 @@ def banner(settings: Settings, redis_url: str, processes: dict[str, str], embedd
         )
     else:
         lines.append(f"Market     {settings.market.source}: REST {settings.market.rest_url}")
+    if "feeder" in processes:
+        keys = Keys(settings.namespace, settings.stream_shards)
+        lines.append(f"Feed       redis-cli -u {redis_url} HGET {keys.feed_health()} feeder-1of1")
+        lines.append(f"           redis-cli -u {redis_url} XREVRANGE {keys.trades(0)} + - COUNT 5")
     if "web" in processes:
         lines.append(f"Web        http://127.0.0.1:{settings.port}/")
     lines.append(f"Processes  {', '.join(processes) or '(none yet)'}   Ctrl-C stops everything")
