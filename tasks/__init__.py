@@ -1,0 +1,1 @@
+"""Dramatiq actors and the pure logic they call (Procfile: worker)."""
