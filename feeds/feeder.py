@@ -153,7 +153,7 @@ class Feeder:
     def _note_unknown(self, fields: frozenset[str]) -> None:
         self.counters.unknown_fields += 1
         new = fields - self._unknown_seen
-        if new:
+        if new and len(self._unknown_seen) < 1000:  # bounded even if a peer sends junk names
             self._unknown_seen |= new
             log.warning("exchange sent fields we do not know (ignored): %s", sorted(new))
 

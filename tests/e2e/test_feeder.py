@@ -16,6 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,85 @@ def test_a_restarted_feeder_records_what_it_missed_while_stopped(
     result = compare(sim, second)  # one stream, both runs: once each, in order, gaps named
     assert result.missing_in_gaps > 0
     assert {g.reason for gs in result.gaps.values() for g in gs} == {"id_jump"}
+
+
+class ScriptedExchange:
+    """A websocket endpoint that acknowledges subscriptions and then sends fixed frames.
+
+    It stands in for Binance sending bad input, which the simulator never does.
+    """
+
+    def __init__(self, frames: list[str]) -> None:
+        import asyncio
+        import threading
+
+        from websockets.asyncio.server import serve
+
+        self.frames = frames
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def handler(ws: Any) -> None:
+            async for msg in ws:
+                request = orjson.loads(msg)
+                await ws.send(orjson.dumps({"result": None, "id": request["id"]}).decode())
+                if request["method"] == "SUBSCRIBE" and ws.request.path.startswith("/market"):
+                    for frame in self.frames:
+                        await ws.send(frame)
+
+        async def start() -> None:
+            self.server = await serve(handler, "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+            ready.set()
+
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(start(), self.loop)
+        ready.wait(10)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+
+
+def agg_frame(a: int, extra: str = "") -> str:
+    data = (f'{{"e":"aggTrade","E":1,"s":"BTCUSDT","a":{a},"p":"100.5","q":"2","f":{a},"l":{a},'
+            f'"T":1,"m":false{extra}}}')  # fmt: skip
+    return f'{{"stream":"btcusdt@aggTrade","data":{data}}}'
+
+
+def test_bad_frames_are_counted_and_skipped_and_ingestion_goes_on(
+    sim: RunningSim, start_feeder: Callable[..., FeederProcess]
+) -> None:
+    frames = [
+        agg_frame(1),
+        "{this is not json",
+        '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","s":"BTCUSDT"}}',  # fields missing
+        '{"stream":"btcusdt@forceOrder","data":{"e":"forceOrder","E":1}}',  # a type we ignore
+        agg_frame(2, ',"brandNew":1'),  # a field Binance may add tomorrow
+        agg_frame(3).replace('"100.5"', "100.5"),  # a float price: refused, never rounded
+        agg_frame(4),
+    ]
+    exchange = ScriptedExchange(frames)
+    try:
+        # exchangeInfo from the simulator, websockets from the scripted exchange
+        feeder = start_feeder(sim, TP_SYMBOLS="BTCUSDT",
+                              TP_WS_URL=f"ws://127.0.0.1:{exchange.port}")  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            h = feeder.health()
+            if h and h["counters"]["written"] >= 3 and h["counters"]["gaps_written"] >= 1:
+                break
+            time.sleep(0.3)
+        assert h is not None
+        c = h["counters"]
+        assert (c["malformed"], c["ignored"], c["unknown_fields"]) == (3, 1, 1)
+        assert feeder.proc.poll() is None  # still running
+        trades = [decode(d, Trade) for d in read_stream(feeder.redis, feeder.keys.trades(
+            feeder.keys.shard_of("BTCUSDT")))]  # fmt: skip
+        assert [t.trade_id for t in trades] == [1, 2, 4]
+        assert trades[0].price == Decimal("100.5")
+        shard = feeder.keys.shard_of("BTCUSDT")
+        gaps = [decode(d, Gap) for d in read_stream(feeder.redis, feeder.keys.gaps(shard))]
+        # The refused trade is a recorded gap, not a silent hole.
+        assert [(g.from_trade_id, g.to_trade_id) for g in gaps] == [(3, 3)]
+    finally:
+        exchange.close()
