@@ -33,7 +33,7 @@ lint: $(STAMP)  ## ruff lint and format check
 types: $(STAMP)  ## mypy strict on the product code
 	$(BIN)/mypy
 
-check: lint types test  ## the gates CI runs: lint, types, tests
+check: lint types test  ## every gate: lint, types, tests (CI runs `make test`)
 
 lock:  ## re-resolve requirements.lock from pyproject.toml (needs the network)
 	$(PYTHON) -m venv .lockvenv && .lockvenv/bin/pip install --quiet pip-tools
