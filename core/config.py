@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import difflib
 import os
 import re
@@ -79,6 +80,21 @@ class FeedSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class CandleSettings:
+    """The candle stage's knobs (TP_CANDLE_*, TP_CLAIM_IDLE_MS, TP_REST_WEIGHT_BUDGET)."""
+
+    retention: tuple[tuple[str, int], ...]  # (timeframe, candles kept) for every timeframe
+    history: int  # closed candles per timeframe fetched at start-up (0: none)
+    max_deliveries: int  # attempts at a failing stream entry before it is dead-lettered
+    claim_idle_ms: int  # pending this long, an entry is claimed and its shard rebuilt
+    rest_weight_budget: int  # REST weight per minute we allow ourselves (Binance: 2,400)
+    updates_maxlen: int  # approximate length of each candle-updates stream
+
+    def keep(self, timeframe: str) -> int:
+        return dict(self.retention)[timeframe]
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Frozen configuration of one process. Build it with :meth:`from_env`."""
 
@@ -95,6 +111,7 @@ class Settings:
     demo: bool
     log_level: str
     feed: FeedSettings
+    candles: CandleSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -134,7 +151,21 @@ class Settings:
                 reorder_ms=r.get("TP_FEED_REORDER_MS", "500", _int_range(0, 60_000)),
                 rotate_s=r.get("TP_FEED_ROTATE_S", "82800", _int_range(5, 86_000)),
             ),
+            candles=None,  # type: ignore[arg-type]  # set below: its check needs the timeframes
         )
+        timeframes = settings.timeframes or ()
+        settings = dataclasses.replace(settings, candles=CandleSettings(
+            retention=r.get("TP_CANDLE_RETENTION", "500", _parse_retention(timeframes)),
+            history=r.get("TP_CANDLE_HISTORY", "300", _int_range(0, 1500)),
+            max_deliveries=r.get("TP_CANDLE_MAX_DELIVERIES", "3", _int_range(1, 100)),
+            claim_idle_ms=r.get("TP_CLAIM_IDLE_MS", "15000", _int_range(1000, 3_600_000)),
+            rest_weight_budget=r.get("TP_REST_WEIGHT_BUDGET", "1200", _int_range(10, 2400)),
+            updates_maxlen=r.get("TP_UPDATES_MAXLEN", "10000", _int_range(100, 10_000_000)),
+        ))  # fmt: skip
+        if settings.candles.retention and settings.candles.history > min(
+            n for _, n in settings.candles.retention
+        ):
+            r.problems.append(("TP_CANDLE_HISTORY", "must not exceed TP_CANDLE_RETENTION"))
         r.reject_unknown()
         if r.problems:
             raise ConfigError(r.problems)
@@ -174,7 +205,8 @@ KNOWN = frozenset(
         for name in (
             "DEMO MARKET REST_URL WS_URL SYMBOLS TIMEFRAMES NAMESPACE STREAM_SHARDS STREAM_MAXLEN "
             "JWT_KEYS KEY_ENCRYPTION_KEY LOG_LEVEL TRADE_STREAM FEED_BUFFER_MAX FEED_MAX_STREAMS "
-            "FEED_SILENCE_MS FEED_REORDER_MS FEED_ROTATE_S"
+            "FEED_SILENCE_MS FEED_REORDER_MS FEED_ROTATE_S CANDLE_RETENTION CANDLE_HISTORY "
+            "CANDLE_MAX_DELIVERIES CLAIM_IDLE_MS REST_WEIGHT_BUDGET UPDATES_MAXLEN"
         ).split()
     }
 )
@@ -292,6 +324,30 @@ def _parse_timeframes(raw: str) -> tuple[Timeframe, ...]:
     if len(set(names)) != len(names):
         raise ValueError("a timeframe is listed twice")
     return tuple(sorted((parse_timeframe(n) for n in names), key=lambda tf: tf.ms))
+
+
+def _parse_retention(
+    timeframes: tuple[Timeframe, ...],
+) -> Callable[[str], tuple[tuple[str, int], ...]]:
+    """``500`` keeps 500 candles of every timeframe; ``500,1m:1440`` keeps 1,440 of 1m."""
+
+    def parse(raw: str) -> tuple[tuple[str, int], ...]:
+        default, per_tf = None, {}
+        for part in (p.strip() for p in raw.split(",") if p.strip()):
+            name, _, count = part.rpartition(":")
+            if not count.isdigit() or not 10 <= int(count) <= 100_000:
+                raise ValueError(f"{part!r}: a count of candles from 10 to 100000 expected")
+            if not name:
+                default = int(count)
+            elif name not in {tf.name for tf in timeframes}:
+                raise ValueError(f"{name!r} is not one of TP_TIMEFRAMES")
+            else:
+                per_tf[name] = int(count)
+        if default is None and set(per_tf) != {tf.name for tf in timeframes}:
+            raise ValueError("give a default count (such as 500) or one for every timeframe")
+        return tuple((tf.name, per_tf.get(tf.name, default or 0)) for tf in timeframes)
+
+    return parse
 
 
 def _parse_jwt_keys(raw: str) -> tuple[tuple[str, str], ...]:

@@ -4,13 +4,23 @@
     ├── ConfigError      a setting is missing or malformed; start-up stops, one line per problem
     ├── SchemaError      a record on the wire cannot be decoded (type, length, version, value)
     ├── FrameError       an exchange websocket frame cannot be parsed (counted, logged, skipped)
-    └── RedisSetupError  a Redis client cannot be built as asked (gevent client, unpatched)
+    ├── RedisSetupError  a Redis client cannot be built as asked (gevent client, unpatched)
+    └── RestError        the exchange's REST API refused a request (4xx with a Binance code)
+        ├── RateLimited      429: over the exchange's weight limit; every process backs off
+        ├── Banned           418: the IP is banned until ``until_ms``; nothing is sent till then
+        ├── Throttled        our shared weight budget is spent; the request was not sent
+        └── RestUnavailable  5xx, timeout or connection error: retry later
+
+``retryable`` on a RestError class says whether trying again later can succeed (a bad symbol
+never will); ``retry_after_ms``, when not None, says how long to wait first.
 
 Third-party errors are translated once, at the boundary that calls the library:
 ``raise SchemaError(...) from exc``.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class PipelineError(Exception):
@@ -38,3 +48,56 @@ class FrameError(PipelineError):
 
 class RedisSetupError(PipelineError):
     """A Redis client could not be created as requested."""
+
+
+class RestError(PipelineError):
+    """The exchange answered a REST request with an error (Binance's ``{"code", "msg"}``).
+
+    ``status`` is the HTTP status (None when no response came back), ``code`` Binance's error
+    code (-1121 for an invalid symbol) when the body carried one.
+    """
+
+    retryable: ClassVar[bool] = False
+
+    def __init__(
+        self, status: int | None, code: int | None, msg: str, *, retry_after_ms: int | None = None
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.msg = msg
+        self.retry_after_ms = retry_after_ms
+        super().__init__(f"HTTP {status}, code {code}: {msg}" if status else msg)
+
+
+class RateLimited(RestError):
+    """429: the IP's request weight is over the limit; no process may send for a while."""
+
+    retryable = True
+
+    def __init__(self, retry_after_ms: int, msg: str = "rate limited (429)") -> None:
+        super().__init__(429, -1003, msg, retry_after_ms=retry_after_ms)
+
+
+class Banned(RestError):
+    """418: the IP is banned until ``until_ms`` (server time); no process may send till then."""
+
+    retryable = True
+
+    def __init__(self, until_ms: int, retry_after_ms: int, msg: str = "IP banned (418)") -> None:
+        self.until_ms = until_ms
+        super().__init__(418, -1003, msg, retry_after_ms=retry_after_ms)
+
+
+class Throttled(RestError):
+    """Our shared weight budget for this minute is spent: the request was not sent."""
+
+    retryable = True
+
+    def __init__(self, retry_after_ms: int, msg: str = "weight budget spent") -> None:
+        super().__init__(None, None, msg, retry_after_ms=retry_after_ms)
+
+
+class RestUnavailable(RestError):
+    """5xx, a timeout or a connection error: the request may or may not have been served."""
+
+    retryable = True

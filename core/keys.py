@@ -10,10 +10,17 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:{s<shard>}:candle-updates           stream   candles changed, for the web tier
     <ns>:{s<shard>}:signal-events            stream   signal state changes, for the web tier
     <ns>:{s<shard>}:candles:<SYMBOL>:<tf>    zset     candles scored by open time
-    <ns>:{s<shard>}:candle-state:<SYMBOL>    hash     last trade id applied per timeframe
+    <ns>:{s<shard>}:candle-state:<SYMBOL>    hash     fold state: last trade, candle per tf
+    <ns>:{s<shard>}:candle-cursor            hash     last entries applied; failing entries
+    <ns>:{s<shard>}:candle-metrics           hash     counters (applied, gaps, reconciled)
+    <ns>:{s<shard>}:build-queued             string   set while a build_candles(shard) is queued
+    <ns>:{s<shard>}:repairs                  zset     "SYM|tf|first_open|last_open" by due time (ms)
     <ns>:{s<shard>}:signals:<SYMBOL>:<tf>    hash     latest value per formula
     <ns>:feed:health                         hash     feeder health, one field per feeder process
     <ns>:feed:last-trade                     hash     last trade written per symbol (restarts)
+    <ns>:consumer:health                     hash     stream consumer health, one field per consumer
+    <ns>:rest:weight                         hash     REST weight used per minute, every process
+    <ns>:rest:ban-until                      hash     418 ban / 429 backoff end (server ms)
     <ns>:dramatiq:*                          Dramatiq broker keys (its own layout)
 
 Market data is sharded by a stable hash of the symbol (CRC-32, identical in every process and
@@ -88,6 +95,18 @@ class Keys:
     def candle_state(self, symbol: str) -> str:
         return f"{self._sym(symbol)}:candle-state:{symbol}"
 
+    def candle_cursor(self, shard: int) -> str:
+        return f"{self._shard(shard)}:candle-cursor"
+
+    def candle_metrics(self, shard: int) -> str:
+        return f"{self._shard(shard)}:candle-metrics"
+
+    def build_queued(self, shard: int) -> str:
+        return f"{self._shard(shard)}:build-queued"
+
+    def repairs(self, shard: int) -> str:
+        return f"{self._shard(shard)}:repairs"
+
     def signals(self, symbol: str, timeframe: str) -> str:
         return f"{self._sym(symbol)}:signals:{symbol}:{timeframe}"
 
@@ -95,9 +114,21 @@ class Keys:
     def feed_health(self) -> str:
         return f"{self.namespace}:feed:health"
 
+    def consumer_health(self) -> str:
+        """Hash: consumer name -> JSON health (counters, pending, lag), every 2 s."""
+        return f"{self.namespace}:consumer:health"
+
     def feed_last_trade(self) -> str:
         """Hash: symbol -> ``trade_id:last_raw_id:trade_time_ms`` of the last trade written."""
         return f"{self.namespace}:feed:last-trade"
+
+    def rest_weight(self) -> str:
+        """Hash: exchange minute (ms // 60000) -> REST request weight this IP used in it."""
+        return f"{self.namespace}:rest:weight"
+
+    def rest_ban(self) -> str:
+        """Hash: ``418`` -> end of the IP's ban, ``429`` -> end of the backoff (server ms)."""
+        return f"{self.namespace}:rest:ban-until"
 
     def dramatiq_namespace(self) -> str:
         return f"{self.namespace}:dramatiq"

@@ -35,6 +35,10 @@ _DECIMAL = re.compile(r"^-?\d{1,30}(\.\d{1,30})?$")
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_]{1,29}$")  # delivery contracts: BTCUSDT_210924
 SIGNAL_STATES = ("long", "short", "flat")
 GAP_REASONS = ("id_jump", "shed", "outage")
+# Where a candle's numbers come from. "exchange" (a closed kline of the exchange, from its stream or
+# REST) is final: a candle built from trades never replaces it. "partial" is ours but known to miss
+# trades (we started, or lost trades, inside its period): the exchange's kline will replace it.
+CANDLE_SOURCES = ("trades", "partial", "exchange")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,7 @@ class Candle:
     """An OHLCV candle: one of ours, or the exchange's kline (then ``closed`` is its ``x``)."""
 
     KIND: ClassVar[str] = "candle"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
 
     symbol: str
     timeframe: str
@@ -86,8 +90,11 @@ class Candle:
     first_trade_id: int  # -1 when the period had no trade
     last_trade_id: int
     closed: bool
+    source: str  # one of CANDLE_SOURCES
 
     def _check(self) -> str | None:
+        if self.source not in CANDLE_SOURCES:
+            return f"source must be one of {CANDLE_SOURCES}"
         if self.timeframe not in SUPPORTED_TIMEFRAMES:
             return f"unsupported timeframe {self.timeframe!r}"
         if self.close_time_ms < self.open_time_ms:
@@ -102,7 +109,7 @@ class Kline(Candle):
     """The exchange's kline event (``kline_<interval>``): a Candle, plus when sent and seen."""
 
     KIND: ClassVar[str] = "kline"
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
 
     event_time_ms: int  # `E`
     recv_time_ms: int

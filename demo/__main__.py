@@ -49,6 +49,13 @@ def banner(settings: Settings, redis_url: str, processes: dict[str, str], embedd
         keys = Keys(settings.namespace, settings.stream_shards)
         lines.append(f"Feed       redis-cli -u {redis_url} HGET {keys.feed_health()} feeder-1of1")
         lines.append(f"           redis-cli -u {redis_url} XREVRANGE {keys.trades(0)} + - COUNT 5")
+    if "worker" in processes:
+        keys = Keys(settings.namespace, settings.stream_shards)
+        sym = "BTCUSDT"
+        lines.append(f"Candles    redis-cli -u {redis_url} ZRANGE {keys.candles(sym, '1m')} -3 -1")
+        lines.append(
+            f"           redis-cli -u {redis_url} HGETALL {keys.candle_metrics(keys.shard_of(sym))}"
+        )
     if "web" in processes:
         lines.append(f"Web        http://127.0.0.1:{settings.port}/")
     lines.append(f"Processes  {', '.join(processes) or '(none yet)'}   Ctrl-C stops everything")

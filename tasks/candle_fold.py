@@ -6,6 +6,12 @@ the per-trade work is done once whatever the number of timeframes; each timefram
 then merged from the segments it contains. Every segment boundary is a boundary of every
 timeframe (``1w`` and ``1M`` start on day boundaries), so a segment never straddles two candles.
 
+On top of the fold, :func:`fold_trades` keeps one symbol's state across batches: the last trade
+applied (a repeated or older trade is skipped, so a batch applied twice changes nothing), raw-id
+continuity (a jump means lost trades: the candles it touches become ``partial`` and the periods
+are returned as *repairs* for the backfill to replace with the exchange's klines), and candles the
+exchange already closed (``source == "exchange"``: final, trades no longer change them).
+
 Counting follows the kline fields: ``trades`` is the number of raw trades (an aggTrade covers
 ``last_id - first_id + 1``), quote volume is the sum of price * quantity, taker-buy volumes
 count trades whose buyer is not the maker (``m`` false), and ``first_trade_id`` and
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from core.schemas import Candle, Trade
@@ -75,14 +81,14 @@ def fold_segments(trades: Iterable[Trade], seg_ms: int) -> list[_Segment]:
     return out
 
 
-def merge(candle: Candle | None, symbol: str, tf: Timeframe, seg: _Segment) -> Candle:
-    """Return ``candle`` extended by ``seg`` (a new candle when ``candle`` is None)."""
+def merge(candle: Candle | None, symbol: str, tf: Timeframe, seg: _Segment, source: str) -> Candle:
+    """Return ``candle`` extended by ``seg`` (a new ``source`` candle when ``candle`` is None)."""
     if candle is None:
         open_ms = tf.open_time_ms(seg.open_ms)
         return Candle(symbol, tf.name, open_ms, tf.close_time_ms(open_ms), seg.open, seg.high,
                       seg.low, seg.close, seg.volume, seg.quote_volume, seg.trades,
                       seg.taker_buy_volume, seg.taker_buy_quote_volume, seg.first_trade_id,
-                      seg.last_trade_id, closed=False)  # fmt: skip
+                      seg.last_trade_id, closed=False, source=source)  # fmt: skip
     return replace(
         candle,
         high=max(candle.high, seg.high),
@@ -97,27 +103,112 @@ def merge(candle: Candle | None, symbol: str, tf: Timeframe, seg: _Segment) -> C
     )
 
 
-def apply_trades(
-    symbol: str,
-    open_candles: dict[str, Candle],
-    trades: Sequence[Trade],
-    timeframes: Sequence[Timeframe],
-) -> tuple[dict[str, Candle], list[Candle]]:
-    """Fold ``trades`` into the open candle of every timeframe.
+@dataclass(slots=True)
+class SymbolCandles:
+    """What the fold knows of one symbol between batches (stored in ``candle-state``)."""
 
-    Return the open candles afterwards (timeframe name -> candle) and the candles the trades
-    completed (a trade in a later period closes the candle before it), marked ``closed``.
+    symbol: str
+    last_trade_id: int = -1  # trade id (aggregate id for aggTrades) of the last trade applied
+    last_raw_id: int = -1  # last raw trade id applied: the next trade must start at +1
+    last_time_ms: int = -1
+    current: dict[str, Candle] = field(default_factory=dict)  # per timeframe: the latest candle
+
+
+@dataclass(frozen=True, slots=True)
+class Repair:
+    """Periods of one timeframe (open times, inclusive) whose candles miss trades."""
+
+    timeframe: str
+    first_open_ms: int
+    last_open_ms: int
+
+
+@dataclass(slots=True)
+class FoldResult:
+    changed: dict[tuple[str, int], Candle] = field(default_factory=dict)  # (tf, open) -> candle
+    repairs: list[Repair] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    gaps: int = 0
+
+
+def fold_trades(
+    state: SymbolCandles, trades: Iterable[Trade], timeframes: Sequence[Timeframe]
+) -> FoldResult:
+    """Apply ``trades`` (one symbol, in stream order) to ``state``; return what changed.
+
+    ``changed`` holds every candle to store: the open ones as they are now and the ones these
+    trades completed (``closed``). A candle the exchange closed is left alone.
     """
-    segments = fold_segments(trades, segment_ms(timeframes))
-    current = dict(open_candles)
-    completed: list[Candle] = []
+    out = FoldResult()
+    run: list[Trade] = []
+    gap_from = -1  # time of the last trade before the current run's gap, or -1: no gap
+    for t in trades:
+        if t.trade_id <= state.last_trade_id:
+            out.duplicates += 1
+            continue
+        if state.last_raw_id < 0 or t.first_id != state.last_raw_id + 1:
+            if run:
+                _apply_run(state, run, gap_from, timeframes, out)
+                run = []
+            if state.last_raw_id >= 0:
+                out.gaps += 1  # else: the first trade we see of this symbol
+            gap_from = t.trade_time_ms if state.last_time_ms < 0 else state.last_time_ms
+        run.append(t)
+        _advance(state, t)
+        out.applied += 1
+    if run:
+        _apply_run(state, run, gap_from, timeframes, out)
+    return out
+
+
+def _advance(state: SymbolCandles, t: Trade) -> None:
+    state.last_trade_id = t.trade_id
+    state.last_raw_id = t.last_id
+    state.last_time_ms = t.trade_time_ms
+
+
+def _apply_run(
+    state: SymbolCandles,
+    run: list[Trade],
+    gap_from: int,
+    timeframes: Sequence[Timeframe],
+    out: FoldResult,
+) -> None:
+    """Fold a run of contiguous trades; ``gap_from`` >= 0 when trades are missing before it."""
+    segments = fold_segments(run, segment_ms(timeframes))
+    gap_to = run[0].trade_time_ms
     for tf in timeframes:
-        candle = current.get(tf.name)
-        for seg in segments:
-            if candle is not None and tf.open_time_ms(seg.open_ms) != candle.open_time_ms:
-                completed.append(replace(candle, closed=True))
-                candle = None
-            candle = merge(candle, symbol, tf, seg)
+        candle = state.current.get(tf.name)
+        first_source = "trades"
+        if gap_from >= 0:
+            # Every period from the last trade seen to this one may miss trades.
+            out.repairs.append(Repair(tf.name, tf.open_time_ms(gap_from), tf.open_time_ms(gap_to)))
+            first_source = "partial"
+            if candle is not None and candle.source == "trades":
+                candle = replace(candle, source="partial")
+                out.changed[tf.name, candle.open_time_ms] = candle
+        for i, seg in enumerate(segments):
+            period = tf.open_time_ms(seg.open_ms)
+            if candle is not None and period == candle.open_time_ms:
+                if candle.source == "exchange":
+                    continue  # final: the exchange's own numbers
+                candle = merge(candle, state.symbol, tf, seg, "trades")
+            else:
+                if candle is not None and not candle.closed:
+                    out.changed[tf.name, candle.open_time_ms] = replace(candle, closed=True)
+                candle = merge(None, state.symbol, tf, seg, first_source if i == 0 else "trades")
+            out.changed[tf.name, candle.open_time_ms] = candle
         if candle is not None:
-            current[tf.name] = candle
-    return current, completed
+            state.current[tf.name] = candle
+
+
+def close_due(state: SymbolCandles, before_ms: int) -> list[Candle]:
+    """Mark closed every open candle of ``state`` whose period ended before ``before_ms``."""
+    done = []
+    for name, candle in state.current.items():
+        if not candle.closed and candle.close_time_ms < before_ms:
+            candle = replace(candle, closed=True)
+            state.current[name] = candle
+            done.append(candle)
+    return done

@@ -172,6 +172,7 @@ def _kline(m: dict[str, Any], recv_time_ms: int) -> Kline:
         first_trade_id=_int(k["f"]),
         last_trade_id=_int(k["L"]),
         closed=_bool(k["x"]),
+        source="exchange",
         event_time_ms=_int(m["E"]),
         recv_time_ms=recv_time_ms,
     )

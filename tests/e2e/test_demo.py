@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def start_demo(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
         lines.append(line)
         if line.startswith("Processes"):
             break
+    # Keep reading: a full pipe would block every process writing its log.
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
     return proc, lines
 
 
@@ -46,7 +49,13 @@ def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
         assert url, banner
         client = redis.Redis.from_url(url.group(0))
         assert client.ping()  # the embedded Redis answers
-        children = wait_for_children(proc, ("redis-server", "-m simulator", "-m feeds"))
+        children = wait_for_children(
+            proc, ("redis-server", "-m simulator", "-m feeds", "-m workers.consumer", "-m dramatiq")
+        )
+        deadline = time.monotonic() + 60
+        while not any(client.scan_iter(match="tp:{s*}:candles:*:1m", count=1000)):
+            assert time.monotonic() < deadline, "the demo built no candle within 60 s"
+            time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         _, alive = psutil.wait_procs(children, timeout=10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from decimal import Decimal
 
 from core.schemas import Candle, Trade
@@ -10,7 +11,7 @@ from core.timeframes import parse_timeframe
 from simulator.instruments import Instrument, fmt_units, load_instruments
 from simulator.ledger import Bar
 from simulator.model import MarketEvent, MarketModel, VirtualClock
-from tasks.candle_fold import apply_trades, segment_ms
+from tasks.candle_fold import Repair, SymbolCandles, close_due, fold_trades, segment_ms
 
 START = 1_700_000_000_000
 TIMEFRAMES = [parse_timeframe(n) for n in ("15s", "1m", "5m", "15m", "1h", "1d")]
@@ -44,49 +45,100 @@ def as_bar(c: Candle, inst: Instrument) -> tuple[object, ...]:
             c.last_trade_id)  # fmt: skip
 
 
+def fold_in_batches(state: SymbolCandles, trades: list[Trade], rng: random.Random) -> list[Candle]:
+    """Fold ``trades`` in random batches (as the actor gets them); return the candles stored."""
+    stored: dict[tuple[str, int], Candle] = {}
+    pos = 0
+    while pos < len(trades):
+        n = rng.randint(1, 60)
+        stored.update(fold_trades(state, trades[pos : pos + n], TIMEFRAMES).changed)
+        pos += n
+    return [stored[k] for k in sorted(stored)]
+
+
 def test_every_candle_of_every_timeframe_equals_the_exchanges_kline() -> None:
     instruments, model, events = market(minutes=20)
     rng = random.Random(5)
     for i, inst in enumerate(instruments):
         trades = [to_trade(inst, e) for e in events if e.i == i]
         assert len(trades) > 100
-        open_candles: dict[str, Candle] = {}
-        done: list[Candle] = []
-        pos = 0
-        while pos < len(trades):  # batches of random size, as the consumer would hand them out
-            n = rng.randint(1, 60)
-            open_candles, completed = apply_trades(inst.symbol, open_candles,
-                                                   trades[pos : pos + n], TIMEFRAMES)  # fmt: skip
-            done += completed
-            pos += n
-        assert all(c.closed for c in done)
+        # We saw the market from its first trade on: nothing is missing before it.
+        state = SymbolCandles(inst.symbol, trades[0].trade_id - 1, trades[0].first_id - 1, START)
+        stored = fold_in_batches(state, trades, rng)
+        assert all(c.source == "trades" for c in stored)
         for tf in TIMEFRAMES:
             if tf.name == "15s":
                 continue  # Binance has no 15 s klines to compare with
-            mine = [c for c in done if c.timeframe == tf.name] + [open_candles[tf.name]]
+            mine = [c for c in stored if c.timeframe == tf.name]
+            assert all(c.closed for c in mine[:-1])
+            assert not mine[-1].closed
             truth: list[Bar] = model.ledgers[i].klines(tf.name, limit=1500)
             assert [as_bar(c, inst) for c in mine] == [tuple(b) for b in truth], tf.name
+
+
+def test_a_batch_applied_again_or_partly_again_changes_nothing() -> None:
+    instruments, _, events = market(minutes=3)
+    trades = [to_trade(instruments[0], e) for e in events if e.i == 0]
+    once = SymbolCandles("X", trades[0].trade_id - 1, trades[0].first_id - 1, START)
+    fold_trades(once, trades, TIMEFRAMES)
+    again = SymbolCandles("X", trades[0].trade_id - 1, trades[0].first_id - 1, START)
+    half = len(trades) // 2
+    fold_trades(again, trades[:half], TIMEFRAMES)
+    result = fold_trades(again, trades[: half + 10] + trades[half - 5 :], TIMEFRAMES)
+    assert result.duplicates == half + 15  # the first half, then the 15 repeated at the seam
+    assert again == once
+
+
+def trade(tid: int, raw: int, price: str, time_ms: int) -> Trade:
+    return Trade("BTCUSDT", tid, raw, raw, Decimal(price), Decimal(1), False, time_ms, 0, 0)
+
+
+def test_lost_trades_make_the_candles_they_touch_partial_and_ask_for_repairs() -> None:
+    tfs = [parse_timeframe("1m"), parse_timeframe("5m")]
+    state = SymbolCandles("BTCUSDT", 0, 10, 60_000)
+    fold_trades(state, [trade(1, 11, "100", 61_000)], tfs)
+    result = fold_trades(state, [trade(2, 15, "101", 185_000)], tfs)  # raw ids 12..14 lost
+    assert result.gaps == 1
+    assert result.repairs == [Repair("1m", 60_000, 180_000), Repair("5m", 0, 0)]
+    assert result.changed["1m", 60_000].source == "partial"
+    assert result.changed["1m", 60_000].closed
+    assert result.changed["1m", 180_000].source == "partial"
+    assert state.current["5m"].source == "partial"
+    # Contiguous again: the next period is complete.
+    result = fold_trades(state, [trade(3, 16, "102", 245_000)], tfs)
+    assert result.changed["1m", 240_000].source == "trades"
+
+
+def test_the_first_trade_seen_opens_partial_candles() -> None:
+    state = SymbolCandles("BTCUSDT")
+    result = fold_trades(state, [trade(7, 70, "100", 90_000)], [parse_timeframe("1m")])
+    assert result.gaps == 0
+    assert result.repairs == [Repair("1m", 60_000, 60_000)]
+    assert state.current["1m"].source == "partial"
+
+
+def test_a_candle_the_exchange_closed_is_final() -> None:
+    tf = [parse_timeframe("1m")]
+    state = SymbolCandles("BTCUSDT", 0, 10, 60_000)
+    fold_trades(state, [trade(1, 11, "100", 61_000)], tf)
+    exchange = replace(state.current["1m"], high=Decimal(105), closed=True, source="exchange")
+    state.current["1m"] = exchange
+    result = fold_trades(state, [trade(2, 12, "200", 62_000), trade(3, 13, "99", 121_000)], tf)
+    assert ("1m", 60_000) not in result.changed  # neither changed nor closed again
+    assert state.current["1m"].open_time_ms == 120_000
+    assert state.current["1m"].source == "trades"
+
+
+def test_candles_whose_period_ended_are_closed_without_a_later_trade() -> None:
+    state = SymbolCandles("BTCUSDT", 0, 10, 60_000)
+    fold_trades(state, [trade(1, 11, "100", 61_000)], [parse_timeframe("1m")])
+    assert close_due(state, 119_999) == []
+    (done,) = close_due(state, 121_000)
+    assert done.closed
+    assert state.current["1m"].closed
 
 
 def test_segments_are_the_gcd_of_the_timeframes() -> None:
     assert segment_ms(TIMEFRAMES) == 15_000
     assert segment_ms([parse_timeframe(n) for n in ("1m", "5m", "1w", "1M")]) == 60_000
     assert segment_ms([parse_timeframe(n) for n in ("20s", "30s")]) == 10_000
-
-
-def test_a_later_period_closes_the_candle_before_it() -> None:
-    tf = [parse_timeframe("1m")]
-    t1 = Trade("BTCUSDT", 1, 10, 12, Decimal("100.0"), Decimal("2"), False, 60_500, 0, 0)
-    t2 = Trade("BTCUSDT", 2, 13, 13, Decimal("99.5"), Decimal("1"), True, 61_000, 0, 0)
-    t3 = Trade("BTCUSDT", 3, 14, 14, Decimal("101"), Decimal("1"), False, 120_000, 0, 0)
-    opened, completed = apply_trades("BTCUSDT", {}, [t1, t2], tf)
-    assert completed == []
-    c = opened["1m"]
-    ohlc = (c.open, c.high, c.low, c.close, c.trades)
-    assert ohlc == (Decimal(100), Decimal(100), Decimal("99.5"), Decimal("99.5"), 4)
-    assert (c.quote_volume, c.taker_buy_volume) == (Decimal("299.5"), Decimal(2))
-    opened, completed = apply_trades("BTCUSDT", opened, [t3], tf)
-    assert completed == [Candle("BTCUSDT", "1m", 60_000, 119_999, Decimal(100), Decimal(100),
-                                Decimal("99.5"), Decimal("99.5"), Decimal(3), Decimal("299.5"),
-                                4, Decimal(2), Decimal("200.0"), 10, 13, True)]  # fmt: skip
-    assert opened["1m"].open_time_ms == 120_000

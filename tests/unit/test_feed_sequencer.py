@@ -109,7 +109,7 @@ def book(u: int) -> BookTicker:
 
 def kline(open_ms: int, event_ms: int) -> Kline:
     return Kline("BTCUSDT", "1m", open_ms, open_ms + 59_999, *[Decimal(1)] * 6, 1, Decimal(1),
-                 Decimal(1), 1, 1, False, event_ms, 0)  # fmt: skip
+                 Decimal(1), 1, 1, False, "exchange", event_ms, 0)  # fmt: skip
 
 
 def test_latest_filter_drops_stale_and_repeated_book_tickers_and_klines() -> None:

@@ -16,7 +16,7 @@ TRADE = Trade("CTKUSDT", 16599292, 23961322, 23961322, D("1.01100"), D("10"), Fa
               1626992741421, 1626992741575, 1626992741580)  # fmt: skip
 CANDLE = Candle("SUSHIUSDT", "1m", 1626992700000, 1626992759999, D("7.6080"), D("7.6180"),
                 D("7.6070"), D("7.6170"), D("3005"), D("22875.8590"), 113, D("1900"),
-                D("14464.6960"), 126902874, 126902986, True)  # fmt: skip
+                D("14464.6960"), 126902874, 126902986, True, "exchange")  # fmt: skip
 KLINE = Kline(*dataclasses.astuple(CANDLE), 1626992760203, 1626992760210)
 BOOK = BookTicker("SUSHIUSDT", 600859600576, D("7.6110"), D("2"), D("7.6120"), D("297"),
                   1626992741012, 1626992741017, 1626992741062)  # fmt: skip
@@ -31,7 +31,7 @@ def test_round_trip_is_exact(record: object) -> None:
 
 def test_decimals_travel_as_the_exchange_wrote_them() -> None:
     wire = orjson.loads(encode(CANDLE))
-    assert wire[:4] == ["candle", 1, "SUSHIUSDT", "1m"]
+    assert wire[:4] == ["candle", 2, "SUSHIUSDT", "1m"]
     assert wire[6] == "7.6080"  # trailing zero kept: exact, not float-rounded
     tiny = Trade("XUSDT", 1, 1, 1, D("0.00000010"), D("1E+3"), True, 1, 1, 1)
     assert orjson.loads(encode(tiny))[6:8] == ["0.00000010", "1000"]  # never exponent notation

@@ -1,0 +1,127 @@
+"""``backfill_klines``: replace candles that miss trades with the exchange's own klines.
+
+Repairs (``<ns>:{sN}:repairs``, a sorted set of ``SYM|tf|first_open|last_open`` by due time)
+come from the candle actor (lost trades, a candle that started before we did, a reconciliation
+difference), from gap records and from the start-up history. The consumer sends the due ones
+here, coalesced per symbol and timeframe and leased for a minute, so a window is not fetched
+twice at once; a duplicate delivery is also turned away by a per-series lock.
+
+One request per message, within the REST weight budget shared by every process
+(``core.binance_rest``). When the budget is spent, on 429 and during a 418 ban the repairs are
+put back with the time they may be retried, and the message ends: no worker thread sleeps on a
+rate limit. Bars still open on the exchange are left for later; the closed ones are written as
+final (``tasks.candle_store.EXCHANGE``) and every difference from what was stored is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import dramatiq
+import redis
+
+from core.binance_rest import MarketRest
+from core.errors import RestError
+from core.redis_clients import sync_client
+from core.schemas import Candle, decode
+from tasks.broker import keys, settings
+from tasks.candle_store import COMPARED, EXCHANGE, write_exchange
+
+log = logging.getLogger("tasks.backfill")
+
+LOCK_MS = 30_000
+UNAVAILABLE_RETRY_MS = 5_000
+
+_lock = threading.Lock()
+# One request in flight per process: after a 429 the backoff is recorded before the next request
+# is admitted, so a burst of requests already in flight cannot collect the repeated 429s that
+# earn a 418 ban.
+_in_flight = threading.Lock()
+_client: redis.Redis | None = None
+_rest: MarketRest | None = None
+
+
+def _clients() -> tuple[redis.Redis, MarketRest]:
+    global _client, _rest
+    with _lock:
+        if _client is None or _rest is None:
+            _client = sync_client(settings.require_redis_url(), max_connections=8,
+                                  client_name="backfill")  # fmt: skip
+            _rest = MarketRest(settings.market.rest_url, redis=_client, keys=keys,
+                               weight_budget=settings.candles.rest_weight_budget)  # fmt: skip
+        return _client, _rest
+
+
+def difference(stored: Candle | None, exch: Candle) -> str:
+    """Name what the exchange's closed kline does to the stored candle (a counter name)."""
+    if stored is None:
+        return "backfill_filled"
+    if stored.source == "exchange":
+        return "backfill_repeated"
+    if stored.source == "partial":
+        return "backfill_repaired"
+    same = all(getattr(stored, f) == getattr(exch, f) for f in COMPARED)
+    return "backfill_equal" if same else "backfill_diff"
+
+
+@dramatiq.actor(queue_name="backfill", max_retries=3, min_backoff=1_000, max_backoff=10_000,
+                time_limit=60_000)  # fmt: skip
+def backfill_klines(
+    shard: int, symbol: str, timeframe: str, first_open_ms: int, last_open_ms: int,
+    members: list[str],
+) -> None:  # fmt: skip
+    """Fetch the exchange's klines of ``symbol`` ``timeframe`` opening in the window; store them."""
+    client, rest = _clients()
+    lock = f"{keys.repairs(shard)}:lock:{symbol}:{timeframe}"
+    if not client.set(lock, "1", nx=True, px=LOCK_MS):
+        return  # the same series is being fetched now (a duplicate delivery): the lease covers it
+    try:
+        _backfill(client, rest, shard, symbol, timeframe, first_open_ms, last_open_ms, members)
+    finally:
+        client.delete(lock)
+
+
+def _backfill(
+    client: redis.Redis, rest: MarketRest, shard: int, symbol: str, timeframe: str,
+    first_open_ms: int, last_open_ms: int, members: list[str],
+) -> None:  # fmt: skip
+    tf = next(t for t in settings.timeframes if t.name == timeframe)
+    bars, t = 1, first_open_ms
+    while (t := tf.next_open_time_ms(t)) <= last_open_ms:
+        bars += 1
+    script = client.register_script(EXCHANGE)
+    try:
+        with _in_flight:
+            rows = rest.klines(symbol, timeframe, start_ms=first_open_ms, end_ms=last_open_ms,
+                               limit=min(bars, 1500))  # fmt: skip
+    except RestError as exc:
+        if not exc.retryable:
+            log.error(
+                "backfill %s %s dropped: %s", symbol, timeframe, exc, extra={"symbol": symbol}
+            )
+            write_exchange(client, script, keys, shard, [], retention={}, updates_maxlen=1,
+                           metrics={"backfill_dropped": 1}, done=members, later=[])  # fmt: skip
+            return
+        wait = exc.retry_after_ms or UNAVAILABLE_RETRY_MS
+        log.info("backfill %s %s deferred %d ms: %s", symbol, timeframe, wait, exc)
+        later = [(time.time_ns() // 1_000_000 + wait, m) for m in members]
+        write_exchange(client, script, keys, shard, [], retention={}, updates_maxlen=1,
+                       metrics={"backfill_deferred": 1}, done=[], later=later)  # fmt: skip
+        return
+    closed = [c for c in rows if c.closed and first_open_ms <= c.open_time_ms <= last_open_ms]
+    metrics = {"backfill_requests": 1}
+    key = keys.candles(symbol, timeframe)
+    pipe = client.pipeline(transaction=False)
+    for c in closed:
+        pipe.zrange(key, c.open_time_ms, c.open_time_ms, byscore=True)
+    for c, stored in zip(closed, pipe.execute(), strict=True):
+        name = difference(decode(stored[0], Candle) if stored else None, c)
+        metrics[name] = metrics.get(name, 0) + 1
+    still_open = any(not c.closed for c in rows if c.open_time_ms <= last_open_ms)
+    settle = tf.close_time_ms(last_open_ms) + 3_000
+    done, later = (members, []) if not still_open else ([], [(settle, m) for m in members])
+    write_exchange(client, script, keys, shard, closed, retention=dict(settings.candles.retention),
+                   updates_maxlen=settings.candles.updates_maxlen, metrics=metrics, done=done,
+                   later=later)  # fmt: skip

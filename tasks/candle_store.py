@@ -1,0 +1,206 @@
+"""Candle writes to Redis: one Lua script call per write, so a write lands whole or not at all.
+
+Two writers, two scripts:
+
+* :data:`BUILD` (the candle actor): compare-and-set on the shard's cursor (the last trades and
+  klines entries applied), then every candle, the fold state, the acks of the entries applied,
+  dead letters, repairs, counters and one candle-updates entry. A build that lost the race to
+  another worker changes nothing and returns 0.
+* :data:`EXCHANGE` (backfill): the exchange's closed klines, written over whatever was there.
+
+In both, a candle the exchange closed (member ending in ``"exchange"]``) is final: a candle built
+from trades never replaces it. A member is a whole encoded :class:`~core.schemas.Candle`, scored
+by open time; replacing one is remove-by-score then add (stack-notes B6), then the set is trimmed
+to its retention by rank. Every key the scripts touch is declared in KEYS and shares the shard's
+hash tag, so they run unchanged on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+
+from core.keys import Keys
+from core.schemas import Candle, encode
+
+# The fields on which our candle and the exchange's kline must agree (trade ids: REST has none).
+COMPARED = ("open", "high", "low", "close", "volume", "quote_volume", "trades",
+            "taker_buy_volume", "taker_buy_quote_volume")  # fmt: skip
+
+# Shared by both scripts: write one candle unless an exchange candle is there and this one is not.
+_PUT = """
+local function put(key, score, member, keep, final)
+  if not final then
+    local old = redis.call('ZRANGEBYSCORE', key, score, score)
+    if old[1] and string.sub(old[1], -11) == '"exchange"]' then return false end
+  end
+  local replaced = redis.call('ZREMRANGEBYSCORE', key, score, score)
+  redis.call('ZADD', key, score, member)
+  if replaced == 0 then redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1)) end
+  return true
+end
+"""
+
+# KEYS: cursor, trades, klines, updates, dead, metrics, repairs, then candle sets and state hashes.
+BUILD = (
+    _PUT
+    + """
+local a = cjson.decode(ARGV[1])
+local cur = redis.call('HMGET', KEYS[1], 'trades', 'klines')
+if (cur[1] or '0-0') ~= a.expect[1] or (cur[2] or '0-0') ~= a.expect[2] then return 0 end
+local written, skipped = {}, 0
+for _, c in ipairs(a.candles) do
+  if put(KEYS[c[1]], c[2], c[3], c[4], c[5] == 1) then
+    written[#written + 1] = c[3]
+  else
+    skipped = skipped + 1
+  end
+end
+for _, s in ipairs(a.state) do redis.call('HSET', KEYS[s[1]], unpack(s, 2)) end
+for _, d in ipairs(a.dead) do
+  redis.call('XADD', KEYS[5], 'MAXLEN', '~', a.dead_maxlen, '*',
+             'stream', d[1], 'id', d[2], 'error', d[3], 'd', d[4])
+end
+for _, r in ipairs(a.repairs) do redis.call('ZADD', KEYS[7], 'NX', r[1], r[2]) end
+for i = 1, #a.ack_t, 1000 do
+  redis.call('XACK', KEYS[2], a.group, unpack(a.ack_t, i, math.min(i + 999, #a.ack_t)))
+end
+for i = 1, #a.ack_k, 1000 do
+  redis.call('XACK', KEYS[3], a.group, unpack(a.ack_k, i, math.min(i + 999, #a.ack_k)))
+end
+if #written > 0 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', a.updates_maxlen, '*',
+             'd', '[' .. table.concat(written, ',') .. ']')
+end
+for _, m in ipairs(a.metrics) do redis.call('HINCRBY', KEYS[6], m[1], m[2]) end
+if skipped > 0 then redis.call('HINCRBY', KEYS[6], 'final_kept', skipped) end
+redis.call('HSET', KEYS[1], 'trades', a.cursor[1], 'klines', a.cursor[2])
+redis.call('HDEL', KEYS[1], 'fail:trades', 'fail:klines')
+for _, f in ipairs(a.fail) do redis.call('HSET', KEYS[1], f[1], f[2]) end
+return 1
+"""
+)
+
+# KEYS: updates, metrics, repairs, then candle sets. ARGV[1]: {candles, metrics, done, maxlen}.
+EXCHANGE = (
+    _PUT
+    + """
+local a = cjson.decode(ARGV[1])
+local written = {}
+for _, c in ipairs(a.candles) do
+  put(KEYS[c[1]], c[2], c[3], c[4], true)
+  written[#written + 1] = c[3]
+end
+for _, m in ipairs(a.metrics) do redis.call('HINCRBY', KEYS[2], m[1], m[2]) end
+for _, r in ipairs(a.done) do redis.call('ZREM', KEYS[3], r) end
+for _, r in ipairs(a.later) do redis.call('ZADD', KEYS[3], 'XX', r[1], r[2]) end
+if #written > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', a.updates_maxlen, '*',
+             'd', '[' .. table.concat(written, ',') .. ']')
+end
+return #written
+"""
+)
+
+
+@dataclass
+class _KeyTable:
+    """KEYS of one script call: fixed keys first, then each other key once, by first use."""
+
+    keys: list[str]
+    index: dict[str, int] = field(default_factory=dict)
+
+    def __call__(self, key: str) -> int:
+        i = self.index.get(key)
+        if i is None:
+            self.keys.append(key)
+            i = self.index[key] = len(self.keys)  # Lua indexes from 1
+        return i
+
+
+@dataclass
+class BuildWrite:
+    """Everything one build of one shard writes, gathered before the single script call."""
+
+    keys: Keys
+    shard: int
+    expect: tuple[str, str]
+    cursor: tuple[str, str]
+    retention: dict[str, int]
+    group: str
+    updates_maxlen: int
+    dead_maxlen: int = 10_000
+    candles: list[list[Any]] = field(default_factory=list)
+    state: list[list[Any]] = field(default_factory=list)
+    dead: list[list[str]] = field(default_factory=list)
+    repairs: list[list[Any]] = field(default_factory=list)
+    ack_t: list[str] = field(default_factory=list)
+    ack_k: list[str] = field(default_factory=list)
+    metrics: dict[str, int] = field(default_factory=dict)
+    fail: dict[str, str] = field(default_factory=dict)  # "fail:trades" -> "id|attempts|error"
+
+    def __post_init__(self) -> None:
+        k, s = self.keys, self.shard
+        self._table = _KeyTable([k.candle_cursor(s), k.trades(s), k.klines(s),
+                                 k.candle_updates(s), k.dead(s), k.candle_metrics(s),
+                                 k.repairs(s)])  # fmt: skip
+
+    def candle(self, c: Candle) -> str:
+        """Add ``c`` to the write; return its encoding (the state hash stores the same text)."""
+        key = self._table(self.keys.candles(c.symbol, c.timeframe))
+        final = 1 if c.source == "exchange" else 0
+        text = encode(c).decode()
+        self.candles.append([key, c.open_time_ms, text, self.retention[c.timeframe], final])
+        return text
+
+    def symbol_state(self, symbol: str, fields: dict[str, str]) -> None:
+        key = self._table(self.keys.candle_state(symbol))
+        self.state.append([key, *(x for kv in fields.items() for x in kv)])
+
+    def count(self, name: str, n: int = 1) -> None:
+        if n:
+            self.metrics[name] = self.metrics.get(name, 0) + n
+
+    def execute(self, client: redis.Redis, script: Any) -> bool:
+        """Run the write; return False when another build moved the cursor first."""
+        payload = {
+            "expect": list(self.expect), "cursor": list(self.cursor), "group": self.group,
+            "candles": self.candles, "state": self.state, "dead": self.dead,
+            "repairs": self.repairs, "ack_t": self.ack_t, "ack_k": self.ack_k,
+            "metrics": sorted(self.metrics.items()), "fail": sorted(self.fail.items()),
+            "updates_maxlen": self.updates_maxlen, "dead_maxlen": self.dead_maxlen,
+        }  # fmt: skip
+        return bool(script(keys=self._table.keys, args=[_json(payload)], client=client))
+
+
+def write_exchange(
+    client: redis.Redis,
+    script: Any,
+    keys: Keys,
+    shard: int,
+    candles: list[Candle],
+    *,
+    retention: dict[str, int],
+    updates_maxlen: int,
+    metrics: dict[str, int],
+    done: list[str],
+    later: list[tuple[int, str]],
+) -> int:
+    """Write the exchange's closed candles (final); settle repairs: drop ``done``, defer ``later``.
+
+    Return the number of candles written.
+    """
+    table = _KeyTable([keys.candle_updates(shard), keys.candle_metrics(shard), keys.repairs(shard)])
+    rows = [[table(keys.candles(c.symbol, c.timeframe)), c.open_time_ms, encode(c).decode(),
+             retention[c.timeframe]] for c in candles]  # fmt: skip
+    payload = {"candles": rows, "metrics": sorted(metrics.items()), "done": done,
+               "later": [list(x) for x in later], "updates_maxlen": updates_maxlen}  # fmt: skip
+    return int(script(keys=table.keys, args=[_json(payload)], client=client))
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    # cjson decodes an empty JSON array as an empty table, which is what every loop above wants.
+    return orjson.dumps(payload)

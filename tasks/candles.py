@@ -1,0 +1,354 @@
+"""``build_candles(shard)``: bring a shard's candles up to date with its trades and klines streams.
+
+A message carries no data, only "shard N has news" (the stream consumer sends it, at most one
+queued per shard). The actor reads the entries between the shard's cursor (the last trades and
+klines entries applied, kept in Redis) and what the consumer group has delivered, folds them
+(``tasks.candle_fold``), reconciles the exchange's closed klines, and writes everything, cursor
+included, in one script call that first checks the cursor is still where it read it
+(``tasks.candle_store.BUILD``). Hence, whatever Dramatiq does with messages:
+
+* a duplicate or late message finds nothing new and writes nothing;
+* two workers building one shard cannot both write: the loser re-reads and goes on from the
+  winner's cursor;
+* a crash at any point leaves the previous state, entries still pending in the group, and the
+  consumer re-triggers the shard.
+
+An entry that cannot be decoded stops the build just before it (what precedes is written) and is
+retried; after ``TP_CANDLE_MAX_DELIVERIES`` attempts it goes to the shard's dead-letter stream with
+its error and the build moves past it.
+
+The worker keeps each shard's fold state in memory between builds, valid while the cursor in
+Redis is the one its last write set (the usual case: one worker does most builds of a shard).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+import redis
+
+from core.config import Settings
+from core.errors import SchemaError
+from core.keys import ENTRY_FIELD, GROUP_CANDLES, Keys
+from core.redis_clients import sync_client
+from core.schemas import Candle, Kline, Trade, decode, encode
+from core.timeframes import Timeframe
+from tasks.broker import keys, settings
+from tasks.candle_fold import Repair, SymbolCandles, close_due, fold_trades
+from tasks.candle_store import BUILD, COMPARED, BuildWrite
+
+log = logging.getLogger("tasks.candles")
+
+MAX_ENTRIES = 20_000  # per stream per build: a longer backlog is caught up over several builds
+CLOSE_GRACE_MS = 2_000  # a period is over once the shard's trades are this far past its end
+REPAIR_SETTLE_MS = 3_000  # after a period ends, wait this long before fetching its kline
+
+
+class BuildConflictError(Exception):
+    """Other workers kept moving the shard's cursor: retry the build later."""
+
+
+@dataclass
+class BuildReport:
+    trades: int = 0
+    klines: int = 0
+    written: int = 0
+    dead: int = 0
+    retry: bool = False  # stopped before a failing entry that will be tried again
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def last_delivered(client: redis.Redis, stream: str, group: str) -> str | None:
+    """Return the id of the last entry the group has delivered, or None if there is no group."""
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:
+        return None  # no stream yet
+    for g in groups:
+        if _s(g["name"]) == group:
+            return _s(g["last-delivered-id"])
+    return None
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class ShardBuilder:
+    """Builds one shard's candles; one per shard per worker process."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings, shard: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.shard = shard
+        self.timeframes: tuple[Timeframe, ...] = settings.timeframes
+        self.tf_by_name = {tf.name: tf for tf in self.timeframes}
+        self.retention = dict(settings.candles.retention)
+        self.max_deliveries = settings.candles.max_deliveries
+        self.updates_maxlen = settings.candles.updates_maxlen
+        self.script = client.register_script(BUILD)
+        self.states: dict[str, SymbolCandles] = {}
+        self.cursor: tuple[str, str] | None = None  # the cursor our states belong to
+        self.data_time_ms = 0  # latest trade time seen in this shard
+        self.lock = threading.Lock()
+
+    def build(self) -> BuildReport:
+        """Apply everything delivered since the cursor; raise BuildConflictError if we never win."""
+        with self.lock:
+            self.client.delete(self.keys.build_queued(self.shard))
+            for _ in range(3):
+                report = self._build_once()
+                if report is not None:
+                    return report
+                self.states.clear()
+                self.cursor = None
+            raise BuildConflictError(f"shard {self.shard}: cursor kept moving")
+
+    # --- one attempt ---------------------------------------------------------------------
+
+    def _build_once(self) -> BuildReport | None:
+        k, s = self.keys, self.shard
+        cur_t, cur_k, fail_t, fail_k = self.client.hmget(
+            k.candle_cursor(s), "trades", "klines", "fail:trades", "fail:klines"
+        )
+        expect = (_s(cur_t) if cur_t else "0-0", _s(cur_k) if cur_k else "0-0")
+        cached, self.cursor = self.cursor, None  # set again only once our write has landed
+        if expect != cached:
+            self.states.clear()  # another worker wrote since our last build, or ours failed
+        failing = {
+            "fail:trades": _s(fail_t) if fail_t else "",
+            "fail:klines": _s(fail_k) if fail_k else "",
+        }
+        report = BuildReport()
+        w = BuildWrite(self.keys, s, expect, expect, self.retention, GROUP_CANDLES,
+                       self.updates_maxlen)  # fmt: skip
+        trades = self._read(
+            k.trades(s), expect[0], Trade, w, w.ack_t, failing["fail:trades"], report
+        )
+        klines = self._read(
+            k.klines(s), expect[1], Kline, w, w.ack_k, failing["fail:klines"], report
+        )
+        w.cursor = (w.ack_t[-1] if w.ack_t else expect[0], w.ack_k[-1] if w.ack_k else expect[1])
+        if w.cursor == expect and w.fail == {k: v for k, v in failing.items() if v}:
+            self.cursor = expect
+            return report  # nothing new
+        self._load_states({t.symbol for t in trades} | {c.symbol for c in klines})
+        changed: dict[tuple[str, str, int], Candle] = {}
+        touched: set[str] = set()
+        self._fold(trades, changed, touched, w, report)
+        self._reconcile([c for c in klines if c.closed], changed, touched, w)
+        for sym, st in self.states.items():
+            for c in close_due(st, self.data_time_ms - CLOSE_GRACE_MS):
+                changed[sym, c.timeframe, c.open_time_ms] = c
+                touched.add(sym)
+        written = {id(c): w.candle(c) for c in changed.values()}  # each candle encoded once
+        for sym in touched:
+            st = self.states[sym]
+            fields = {"last": f"{st.last_trade_id}:{st.last_raw_id}:{st.last_time_ms}"}
+            fields.update((tf, written.get(id(c)) or encode(c).decode())
+                          for tf, c in st.current.items())  # fmt: skip
+            w.symbol_state(sym, fields)
+        w.count("builds")
+        if not w.execute(self.client, self.script):
+            return None
+        self.cursor = w.cursor
+        report.written = len(changed)
+        report.trades = len(trades)
+        report.klines = len(klines)
+        return report
+
+    def _read(
+        self,
+        stream: str,
+        after: str,
+        cls: Any,  # Trade or Kline
+        w: BuildWrite,
+        acks: list[str],
+        fail: str,
+        report: BuildReport,
+    ) -> list[Any]:
+        """Decode the entries after ``after`` up to what the group delivered; note acks."""
+        upto = last_delivered(self.client, stream, GROUP_CANDLES)
+        if upto is None or _id(upto) <= _id(after):
+            return []
+        entries = self.client.xrange(stream, min=f"({after}", max=upto, count=MAX_ENTRIES)
+        out = []
+        for raw_id, fields in entries or ():  # a trimmed-away entry reads as (id, None)
+            entry_id = _s(raw_id)
+            data = (fields or {}).get(ENTRY_FIELD, b"")
+            try:
+                out.append(decode(data, cls))
+            except SchemaError as exc:
+                tag = f"{stream}|{entry_id}|"
+                attempts = int(fail[len(tag) :].split("|", 1)[0]) + 1 if fail.startswith(tag) else 1
+                if attempts < self.max_deliveries:
+                    w.fail["fail:" + stream.rsplit(":", 1)[1]] = f"{tag}{attempts}|{exc}"
+                    report.retry = True
+                    log.warning("entry %s of %s failed (attempt %d): %s", entry_id, stream,
+                                attempts, exc, extra={"stream": stream})  # fmt: skip
+                    break
+                w.dead.append([stream, entry_id, str(exc), _s(data)])
+                w.count("dead")
+                report.dead += 1
+                log.error("entry %s of %s dead-lettered after %d attempts: %s", entry_id, stream,
+                          attempts, exc, extra={"stream": stream})  # fmt: skip
+            acks.append(entry_id)
+        return out
+
+    def _load_states(self, symbols: set[str]) -> None:
+        need = sorted(symbols - self.states.keys())
+        if not need:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for sym in need:
+            pipe.hgetall(self.keys.candle_state(sym))
+        for sym, raw in zip(need, pipe.execute(), strict=True):
+            st = SymbolCandles(sym)
+            for f, v in raw.items():
+                name = _s(f)
+                if name == "last":
+                    st.last_trade_id, st.last_raw_id, st.last_time_ms = map(int, _s(v).split(":"))
+                elif name in self.tf_by_name:
+                    st.current[name] = decode(v, Candle)
+            self.states[sym] = st
+
+    def _fold(
+        self,
+        trades: list[Trade],
+        changed: dict[tuple[str, str, int], Candle],
+        touched: set[str],
+        w: BuildWrite,
+        report: BuildReport,
+    ) -> None:
+        by_symbol: dict[str, list[Trade]] = defaultdict(list)
+        for t in trades:
+            by_symbol[t.symbol].append(t)
+        for sym, run in by_symbol.items():
+            st = self.states[sym]
+            res = fold_trades(st, run, self.timeframes)
+            for (tf, open_ms), c in res.changed.items():
+                changed[sym, tf, open_ms] = c
+            self._repair(sym, res.repairs, w)
+            touched.add(sym)
+            w.count("trades_applied", res.applied)
+            w.count("duplicates", res.duplicates)
+            w.count("gaps", res.gaps)
+            self.data_time_ms = max(self.data_time_ms, run[-1].trade_time_ms)
+
+    def _reconcile(
+        self,
+        klines: list[Kline],
+        changed: dict[tuple[str, str, int], Candle],
+        touched: set[str],
+        w: BuildWrite,
+    ) -> None:
+        """The exchange's closed klines win over our candles; every difference is counted."""
+        klines = [k for k in klines if k.timeframe in self.tf_by_name]
+        unknown = [k for k in klines if (k.symbol, k.timeframe, k.open_time_ms) not in changed
+                   and self._current(k) is None]  # fmt: skip
+        stored = self._stored(unknown)
+        for k in klines:
+            key = (k.symbol, k.timeframe, k.open_time_ms)
+            exch = k.candle()
+            ours = changed.get(key) or self._current(k) or stored.get(key)
+            self._count_difference(ours, exch, w)
+            changed[key] = exch
+            st = self.states[k.symbol]
+            cur = st.current.get(k.timeframe)
+            if cur is not None and cur.open_time_ms == k.open_time_ms:
+                st.current[k.timeframe] = exch
+            touched.add(k.symbol)
+
+    def _current(self, k: Kline) -> Candle | None:
+        c = self.states[k.symbol].current.get(k.timeframe)
+        return c if c is not None and c.open_time_ms == k.open_time_ms else None
+
+    def _stored(self, klines: list[Kline]) -> dict[tuple[str, str, int], Candle]:
+        if not klines:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for k in klines:
+            pipe.zrange(self.keys.candles(k.symbol, k.timeframe), k.open_time_ms, k.open_time_ms,
+                        byscore=True)  # fmt: skip
+        out = {}
+        for k, members in zip(klines, pipe.execute(), strict=True):
+            if members:
+                out[k.symbol, k.timeframe, k.open_time_ms] = decode(members[0], Candle)
+        return out
+
+    def _count_difference(self, ours: Candle | None, exch: Candle, w: BuildWrite) -> None:
+        if ours is None:
+            w.count("reconcile_filled")  # we saw no trade of that period
+            return
+        if ours.source == "exchange":
+            w.count("reconcile_repeated")
+            return
+        diff = [f for f in COMPARED if getattr(ours, f) != getattr(exch, f)]
+        if ours.source == "partial":
+            w.count("reconcile_partial")  # known to miss trades: the exchange completes it
+            return
+        if not diff:
+            w.count("reconcile_equal")
+            return
+        w.count("reconcile_diff")
+        for f in diff:
+            w.count(f"reconcile_diff_{f}")
+        log.warning("%s %s %d differs from the exchange's kline in %s (exchange wins)",
+                    exch.symbol, exch.timeframe, exch.open_time_ms, ",".join(diff),
+                    extra={"symbol": exch.symbol})  # fmt: skip
+        # The timeframes that contain this period were built from the same trades: repair them.
+        repairs = [Repair(tf.name, tf.open_time_ms(exch.open_time_ms),
+                          tf.open_time_ms(exch.open_time_ms))
+                   for tf in self.timeframes if tf.name != exch.timeframe]  # fmt: skip
+        self._repair(exch.symbol, repairs, w)
+
+    def _repair(self, symbol: str, repairs: list[Repair], w: BuildWrite) -> None:
+        for r in repairs:
+            tf = self.tf_by_name[r.timeframe]
+            if tf.ms < 60_000:
+                continue  # sub-minute candles exist only as we build them: no kline to fetch
+            due = tf.close_time_ms(r.last_open_ms) + REPAIR_SETTLE_MS
+            w.repairs.append([due, f"{symbol}|{r.timeframe}|{r.first_open_ms}|{r.last_open_ms}"])
+
+
+# --- the actor -------------------------------------------------------------------------------
+
+_builders: dict[int, ShardBuilder] = {}
+_builders_lock = threading.Lock()
+_client: redis.Redis | None = None
+
+
+def builder(shard: int) -> ShardBuilder:
+    """Return this process's builder of ``shard``."""
+    global _client
+    with _builders_lock:
+        b = _builders.get(shard)
+        if b is None:
+            if _client is None:
+                url = settings.require_redis_url()
+                _client = sync_client(url, max_connections=16, client_name="candles")
+            b = _builders[shard] = ShardBuilder(_client, keys, settings, shard)
+        return b
+
+
+@dramatiq.actor(queue_name="candles", max_retries=5, min_backoff=100, max_backoff=2_000,
+                time_limit=30_000)  # fmt: skip
+def build_candles(shard: int) -> None:
+    """Bring ``shard``'s candles up to date (idempotent; see the module docstring)."""
+    started = time.monotonic()
+    report = builder(shard).build()
+    if report.retry:
+        raise dramatiq.Retry(delay=200)  # an entry failed; try it again shortly
+    if report.trades or report.klines:
+        log.debug("shard %d: %d trades, %d klines, %d candles in %.1f ms", shard, report.trades,
+                  report.klines, report.written, (time.monotonic() - started) * 1000)  # fmt: skip

@@ -1,0 +1,451 @@
+"""The stream consumer: consumer groups in, Dramatiq messages out (Procfile: consumer).
+
+One loop, one Redis connection for its blocking read (BLOCK 1 s < the 10 s socket timeout):
+
+* **Trades and klines** (group ``candles``): one XREADGROUP over every shard's streams; each shard
+  that got entries is sent ``build_candles(shard)``, at most one queued per shard (the
+  ``build-queued`` flag, 2 s). The entries stay pending until the build that applies them acks
+  them in its own write, so the pending list is exactly "delivered, not yet in the candles".
+* **Claims**: every few seconds, entries pending longer than ``TP_CLAIM_IDLE_MS`` (their consumer
+  died, their message was lost, the worker is down) are claimed (XAUTOCLAIM) and their shard is
+  sent a build again. Consumers that are long idle with nothing pending are removed.
+* **Gaps** (group ``backfill``): each Gap record becomes repair windows, one per timeframe, added
+  to the shard's ``repairs`` set and acked in one transaction. An entry that fails is left
+  pending; when claimed again with ``TP_CANDLE_MAX_DELIVERIES`` deliveries it is moved to the
+  dead-letter stream with its error.
+* **Repairs**: every second, due repairs are coalesced per symbol and timeframe and sent to
+  ``backfill_klines``, leased for a minute so that no window is fetched twice at once.
+* **History**: at start, windows of ``TP_CANDLE_HISTORY`` closed candles per symbol and timeframe
+  that are not yet stored are added to the repairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import redis
+
+from core.config import Settings, load_settings
+from core.errors import SchemaError
+from core.keys import ENTRY_FIELD, GROUP_BACKFILL, GROUP_CANDLES, Keys
+from core.logs import setup_logging
+from core.redis_clients import MAX_BLOCK_MS, sync_client
+from core.schemas import Gap, decode
+from core.timeframes import Timeframe
+from core.universe import resolve_universe
+from tasks.backfill import backfill_klines
+from tasks.candles import build_candles
+
+log = logging.getLogger("workers.consumer")
+
+READ_COUNT = 10_000  # entries per XREADGROUP: the consumer only learns which shards have news
+BLOCK_MS = min(1_000, MAX_BLOCK_MS)
+FLAG_MS = 2_000  # a queued build older than this is sent again
+REPAIR_LEASE_MS = 60_000  # a repair sent to backfill is not sent again before this
+REPAIR_BATCH = 200  # due repairs read per shard per tick
+MAX_BARS = 499  # bars per klines request: weight 2 up to 499 (5 from 500)
+STALE_CONSUMER_MS = 3_600_000
+HEALTH_EVERY_S = 2.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def repair_member(symbol: str, tf: str, first_open_ms: int, last_open_ms: int) -> str:
+    return f"{symbol}|{tf}|{first_open_ms}|{last_open_ms}"
+
+
+def gap_repairs(
+    gap: Gap, timeframes: tuple[Timeframe, ...], settle_ms: int
+) -> list[tuple[int, str]]:
+    """Return (due ms, member) of the periods of every timeframe that the gap's trades fall in."""
+    out = []
+    for tf in timeframes:
+        if tf.ms < 60_000:
+            continue  # sub-minute candles have no kline to fetch
+        first, last = tf.open_time_ms(gap.start_time_ms), tf.open_time_ms(gap.end_time_ms)
+        out.append(
+            (tf.close_time_ms(last) + settle_ms, repair_member(gap.symbol, tf.name, first, last))
+        )
+    return out
+
+
+@dataclass
+class Request:
+    """One klines request: a window of one series and the repairs it settles."""
+
+    symbol: str
+    timeframe: str
+    first_open_ms: int
+    last_open_ms: int
+    members: list[str]
+
+
+def coalesce(members: list[str], timeframes: dict[str, Timeframe]) -> list[Request]:
+    """Group repair members into requests; overlapping or adjacent windows of one symbol and
+    timeframe merge, up to MAX_BARS bars per request."""
+    by_series: dict[tuple[str, str], list[tuple[int, int, str]]] = defaultdict(list)
+    for m in members:
+        sym, name, first_s, last_s = m.split("|")
+        by_series[sym, name].append((int(first_s), int(last_s), m))
+    out: list[Request] = []
+    for (sym, name), windows in sorted(by_series.items()):
+        tf = timeframes[name]
+        cur: Request | None = None
+        for first, last, m in sorted(windows):
+            if (
+                cur is not None
+                and first <= tf.next_open_time_ms(cur.last_open_ms)
+                and (max(last, cur.last_open_ms) - cur.first_open_ms) // tf.ms < MAX_BARS
+            ):
+                cur.last_open_ms = max(cur.last_open_ms, last)
+                cur.members.append(m)
+                continue
+            cur = Request(sym, name, first, last, [m])
+            out.append(cur)
+    return out
+
+
+@dataclass
+class ConsumerCounters:
+    reads: int = 0
+    entries: int = 0
+    builds_sent: int = 0
+    claimed: int = 0
+    gaps: int = 0
+    dead: int = 0
+    repairs_sent: int = 0
+    history_windows: int = 0
+    errors: int = 0
+    lag: dict[str, int | None] = field(default_factory=dict)
+
+
+class Consumer:
+    """The loop described in the module docstring."""
+
+    def __init__(
+        self, client: redis.Redis, settings: Settings, *, name: str, shards: list[int]
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.namespace, settings.stream_shards)
+        self.name = name
+        self.shards = shards
+        self.tf = {tf.name: tf for tf in settings.timeframes}
+        self.counters = ConsumerCounters()
+        self.stop = threading.Event()
+        self._next_claim = 0.0
+        self._next_repairs = 0.0
+        self._next_health = 0.0
+
+    def ensure_groups(self) -> None:
+        """Create the consumer groups (and streams) if missing; BUSYGROUP means they exist."""
+        k = self.keys
+        for s in self.shards:
+            for stream, group in ((k.trades(s), GROUP_CANDLES), (k.klines(s), GROUP_CANDLES),
+                                  (k.gaps(s), GROUP_BACKFILL)):  # fmt: skip
+                try:
+                    self.client.xgroup_create(stream, group, id="0", mkstream=True)
+                except redis.ResponseError as exc:
+                    if "BUSYGROUP" not in str(exc):
+                        raise
+
+    def run(self) -> None:
+        self.ensure_groups()
+        log.info("consumer %s on shards %s", self.name, self.shards)
+        while not self.stop.is_set():
+            try:
+                self.step()
+            except redis.RedisError as exc:
+                self.counters.errors += 1
+                log.warning("Redis unavailable (%s); retrying in 1 s", exc)
+                self.stop.wait(1.0)
+                with contextlib.suppress(redis.RedisError):
+                    self.ensure_groups()  # a Redis that restarted empty has lost them
+            except Exception:
+                self.counters.errors += 1
+                log.exception("consumer step failed; going on in 1 s")
+                self.stop.wait(1.0)
+
+    def step(self) -> None:
+        """One turn: read news, trigger builds, then the periodic chores when due."""
+        self._read_trades_and_klines()
+        self._read_gaps()
+        t = time.monotonic()
+        if t >= self._next_claim:
+            self._next_claim = t + max(self.settings.candles.claim_idle_ms / 3000, 0.5)
+            self._claim()
+        if t >= self._next_repairs:
+            self._next_repairs = t + 1.0
+            self._send_repairs()
+        if t >= self._next_health:
+            self._next_health = t + HEALTH_EVERY_S
+            self._write_health()
+
+    # --- trades and klines -----------------------------------------------------------------
+
+    def _read_trades_and_klines(self) -> None:
+        k = self.keys
+        streams: Any = {k.trades(s): ">" for s in self.shards} | {
+            k.klines(s): ">" for s in self.shards
+        }
+        reply: Any = self.client.xreadgroup(
+            GROUP_CANDLES, self.name, streams, count=READ_COUNT, block=BLOCK_MS
+        )
+        self.counters.reads += 1
+        shards = set()
+        for stream, entries in reply or ():
+            if entries:
+                self.counters.entries += len(entries)
+                shards.add(self._shard_of(stream))
+        self.trigger(shards)
+
+    def trigger(self, shards: set[int], *, force: bool = False) -> None:
+        """Send build_candles to each shard that has none queued (``force``: send anyway)."""
+        if not shards:
+            return
+        ordered = sorted(shards)
+        pipe = self.client.pipeline(transaction=False)
+        for s in ordered:
+            pipe.set(self.keys.build_queued(s), "1", nx=not force, px=FLAG_MS)
+        for s, was_set in zip(ordered, pipe.execute(), strict=True):
+            if was_set:
+                build_candles.send(s)
+                self.counters.builds_sent += 1
+
+    def _shard_of(self, stream: Any) -> int:
+        name = stream.decode() if isinstance(stream, bytes) else stream
+        return int(name.split("{s", 1)[1].split("}", 1)[0])
+
+    # --- gaps ------------------------------------------------------------------------------
+
+    def _read_gaps(self) -> None:
+        streams: Any = {self.keys.gaps(s): ">" for s in self.shards}
+        reply: Any = self.client.xreadgroup(GROUP_BACKFILL, self.name, streams, count=1000)
+        for stream, entries in reply or ():
+            self._take_gaps(self._shard_of(stream), [(e, f, 1) for e, f in entries])
+
+    def _take_gaps(self, shard: int, entries: list[tuple[Any, Any, int]]) -> None:
+        """Turn gap entries into repairs and ack them; dead-letter the ones failing too often."""
+        stream = self.keys.gaps(shard)
+        settle = 3_000
+        pipe = self.client.pipeline(transaction=True)
+        for entry_id, fields, deliveries in entries:
+            data = (fields or {}).get(ENTRY_FIELD, b"")
+            try:
+                gap = decode(data, Gap)
+            except SchemaError as exc:
+                if deliveries < self.settings.candles.max_deliveries:
+                    log.warning("gap entry %s failed (delivery %d): %s", entry_id, deliveries, exc)
+                    continue  # stays pending: claimed again later
+                dead: Any = {"stream": stream, "id": entry_id, "error": str(exc), "d": data}
+                pipe.xadd(self.keys.dead(shard), dead, maxlen=10_000, approximate=True)
+                pipe.xack(stream, GROUP_BACKFILL, entry_id)
+                self.counters.dead += 1
+                log.error(
+                    "gap entry %s dead-lettered after %d deliveries: %s", entry_id, deliveries, exc
+                )
+                continue
+            for due, member in gap_repairs(gap, self.settings.timeframes, settle):
+                pipe.zadd(self.keys.repairs(shard), {member: due}, nx=True)
+            pipe.xack(stream, GROUP_BACKFILL, entry_id)
+            self.counters.gaps += 1
+        pipe.execute()
+
+    # --- claims ----------------------------------------------------------------------------
+
+    def _claim(self) -> None:
+        idle = self.settings.candles.claim_idle_ms
+        k = self.keys
+        stale = set()
+        for s in self.shards:
+            for stream in (k.trades(s), k.klines(s)):
+                claimed: Any = self.client.xautoclaim(  # JUSTID: redis-py returns the ids only
+                    stream, GROUP_CANDLES, self.name, idle, "0-0", count=1000, justid=True
+                )
+                if claimed:
+                    self.counters.claimed += len(claimed)
+                    stale.add(s)
+            pending: Any = self.client.xpending_range(
+                k.gaps(s), GROUP_BACKFILL, "-", "+", 100, idle=idle
+            )
+            if pending:
+                ids = [p["message_id"] for p in pending]
+                counts = {p["message_id"]: p["times_delivered"] + 1 for p in pending}
+                got: Any = self.client.xclaim(k.gaps(s), GROUP_BACKFILL, self.name, idle, ids)
+                self.counters.claimed += len(got)
+                self._take_gaps(s, [(e, f, counts.get(e, 1)) for e, f in got])
+            self._forget_stale_consumers(s)
+        if stale:
+            log.warning(
+                "claimed entries pending over %d ms on shards %s; rebuilding", idle, sorted(stale)
+            )
+            self.trigger(stale, force=True)
+
+    def _forget_stale_consumers(self, shard: int) -> None:
+        for stream, group in (
+            (self.keys.trades(shard), GROUP_CANDLES),
+            (self.keys.gaps(shard), GROUP_BACKFILL),
+        ):
+            for c in self.client.xinfo_consumers(stream, group):
+                name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
+                if name != self.name and c["pending"] == 0 and c["idle"] > STALE_CONSUMER_MS:
+                    self.client.xgroup_delconsumer(stream, group, name)
+
+    # --- repairs ---------------------------------------------------------------------------
+
+    def _send_repairs(self) -> None:
+        now = now_ms()
+        for s in self.shards:
+            key = self.keys.repairs(s)
+            due: Any = self.client.zrangebyscore(key, "-inf", now, start=0, num=REPAIR_BATCH)
+            if not due:
+                continue
+            members = [m.decode() if isinstance(m, bytes) else m for m in due]
+            requests = coalesce([m for m in members if m.split("|")[1] in self.tf], self.tf)
+            self.client.zadd(key, dict.fromkeys(members, now + REPAIR_LEASE_MS), xx=True)
+            for r in requests:
+                backfill_klines.send(s, r.symbol, r.timeframe, r.first_open_ms, r.last_open_ms,
+                                     r.members)  # fmt: skip
+                self.counters.repairs_sent += 1
+
+    def add_history(self, symbols: list[str]) -> None:
+        """Add repairs for the closed candles of the history window that are not stored yet."""
+        want = self.settings.candles.history
+        if want == 0:
+            return
+        now = now_ms()
+        for tf in self.settings.timeframes:
+            if tf.ms < 60_000:
+                continue
+            last_closed = tf.open_time_ms(tf.open_time_ms(now) - 1)
+            first = last_closed
+            for _ in range(want - 1):
+                first = tf.open_time_ms(first - 1)
+            pipe = self.client.pipeline(transaction=False)
+            for sym in symbols:
+                pipe.zrange(
+                    self.keys.candles(sym, tf.name),
+                    first,
+                    last_closed,
+                    byscore=True,
+                    withscores=True,
+                )
+            for sym, stored in zip(symbols, pipe.execute(), strict=True):
+                have = {int(score) for _, score in stored}
+                start = first
+                if len(have) >= want:
+                    continue
+                if (
+                    have
+                ):  # only what is missing after the newest stored candle, or before the oldest
+                    start = first if min(have) > first else tf.next_open_time_ms(max(have))
+                if start > last_closed:
+                    continue
+                shard = self.keys.shard_of(sym)
+                if shard in self.shards:
+                    self.client.zadd(
+                        self.keys.repairs(shard),
+                        {repair_member(sym, tf.name, start, last_closed): now},
+                        nx=True,
+                    )
+                    self.counters.history_windows += 1
+
+    # --- health ----------------------------------------------------------------------------
+
+    def _write_health(self) -> None:
+        k = self.keys
+        lag = {}
+        pending = 0
+        for s in self.shards:
+            for g in self.client.xinfo_groups(k.trades(s)):
+                if g["name"] in (GROUP_CANDLES, GROUP_CANDLES.encode()):
+                    lag[f"trades:{s}"] = g.get("lag")  # None: Redis cannot tell
+                    pending += g["pending"]
+        self.counters.lag = lag  # else vars(self.counters) below would overwrite it with {}
+        health = {"name": self.name, "at_ms": now_ms(), "shards": self.shards,
+                  "pending": pending, **vars(self.counters)}  # fmt: skip
+        self.client.hset(k.consumer_health(), self.name, orjson.dumps(health))
+
+
+def fetch_symbols(settings: Settings, stop: threading.Event) -> list[str] | None:
+    """Return the universe from exchangeInfo, retrying until it answers (None if stopped)."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            with httpx.Client(base_url=settings.market.rest_url, timeout=10) as http:
+                response = http.get("/fapi/v1/exchangeInfo")
+                response.raise_for_status()
+                return resolve_universe(settings.symbols, response.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("exchangeInfo unavailable (%s); retrying in %.0f s", exc, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 30)
+    return None
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def serve(settings: Settings, shards: list[int], name: str) -> None:
+    """Run the consumer until SIGTERM/SIGINT."""
+    client = sync_client(settings.require_redis_url(), max_connections=4, client_name="consumer")
+    consumer = Consumer(client, settings, name=name, shards=shards)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: consumer.stop.set())
+
+    def history() -> None:
+        symbols = fetch_symbols(settings, consumer.stop)
+        if symbols is not None:
+            consumer.add_history(symbols)
+            log.info("history: %d windows to fetch", consumer.counters.history_windows)
+
+    threading.Thread(target=history, name="history", daemon=True).start()
+    consumer.run()
+    client.hdel(consumer.keys.consumer_health(), name)
+    log.info("consumer stopped")
+
+
+def parse_shards(raw: str, count: int) -> list[int]:
+    """Return the shards of ``K/N`` (this is consumer K of N: shards s with s % N == K - 1)."""
+    k, _, n = raw.partition("/")
+    if not (k.isdigit() and n.isdigit() and 1 <= int(k) <= int(n)):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not K/N with 1 <= K <= N (e.g. 2/4)")
+    return [s for s in range(count) if s % int(n) == int(k) - 1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.consumer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--shard", default="1/1", help="K/N: take every N-th stream shard (default 1/1)"
+    )
+    parser.add_argument("--name", default=None, help="consumer name (default host-pid)")
+    args = parser.parse_args()
+    settings = load_settings()
+    setup_logging(settings.log_level, process="consumer")
+    shards = parse_shards(args.shard, settings.stream_shards)
+    serve(settings, shards, args.name or consumer_name())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
