@@ -160,7 +160,7 @@ class Settings:
             max_deliveries=r.get("TP_CANDLE_MAX_DELIVERIES", "3", _int_range(1, 100)),
             claim_idle_ms=r.get("TP_CLAIM_IDLE_MS", "15000", _int_range(1000, 3_600_000)),
             rest_weight_budget=r.get("TP_REST_WEIGHT_BUDGET", "1200", _int_range(10, 2400)),
-            updates_maxlen=r.get("TP_UPDATES_MAXLEN", "10000", _int_range(100, 10_000_000)),
+            updates_maxlen=r.get("TP_UPDATES_MAXLEN", "1000", _int_range(100, 10_000_000)),
         ))  # fmt: skip
         if settings.candles.retention and settings.candles.history > min(
             n for _, n in settings.candles.retention

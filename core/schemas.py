@@ -139,21 +139,29 @@ class BookTicker:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Raw trade ids the feeder knows it missed, for backfill to fill."""
+    """Raw trade ids the feeder knows it missed, or may have missed, for backfill to fill.
+
+    ``id_jump`` and ``shed`` name the exact missing ids. ``outage`` (written when a connection
+    comes back, for every symbol it carries) names a time window whose trades we may not have
+    seen: its ids from ``from_trade_id`` on are unknown, so ``to_trade_id`` is -1.
+    """
 
     KIND: ClassVar[str] = "gap"
     VERSION: ClassVar[int] = 1
 
     symbol: str
     from_trade_id: int  # first missing raw trade id (inclusive)
-    to_trade_id: int  # last missing raw trade id (inclusive)
+    to_trade_id: int  # last missing raw trade id (inclusive); -1 for an outage: unknown
     start_time_ms: int  # time window that contains the missing trades
     end_time_ms: int
     reason: str  # one of GAP_REASONS
     detected_at_ms: int
 
     def _check(self) -> str | None:
-        if self.from_trade_id > self.to_trade_id:
+        if self.reason == "outage":
+            if self.to_trade_id != -1:
+                return "an outage gap has to_trade_id -1 (its last id is unknown)"
+        elif self.from_trade_id > self.to_trade_id:
             return "from_trade_id is greater than to_trade_id"
         if self.start_time_ms > self.end_time_ms:
             return "start_time_ms is after end_time_ms"

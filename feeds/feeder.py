@@ -42,6 +42,7 @@ SUPERVISE_EVERY_S = 1.0
 HEALTH_EVERY_S = 2.0
 DRAIN_TIMEOUT_S = 10.0  # within Heroku's 30 s between SIGTERM and SIGKILL
 READY_TIMEOUT_S = 30.0  # a replacement connection must deliver within this, or the old one stays
+CATCH_UP_S = 5.0  # how long the old connection may take to deliver what was sent to it alone
 
 
 @dataclass(slots=True)
@@ -57,6 +58,7 @@ class FeedCounters:
     resubscribes: int = 0
     replacements: int = 0  # connections replaced make-before-break (stall, silence, rotation)
     rotations: int = 0  # of which for age (Binance's 24 h limit)
+    catch_up_timeouts: int = 0  # replaced connections closed before delivering all they had
 
 
 @dataclass(slots=True)
@@ -102,6 +104,7 @@ class Feeder:
         self._gaps: list[Gap] = []
         self._unknown_seen: set[str] = set()
         self._conn_seq = 0
+        self._restored: set[str] = set()  # symbols continued from Redis, not yet re-subscribed
 
     # --- hot path --------------------------------------------------------------------------
 
@@ -150,6 +153,30 @@ class Feeder:
             self.outbox.add_gap(gap)
         self._gaps.clear()
 
+    def on_subscribed(self, conn: FeedConnection) -> None:
+        """A connection is subscribed: after a reconnect (or a restart), name what it missed."""
+        if conn.reconnects:
+            self._outage(self._trade_symbols(conn.streams))
+        elif self._restored:  # the first connection of a restarted feeder
+            symbols = [s for s in self._trade_symbols(conn.streams) if s in self._restored]
+            self._restored.difference_update(symbols)
+            self._outage(symbols)
+
+    def _outage(self, symbols: list[str]) -> None:
+        """Write an ``outage`` gap for each symbol: its trades since the last one we released may
+        be lost, and if it does not trade again no id jump would ever say so."""
+        now = now_ms()
+        for symbol in symbols:
+            gap = self.sequencer.outage(symbol, now)
+            if gap is not None:
+                self._gaps.append(gap)
+        self._flush_released(now)
+        self.writer.wake()
+
+    def _trade_symbols(self, streams: list[str]) -> list[str]:
+        suffix = "@" + self.feed.trade_stream
+        return [s[: -len(suffix)].upper() for s in streams if s.endswith(suffix)]
+
     def _note_unknown(self, fields: frozenset[str]) -> None:
         self.counters.unknown_fields += 1
         new = fields - self._unknown_seen
@@ -164,6 +191,7 @@ class Feeder:
         for symbol, (tid, raw, t) in (await read_last_trades(self.client, self.keys)).items():
             if symbol in self.trade_stream:
                 self.sequencer.restore(symbol, tid, raw, t)
+                self._restored.add(symbol)
         log.info("feeder %s: %d symbols over %d connections", self.feeder_id, len(self.symbols),
                  len(self.plans))  # fmt: skip
         writer = asyncio.create_task(self.writer.run(), name="writer")
@@ -206,7 +234,8 @@ class Feeder:
         self._conn_seq += 1
         name = f"{self.feeder_id}/{plan.route}-{self._conn_seq}"
         conn = FeedConnection(name, self._url(plan), plan.streams, on_event=self.on_event,
-                              on_bad_frame=self.on_bad_frame)  # fmt: skip
+                              on_bad_frame=self.on_bad_frame,
+                              on_subscribed=self.on_subscribed)  # fmt: skip
         return conn, asyncio.create_task(conn.run(), name=name)
 
     def _start_slot(self, plan: ConnectionPlan) -> Slot:
@@ -230,13 +259,13 @@ class Feeder:
             conn = slot.conn
             if now >= slot.rotate_at_ms:
                 self.counters.rotations += 1
-                self._replace(slot, "age")
+                self._replace(slot, "age", [])
                 continue
             if conn.state != "live":
                 continue
             if now - conn.last_frame_ms > self.feed.silence_ms:
                 self.counters.stalls += 1
-                self._replace(slot, "connection silent")
+                self._replace(slot, "connection silent", self._trade_symbols(conn.streams))
                 continue
             stalled = self.watch.stalled(list(slot.plan.streams), now)
             if not stalled or now - slot.repaired_at_ms < 4 * self.feed.silence_ms:
@@ -246,20 +275,23 @@ class Feeder:
             if again:
                 log.warning("%s: still silent after resubscribing: %s", conn.name, again[:5])
                 slot.repaired_at_ms = now
-                self._replace(slot, "streams still silent")
+                self._replace(slot, "streams still silent", self._trade_symbols(again))
                 continue
             log.warning("%s: silent streams, resubscribing: %s", conn.name, stalled[:5])
             self.counters.resubscribes += len(stalled)
             for s in stalled:
                 slot.resubscribed_at[s] = now
             self.watch.reset(stalled, now)
+            self._outage(self._trade_symbols(stalled))
             asyncio.create_task(conn.resubscribe(stalled))  # noqa: RUF006 - bounded by supervision
 
-    def _replace(self, slot: Slot, reason: str) -> None:
+    def _replace(self, slot: Slot, reason: str, lost: list[str]) -> None:
+        """Replace the slot's connection make-before-break; ``lost``: symbols whose trades the
+        old connection may have lost (an outage gap each once the new one delivers)."""
         slot.replacing = True
-        asyncio.create_task(self._replace_now(slot, reason))  # noqa: RUF006 - one per slot
+        asyncio.create_task(self._replace_now(slot, reason, lost))  # noqa: RUF006 - one per slot
 
-    async def _replace_now(self, slot: Slot, reason: str) -> None:
+    async def _replace_now(self, slot: Slot, reason: str, lost: list[str]) -> None:
         new, task = self._connection(slot.plan)
         log.info("%s: replacing with %s (%s)", slot.conn.name, new.name, reason)
         try:
@@ -276,6 +308,10 @@ class Feeder:
             slot.replacing = False
             return
         old, old_task = slot.conn, slot.task
+        if lost:
+            self._outage(lost)
+        else:
+            await self._catch_up(old, new)
         slot.conn, slot.task = new, task
         slot.rotate_at_ms = self._next_rotation(now_ms())
         slot.resubscribed_at.clear()
@@ -286,6 +322,20 @@ class Feeder:
         with contextlib.suppress(asyncio.CancelledError):
             await old_task
         slot.replacing = False
+
+    async def _catch_up(self, old: FeedConnection, new: FeedConnection) -> None:
+        """Wait until ``old`` delivered an event sent after ``new``'s first one.
+
+        Frames sent before the new connection's subscription took effect went to the old one
+        only; closing it while they sit unread in its buffers would lose them.
+        """
+        deadline = asyncio.get_running_loop().time() + CATCH_UP_S
+        while old.last_event_ms <= new.first_event_ms and old.state == "live":
+            if asyncio.get_running_loop().time() > deadline:
+                self.counters.catch_up_timeouts += 1
+                log.warning("%s: closed before catching up with %s", old.name, new.name)
+                return
+            await asyncio.sleep(0.02)
 
     # --- health ------------------------------------------------------------------------------
 

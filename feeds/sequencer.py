@@ -36,6 +36,7 @@ class SequencerCounters:
     reordered: int = 0  # held trades whose missing predecessors arrived in time
     gaps: int = 0
     missing_ids: int = 0  # raw trade ids reported missing
+    outage_gaps: int = 0  # windows where trades may have been lost
 
 
 class TradeSequencer:
@@ -54,6 +55,20 @@ class TradeSequencer:
     def last_ids(self) -> dict[str, int]:
         """Return the last released trade id per symbol."""
         return {symbol: st.last_id for symbol, st in self._state.items()}
+
+    def outage(self, symbol: str, now_ms: int) -> Gap | None:
+        """Return an ``outage`` gap for ``symbol``: its trades from the last one released to now
+        may have been lost (a connection came back, a stream was silent). None if never seen.
+
+        Id continuity reveals a loss only at the symbol's next trade; this names the window even
+        if the symbol never trades again (the loss at the tail of a disconnect).
+        """
+        st = self._state.get(symbol)
+        if st is None:
+            return None
+        self.counters.outage_gaps += 1
+        return Gap(symbol, st.last_raw_id + 1, -1, st.last_time_ms, max(now_ms, st.last_time_ms),
+                   "outage", now_ms)  # fmt: skip
 
     def held_count(self) -> int:
         return sum(len(st.held) for st in self._state.values())

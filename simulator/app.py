@@ -59,6 +59,7 @@ class SimConfig:
     weight_limit: int = 2400
     ban_after: int = 2  # 429s answered before a client that keeps sending is banned
     ban_base_s: float = 120.0
+    weight_window_s: float = 60.0  # Binance's is a minute; tests shorten it
     kline_lag_ms: tuple[int, int] = (200, 2000)
     trade_retention: int = 5000
     bar_retention: int = 1000
@@ -445,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="REST request weight per IP per minute (default %(default)s)",
     )
     a(
+        "--weight-window",
+        dest="weight_window_s",
+        type=float,
+        default=d.weight_window_s,
+        help="seconds of the weight window (Binance: 60; shorter for tests) (default %(default)s)",
+    )
+    a(
         "--ban-after",
         type=int,
         default=d.ban_after,
@@ -539,6 +547,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimConfig, str]
         weight_limit=ns.weight_limit,
         ban_after=ns.ban_after,
         ban_base_s=ns.ban_base_s,
+        weight_window_s=ns.weight_window_s,
         kline_lag_ms=lag,
         trade_retention=ns.trade_retention,
         bar_retention=ns.bar_retention,

@@ -92,9 +92,16 @@ class WeightLimiter:
     """Request weight per client IP per minute, with 429 and growing 418 bans."""
 
     def __init__(
-        self, clock: Clock, *, limit: int = 2400, ban_after: int = 2, ban_base_s: float = 120.0
+        self,
+        clock: Clock,
+        *,
+        limit: int = 2400,
+        ban_after: int = 2,
+        ban_base_s: float = 120.0,
+        window_s: float = 60.0,
     ) -> None:
         self.clock = clock
+        self.window_ms = int(window_s * 1000)
         self.limit = limit
         self.ban_after = ban_after
         self.ban_base_ms = int(ban_base_s * 1000)
@@ -104,7 +111,7 @@ class WeightLimiter:
         """Count ``weight`` for ``ip`` and return whether the request may proceed."""
         now = self.clock.now_ms()
         st = self._ips.setdefault(ip, _IpState())
-        window = now // 60_000
+        window = now // self.window_ms
         if st.window != window:
             st.window, st.used, st.rejected = window, 0, 0
             if len(self._ips) > 10_000:  # bounded: forget idle clients
@@ -117,7 +124,7 @@ class WeightLimiter:
             return Verdict(200, st.used)
         st.rejected += 1
         if st.rejected <= self.ban_after:
-            return Verdict(429, st.used, math.ceil(((window + 1) * 60_000 - now) / 1000))
+            return Verdict(429, st.used, math.ceil(((window + 1) * self.window_ms - now) / 1000))
         st.bans += 1
         duration = min(self.ban_base_ms * 2 ** (st.bans - 1), _MAX_BAN_MS)
         st.banned_until_ms = now + duration
@@ -126,7 +133,7 @@ class WeightLimiter:
 
     def used(self, ip: str) -> int:
         st = self._ips.get(ip)
-        return st.used if st and st.window == self.clock.now_ms() // 60_000 else 0
+        return st.used if st and st.window == self.clock.now_ms() // self.window_ms else 0
 
     def reset(self) -> None:
         self._ips.clear()
@@ -198,6 +205,7 @@ class RestApi:
             limit=sim.config.weight_limit,
             ban_after=sim.config.ban_after,
             ban_base_s=sim.config.ban_base_s,
+            window_s=sim.config.weight_window_s,
         )
         self.route_weights: dict[tuple[str, str], int] = {}
         self.request_weight: Callable[[str, str, Mapping[str, str]], int] | None = None

@@ -30,17 +30,24 @@ from core.schemas import Candle, encode
 COMPARED = ("open", "high", "low", "close", "volume", "quote_volume", "trades",
             "taker_buy_volume", "taker_buy_quote_volume")  # fmt: skip
 
-# Shared by both scripts: write one candle unless an exchange candle is there and this one is not.
+# Shared by the scripts: write one candle unless an exchange candle is there and this one is not;
+# a candle marked partial (known to miss trades) stays partial until the exchange's replaces it.
+# Return the member written, or false.
 _PUT = """
 local function put(key, score, member, keep, final)
   if not final then
     local old = redis.call('ZRANGEBYSCORE', key, score, score)
-    if old[1] and string.sub(old[1], -11) == '"exchange"]' then return false end
+    if old[1] then
+      if string.sub(old[1], -11) == '"exchange"]' then return false end
+      if string.sub(old[1], -10) == '"partial"]' and string.sub(member, -9) == '"trades"]' then
+        member = string.sub(member, 1, -10) .. '"partial"]'
+      end
+    end
   end
   local replaced = redis.call('ZREMRANGEBYSCORE', key, score, score)
   redis.call('ZADD', key, score, member)
   if replaced == 0 then redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1)) end
-  return true
+  return member
 end
 """
 
@@ -53,8 +60,9 @@ local cur = redis.call('HMGET', KEYS[1], 'trades', 'klines')
 if (cur[1] or '0-0') ~= a.expect[1] or (cur[2] or '0-0') ~= a.expect[2] then return 0 end
 local written, skipped = {}, 0
 for _, c in ipairs(a.candles) do
-  if put(KEYS[c[1]], c[2], c[3], c[4], c[5] == 1) then
-    written[#written + 1] = c[3]
+  local m = put(KEYS[c[1]], c[2], c[3], c[4], c[5] == 1)
+  if m then
+    written[#written + 1] = m
   else
     skipped = skipped + 1
   end
@@ -104,6 +112,31 @@ end
 return #written
 """
 )
+
+# KEYS: updates, metrics, then candle sets. ARGV[1]: {ranges: [[key, from, to]], updates_maxlen}.
+# Marks the trade-built candles scored in each range partial (an outage may have hidden trades).
+MARK_PARTIAL = """
+local a = cjson.decode(ARGV[1])
+local written = {}
+for _, r in ipairs(a.ranges) do
+  local found = redis.call('ZRANGEBYSCORE', KEYS[r[1]], r[2], r[3], 'WITHSCORES')
+  for i = 1, #found, 2 do
+    local m = found[i]
+    if string.sub(m, -9) == '"trades"]' then
+      local marked = string.sub(m, 1, -10) .. '"partial"]'
+      redis.call('ZREM', KEYS[r[1]], m)
+      redis.call('ZADD', KEYS[r[1]], found[i + 1], marked)
+      written[#written + 1] = marked
+    end
+  end
+end
+if #written > 0 then
+  redis.call('HINCRBY', KEYS[2], 'outage_marked', #written)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', a.updates_maxlen, '*',
+             'd', '[' .. table.concat(written, ',') .. ']')
+end
+return #written
+"""
 
 
 @dataclass
@@ -199,6 +232,24 @@ def write_exchange(
     payload = {"candles": rows, "metrics": sorted(metrics.items()), "done": done,
                "later": [list(x) for x in later], "updates_maxlen": updates_maxlen}  # fmt: skip
     return int(script(keys=table.keys, args=[_json(payload)], client=client))
+
+
+def mark_partial(
+    client: Any,
+    script: Any,
+    keys: Keys,
+    shard: int,
+    symbol: str,
+    ranges: list[tuple[str, int, int]],
+    *,
+    updates_maxlen: int,
+) -> Any:
+    """Mark partial the trade-built candles of ``symbol`` opened in each (timeframe, first open,
+    last open) range. ``client`` may be a pipeline (the call then joins its transaction)."""
+    table = _KeyTable([keys.candle_updates(shard), keys.candle_metrics(shard)])
+    rows = [[table(keys.candles(symbol, tf)), first, last] for tf, first, last in ranges]
+    payload = {"ranges": rows, "updates_maxlen": updates_maxlen}
+    return script(keys=table.keys, args=[_json(payload)], client=client)
 
 
 def _json(payload: dict[str, Any]) -> bytes:

@@ -10,7 +10,9 @@ One loop, one Redis connection for its blocking read (BLOCK 1 s < the 10 s socke
   died, their message was lost, the worker is down) are claimed (XAUTOCLAIM) and their shard is
   sent a build again. Consumers that are long idle with nothing pending are removed.
 * **Gaps** (group ``backfill``): each Gap record becomes repair windows, one per timeframe, added
-  to the shard's ``repairs`` set and acked in one transaction. An entry that fails is left
+  to the shard's ``repairs`` set and acked in one transaction; an ``outage`` gap also marks the
+  symbol's trade-built candles in its window ``partial`` in that transaction (no id jump will
+  reveal trades lost at the tail of a disconnect). An entry that fails is left
   pending; when claimed again with ``TP_CANDLE_MAX_DELIVERIES`` deliveries it is moved to the
   dead-letter stream with its error.
 * **Repairs**: every second, due repairs are coalesced per symbol and timeframe and sent to
@@ -47,6 +49,7 @@ from core.schemas import Gap, decode
 from core.timeframes import Timeframe
 from core.universe import resolve_universe
 from tasks.backfill import backfill_klines
+from tasks.candle_store import MARK_PARTIAL, mark_partial
 from tasks.candles import build_candles
 
 log = logging.getLogger("workers.consumer")
@@ -147,6 +150,7 @@ class Consumer:
         self.shards = shards
         self.tf = {tf.name: tf for tf in settings.timeframes}
         self.counters = ConsumerCounters()
+        self.mark_script = client.register_script(MARK_PARTIAL)
         self.stop = threading.Event()
         self._next_claim = 0.0
         self._next_repairs = 0.0
@@ -262,6 +266,12 @@ class Consumer:
                 continue
             for due, member in gap_repairs(gap, self.settings.timeframes, settle):
                 pipe.zadd(self.keys.repairs(shard), {member: due}, nx=True)
+            if gap.reason == "outage":  # no id jump will flag these candles: flag them here
+                start, end = gap.start_time_ms, gap.end_time_ms
+                ranges = [(tf.name, tf.open_time_ms(start), tf.open_time_ms(end))
+                          for tf in self.settings.timeframes]  # fmt: skip
+                mark_partial(pipe, self.mark_script, self.keys, shard, gap.symbol, ranges,
+                             updates_maxlen=self.settings.candles.updates_maxlen)  # fmt: skip
             pipe.xack(stream, GROUP_BACKFILL, entry_id)
             self.counters.gaps += 1
         pipe.execute()

@@ -48,16 +48,23 @@ class FeedConnection:
         *,
         on_event: Callable[[FeedConnection, Parsed], None],
         on_bad_frame: Callable[[FeedConnection, str, str | bytes], None],
+        on_subscribed: Callable[[FeedConnection], None] | None = None,
     ) -> None:
         self.name = name
         self.url = url
         self.streams = list(streams)
         self.on_event = on_event
         self.on_bad_frame = on_bad_frame
+        self.on_subscribed = on_subscribed
         self.state: State = "connecting"
         self.connected_at_ms = 0
         self.last_frame_ms = 0
         self.reconnects = 0
+        # Exchange event times (`E`) of the first and the latest data frame: a replacement knows
+        # the old connection has caught up when the old one delivers a later event than the
+        # new one's first (everything sent before that was sent to the old one only).
+        self.first_event_ms = 0
+        self.last_event_ms = 0
         self.control_errors = 0
         self.delivering = asyncio.Event()  # set at the first data frame
         self.subscribed = asyncio.Event()  # set when every SUBSCRIBE was sent and acknowledged
@@ -153,13 +160,19 @@ class FeedConnection:
             if isinstance(parsed.event, ControlReply):
                 self._on_reply(parsed.event)
                 continue
+            event_ms = getattr(parsed.event, "event_time_ms", 0)
+            if event_ms > self.last_event_ms:
+                self.last_event_ms = event_ms
             if not self.delivering.is_set():
+                self.first_event_ms = event_ms
                 self.delivering.set()
             self.on_event(self, parsed)
 
     def _check_subscribed(self) -> None:
-        if not self._pending_acks and self.state == "live":
+        if not self._pending_acks and self.state == "live" and not self.subscribed.is_set():
             self.subscribed.set()
+            if self.on_subscribed is not None:
+                self.on_subscribed(self)
 
     def _on_reply(self, reply: ControlReply) -> None:
         if reply.id is not None:

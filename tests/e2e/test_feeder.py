@@ -172,7 +172,9 @@ def compare(sim: RunningSim, feeder: FeederProcess, *, redis_failed: bool = Fals
         for trade in emitted:
             if trade["a"] in have:
                 continue
-            covered = any(g.from_trade_id <= trade["f"] and trade["l"] <= g.to_trade_id
+            covered = any(g.from_trade_id <= trade["f"] and (
+                              trade["l"] <= g.to_trade_id if g.reason != "outage"
+                              else trade["T"] <= g.end_time_ms)  # ids unknown: its time window
                           for g in gaps[symbol])  # fmt: skip
             assert covered, (
                 f"{symbol}: trade {trade['a']} (raw {trade['f']}..{trade['l']}) lost without a gap "
@@ -227,6 +229,7 @@ def test_dropped_and_refused_connections_lose_nothing_unrecorded(
 ) -> None:
     sim, feeder = live_market(20)
     run_market(sim, 1000, 2)
+    seen = set(feeder.wait_live()["last_trade_id"])  # symbols traded before the drop
     sim.admin("POST", "/sim/faults", {"type": "drop"})
     time.sleep(2)
     sim.admin("POST", "/sim/faults", {"type": "refuse", "seconds": 3})
@@ -240,6 +243,10 @@ def test_dropped_and_refused_connections_lose_nothing_unrecorded(
     result = compare(sim, feeder)
     assert health["counters"]["reconnects"] >= 2
     assert result.missing_in_gaps > 0  # trades sent while we were away are named by gaps
+    # Every symbol seen before the drop has an outage gap, whether it traded again or not.
+    outages = {s for s, gs in result.gaps.items() if any(g.reason == "outage" for g in gs)}
+    assert seen
+    assert seen <= outages, seen - outages
 
 
 def test_duplicated_and_reordered_frames_land_once_in_order_without_gaps(
@@ -335,7 +342,7 @@ def test_a_restarted_feeder_records_what_it_missed_while_stopped(
     second.wait_drained()
     result = compare(sim, second)  # one stream, both runs: once each, in order, gaps named
     assert result.missing_in_gaps > 0
-    assert {g.reason for gs in result.gaps.values() for g in gs} == {"id_jump"}
+    assert {g.reason for gs in result.gaps.values() for g in gs} == {"id_jump", "outage"}
 
 
 class ScriptedExchange:

@@ -73,6 +73,19 @@ def test_restored_state_detects_a_gap_across_a_restart() -> None:
     assert [(g.from_trade_id, g.to_trade_id) for g in gaps] == [(22, 39)]
 
 
+def test_an_outage_names_the_window_after_the_last_trade_even_if_none_follows() -> None:
+    seq = TradeSequencer(reorder_window_ms=0)
+    assert seq.outage("BTCUSDT", 5000) is None  # never seen: nothing to name
+    out: list[Trade] = []
+    seq.push(agg(3), 0, out, [])
+    gap = seq.outage("BTCUSDT", 9000)
+    assert gap is not None
+    last = out[-1]
+    assert (gap.from_trade_id, gap.to_trade_id, gap.reason) == (last.last_id + 1, -1, "outage")
+    assert (gap.start_time_ms, gap.end_time_ms) == (last.trade_time_ms, 9000)
+    assert seq.counters.outage_gaps == 1
+
+
 def test_symbols_are_independent() -> None:
     seq = TradeSequencer()
     out: list[Trade] = []

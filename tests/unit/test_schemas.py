@@ -80,6 +80,12 @@ def test_invariants_of_other_records_are_checked() -> None:
     bad_gap[7] = "cosmic_ray"
     with pytest.raises(SchemaError, match="reason must be one of"):
         decode(orjson.dumps(bad_gap), Gap)
+    outage = Gap("BTCUSDT", 181, -1, 1626992760000, 1626992790000, "outage", 1626992790001)
+    assert decode(encode(outage), Gap) == outage  # an outage's last missing id is unknown
+    bad_outage = orjson.loads(encode(outage))
+    bad_outage[4] = 200
+    with pytest.raises(SchemaError, match="to_trade_id -1"):
+        decode(orjson.dumps(bad_outage), Gap)
     bad_signal = orjson.loads(encode(SIGNAL))
     bad_signal[7] = "up"
     with pytest.raises(SchemaError, match="state must be one of"):
