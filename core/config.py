@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import sys
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
@@ -38,6 +39,7 @@ _HOSTS: dict[str, tuple[str, str]] = {
     "sim": (SIM_REST_URL, SIM_WS_URL),
 }
 DEFAULT_TIMEFRAMES = "1m,5m,15m,1h,4h,1d"
+_SIGNAL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_]{1,29}$")  # delivery contracts: BTCUSDT_210924
 _NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 _KID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -94,6 +96,32 @@ class CandleSettings:
         return dict(self.retention)[timeframe]
 
 
+# The built-in signals run when no TP_SIGNALS_FILE is given: each formula with its defaults.
+BUILTIN_FORMULAS = ("ema_cross", "rsi", "macd", "bollinger", "donchian", "vwap_deviation")
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSpec:
+    """One configured signal: a registered formula, its parameters, where it runs."""
+
+    name: str  # the published name (a Signal's ``formula`` field); unique
+    formula: str  # the registered formula
+    params: tuple[tuple[str, int | float], ...] = ()
+    symbols: tuple[str, ...] | None = None  # None: every symbol
+    timeframes: tuple[str, ...] | None = None  # None: every configured timeframe
+
+
+@dataclass(frozen=True, slots=True)
+class SignalSettings:
+    """The signal stage's knobs (TP_SIGNALS_FILE, TP_FORMULA_MODULES, TP_SIGNAL_*)."""
+
+    specs: tuple[SignalSpec, ...]
+    modules: tuple[str, ...]  # imported at start: a deployment's own formulas register there
+    history: int  # closed-candle values kept per (symbol, timeframe, signal)
+    time_limit_ms: int  # one formula evaluation longer than this is stopped and counted
+    pace_ms: int  # a series' provisional value (open candle) is re-evaluated at most this often
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Frozen configuration of one process. Build it with :meth:`from_env`."""
@@ -112,6 +140,7 @@ class Settings:
     log_level: str
     feed: FeedSettings
     candles: CandleSettings
+    signals: SignalSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -152,6 +181,13 @@ class Settings:
                 rotate_s=r.get("TP_FEED_ROTATE_S", "82800", _int_range(5, 86_000)),
             ),
             candles=None,  # type: ignore[arg-type]  # set below: its check needs the timeframes
+            signals=SignalSettings(
+                specs=r.get("TP_SIGNALS_FILE", "", _parse_signals_file),
+                modules=r.get("TP_FORMULA_MODULES", "", _parse_modules),
+                history=r.get("TP_SIGNAL_HISTORY", "500", _int_range(1, 100_000)),
+                time_limit_ms=r.get("TP_FORMULA_TIME_LIMIT_MS", "250", _int_range(10, 60_000)),
+                pace_ms=r.get("TP_SIGNAL_PACE_MS", "1000", _int_range(0, 60_000)),
+            ),
         )
         timeframes = settings.timeframes or ()
         settings = dataclasses.replace(settings, candles=CandleSettings(
@@ -206,7 +242,8 @@ KNOWN = frozenset(
             "DEMO MARKET REST_URL WS_URL SYMBOLS TIMEFRAMES NAMESPACE STREAM_SHARDS STREAM_MAXLEN "
             "JWT_KEYS KEY_ENCRYPTION_KEY LOG_LEVEL TRADE_STREAM FEED_BUFFER_MAX FEED_MAX_STREAMS "
             "FEED_SILENCE_MS FEED_REORDER_MS FEED_ROTATE_S CANDLE_RETENTION CANDLE_HISTORY "
-            "CANDLE_MAX_DELIVERIES CLAIM_IDLE_MS REST_WEIGHT_BUDGET UPDATES_MAXLEN"
+            "CANDLE_MAX_DELIVERIES CLAIM_IDLE_MS REST_WEIGHT_BUDGET UPDATES_MAXLEN "
+            "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS"
         ).split()
     }
 )
@@ -301,6 +338,62 @@ def _match(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _parse_modules(raw: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for n in names:
+        if not all(part.isidentifier() for part in n.split(".")):
+            raise ValueError(f"{n!r} is not a module name (expected e.g. acme.formulas)")
+    return names
+
+
+def _parse_signals_file(raw: str) -> tuple[SignalSpec, ...]:
+    """Read the TOML file of ``[[signal]]`` tables; empty: the built-ins with their defaults."""
+    if not raw:
+        return tuple(SignalSpec(name, name) for name in BUILTIN_FORMULAS)
+    try:
+        with open(raw, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise ValueError(f"cannot read {raw}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{raw} is not valid TOML: {exc}") from None
+    tables = doc.get("signal")
+    if not isinstance(tables, list) or not tables:
+        raise ValueError(f"{raw}: expected one or more [[signal]] tables")
+    specs = [_signal_spec(t, f"{raw}: signal {i + 1}") for i, t in enumerate(tables)]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{raw}: a signal name is used twice")
+    return tuple(specs)
+
+
+def _signal_spec(t: object, where: str) -> SignalSpec:
+    if not isinstance(t, dict):
+        raise ValueError(f"{where}: expected a table")
+    unknown = set(t) - {"name", "formula", "params", "symbols", "timeframes"}
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}")
+    formula = t.get("formula")
+    name = t.get("name", formula)
+    if not isinstance(formula, str) or not isinstance(name, str) or not _SIGNAL_NAME.match(name):
+        raise ValueError(f"{where}: needs formula = \"<registered name>\" and a name of "
+                         "letters, digits and _")  # fmt: skip
+    params = t.get("params", {})
+    if not isinstance(params, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in params.values()
+    ):
+        raise ValueError(f"{where} ({name}): params must be a table of numbers")
+    symbols = t.get("symbols")
+    if symbols is not None:
+        symbols = _parse_symbols(",".join(map(str, symbols)) if isinstance(symbols, list) else "?")
+    timeframes = t.get("timeframes")
+    if timeframes is not None:
+        if not isinstance(timeframes, list) or not timeframes:
+            raise ValueError(f'{where} ({name}): timeframes must be a list such as ["1m"]')
+        timeframes = tuple(tf.name for tf in _parse_timeframes(",".join(map(str, timeframes))))
+    return SignalSpec(name, formula, tuple(sorted(params.items())), symbols, timeframes)
 
 
 def _parse_symbols(raw: str) -> tuple[str, ...] | None:

@@ -9,13 +9,19 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:{s<shard>}:dead                     stream   entries that failed N deliveries
     <ns>:{s<shard>}:candle-updates           stream   candles changed, for the web tier
     <ns>:{s<shard>}:signal-events            stream   signal state changes, for the web tier
+    <ns>:{s<shard>}:signal-updates           stream   every signal result written, for the web tier
     <ns>:{s<shard>}:candles:<SYMBOL>:<tf>    zset     candles scored by open time
     <ns>:{s<shard>}:candle-state:<SYMBOL>    hash     fold state: last trade, candle per tf
     <ns>:{s<shard>}:candle-cursor            hash     last entries applied; failing entries
     <ns>:{s<shard>}:candle-metrics           hash     counters (applied, gaps, reconciled)
     <ns>:{s<shard>}:build-queued             string   set while a build_candles(shard) is queued
     <ns>:{s<shard>}:repairs                  zset     "SYM|tf|first_open|last_open" by due time (ms)
-    <ns>:{s<shard>}:signals:<SYMBOL>:<tf>    hash     latest value per formula
+    <ns>:{s<shard>}:signals:<SYMBOL>:<tf>    hash     latest value per signal
+    <ns>:{s<shard>}:signal-history:<SYMBOL>:<tf>:<signal>  zset  closed-candle values by open time
+    <ns>:{s<shard>}:signal-dirty             hash     "SYM|tf" -> updates since last evaluated
+    <ns>:{s<shard>}:signal-queued            string   set while an evaluate_signals(shard) is queued
+    <ns>:{s<shard>}:signal-metrics           hash     counters (evaluations, errors per signal)
+    <ns>:{s<shard>}:signal-errors            hash     signal -> last error (kind|message|ms)
     <ns>:feed:health                         hash     feeder health, one field per feeder process
     <ns>:feed:last-trade                     hash     last trade written per symbol (restarts)
     <ns>:consumer:health                     hash     stream consumer health, one field per consumer
@@ -109,6 +115,24 @@ class Keys:
 
     def signals(self, symbol: str, timeframe: str) -> str:
         return f"{self._sym(symbol)}:signals:{symbol}:{timeframe}"
+
+    def signal_history(self, symbol: str, timeframe: str, signal: str) -> str:
+        return f"{self._sym(symbol)}:signal-history:{symbol}:{timeframe}:{signal}"
+
+    def signal_updates(self, shard: int) -> str:
+        return f"{self._shard(shard)}:signal-updates"
+
+    def signal_dirty(self, shard: int) -> str:
+        return f"{self._shard(shard)}:signal-dirty"
+
+    def signal_queued(self, shard: int) -> str:
+        return f"{self._shard(shard)}:signal-queued"
+
+    def signal_metrics(self, shard: int) -> str:
+        return f"{self._shard(shard)}:signal-metrics"
+
+    def signal_errors(self, shard: int) -> str:
+        return f"{self._shard(shard)}:signal-errors"
 
     # --- process-wide ---
     def feed_health(self) -> str:

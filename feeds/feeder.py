@@ -275,14 +275,13 @@ class Feeder:
             if again:
                 log.warning("%s: still silent after resubscribing: %s", conn.name, again[:5])
                 slot.repaired_at_ms = now
-                self._replace(slot, "streams still silent", self._trade_symbols(again))
+                self._replace(slot, "streams still silent", [])  # quiet, or an id jump will say
                 continue
             log.warning("%s: silent streams, resubscribing: %s", conn.name, stalled[:5])
             self.counters.resubscribes += len(stalled)
             for s in stalled:
                 slot.resubscribed_at[s] = now
             self.watch.reset(stalled, now)
-            self._outage(self._trade_symbols(stalled))
             asyncio.create_task(conn.resubscribe(stalled))  # noqa: RUF006 - bounded by supervision
 
     def _replace(self, slot: Slot, reason: str, lost: list[str]) -> None:

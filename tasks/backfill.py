@@ -28,6 +28,7 @@ from core.redis_clients import sync_client
 from core.schemas import Candle, decode
 from tasks.broker import keys, settings
 from tasks.candle_store import COMPARED, EXCHANGE, write_exchange
+from tasks.signals import evaluate_signals
 
 log = logging.getLogger("tasks.backfill")
 
@@ -122,6 +123,9 @@ def _backfill(
     still_open = any(not c.closed for c in rows if c.open_time_ms <= last_open_ms)
     settle = tf.close_time_ms(last_open_ms) + 3_000
     done, later = (members, []) if not still_open else ([], [(settle, m) for m in members])
-    write_exchange(client, script, keys, shard, closed, retention=dict(settings.candles.retention),
-                   updates_maxlen=settings.candles.updates_maxlen, metrics=metrics, done=done,
-                   later=later)  # fmt: skip
+    _, signals_due = write_exchange(
+        client, script, keys, shard, closed, retention=dict(settings.candles.retention),
+        updates_maxlen=settings.candles.updates_maxlen, metrics=metrics, done=done, later=later,
+    )  # fmt: skip
+    if signals_due:
+        evaluate_signals.send(shard)

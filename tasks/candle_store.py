@@ -51,9 +51,22 @@ local function put(key, score, member, keep, final)
 end
 """
 
-# KEYS: cursor, trades, klines, updates, dead, metrics, repairs, then candle sets and state hashes.
+# Marks the series whose candles changed for the signal stage (``signal-dirty``: update counter per
+# "SYM|tf") and sets ``signal-queued`` if absent: returns 2 when the caller should send
+# evaluate_signals for the shard.
+_DIRTY = """
+local function dirty(dirty_key, queued_key, fields, flag_ms)
+  for _, f in ipairs(fields) do redis.call('HINCRBY', dirty_key, f, 1) end
+  if #fields > 0 and redis.call('SET', queued_key, '1', 'NX', 'PX', flag_ms) then return 2 end
+  return 1
+end
+"""
+
+# KEYS: cursor, trades, klines, updates, dead, metrics, repairs, signal-dirty, signal-queued, then
+# candle sets and state hashes. Returns 0 if the cursor moved, else 1, or 2 (see _DIRTY).
 BUILD = (
     _PUT
+    + _DIRTY
     + """
 local a = cjson.decode(ARGV[1])
 local cur = redis.call('HMGET', KEYS[1], 'trades', 'klines')
@@ -88,13 +101,15 @@ if skipped > 0 then redis.call('HINCRBY', KEYS[6], 'final_kept', skipped) end
 redis.call('HSET', KEYS[1], 'trades', a.cursor[1], 'klines', a.cursor[2])
 redis.call('HDEL', KEYS[1], 'fail:trades', 'fail:klines')
 for _, f in ipairs(a.fail) do redis.call('HSET', KEYS[1], f[1], f[2]) end
-return 1
+return dirty(KEYS[8], KEYS[9], a.dirty, a.flag_ms)
 """
 )
 
-# KEYS: updates, metrics, repairs, then candle sets. ARGV[1]: {candles, metrics, done, maxlen}.
+# KEYS: updates, metrics, repairs, signal-dirty, signal-queued, then candle sets.
+# ARGV[1]: {candles, metrics, done, later, dirty, maxlen}. Returns {written, 1 or 2 (_DIRTY)}.
 EXCHANGE = (
     _PUT
+    + _DIRTY
     + """
 local a = cjson.decode(ARGV[1])
 local written = {}
@@ -109,7 +124,7 @@ if #written > 0 then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', a.updates_maxlen, '*',
              'd', '[' .. table.concat(written, ',') .. ']')
 end
-return #written
+return {#written, dirty(KEYS[4], KEYS[5], a.dirty, a.flag_ms)}
 """
 )
 
@@ -166,6 +181,7 @@ class BuildWrite:
     group: str
     updates_maxlen: int
     dead_maxlen: int = 10_000
+    signal_flag_ms: int = 2_000
     candles: list[list[Any]] = field(default_factory=list)
     state: list[list[Any]] = field(default_factory=list)
     dead: list[list[str]] = field(default_factory=list)
@@ -174,12 +190,13 @@ class BuildWrite:
     ack_k: list[str] = field(default_factory=list)
     metrics: dict[str, int] = field(default_factory=dict)
     fail: dict[str, str] = field(default_factory=dict)  # "fail:trades" -> "id|attempts|error"
+    dirty: set[str] = field(default_factory=set)  # "SYM|tf" of every candle written
 
     def __post_init__(self) -> None:
         k, s = self.keys, self.shard
         self._table = _KeyTable([k.candle_cursor(s), k.trades(s), k.klines(s),
                                  k.candle_updates(s), k.dead(s), k.candle_metrics(s),
-                                 k.repairs(s)])  # fmt: skip
+                                 k.repairs(s), k.signal_dirty(s), k.signal_queued(s)])  # fmt: skip
 
     def candle(self, c: Candle) -> str:
         """Add ``c`` to the write; return its encoding (the state hash stores the same text)."""
@@ -187,6 +204,7 @@ class BuildWrite:
         final = 1 if c.source == "exchange" else 0
         text = encode(c).decode()
         self.candles.append([key, c.open_time_ms, text, self.retention[c.timeframe], final])
+        self.dirty.add(f"{c.symbol}|{c.timeframe}")
         return text
 
     def symbol_state(self, symbol: str, fields: dict[str, str]) -> None:
@@ -197,16 +215,18 @@ class BuildWrite:
         if n:
             self.metrics[name] = self.metrics.get(name, 0) + n
 
-    def execute(self, client: redis.Redis, script: Any) -> bool:
-        """Run the write; return False when another build moved the cursor first."""
+    def execute(self, client: redis.Redis, script: Any) -> int:
+        """Run the write; return 0 when another build moved the cursor first, else 1, or 2 when
+        the caller should send evaluate_signals for the shard."""
         payload = {
             "expect": list(self.expect), "cursor": list(self.cursor), "group": self.group,
             "candles": self.candles, "state": self.state, "dead": self.dead,
             "repairs": self.repairs, "ack_t": self.ack_t, "ack_k": self.ack_k,
             "metrics": sorted(self.metrics.items()), "fail": sorted(self.fail.items()),
             "updates_maxlen": self.updates_maxlen, "dead_maxlen": self.dead_maxlen,
+            "dirty": sorted(self.dirty), "flag_ms": self.signal_flag_ms,
         }  # fmt: skip
-        return bool(script(keys=self._table.keys, args=[_json(payload)], client=client))
+        return int(script(keys=self._table.keys, args=[_json(payload)], client=client))
 
 
 def write_exchange(
@@ -221,17 +241,21 @@ def write_exchange(
     metrics: dict[str, int],
     done: list[str],
     later: list[tuple[int, str]],
-) -> int:
+) -> tuple[int, bool]:
     """Write the exchange's closed candles (final); settle repairs: drop ``done``, defer ``later``.
 
-    Return the number of candles written.
+    Return the number of candles written and whether to send evaluate_signals for the shard.
     """
-    table = _KeyTable([keys.candle_updates(shard), keys.candle_metrics(shard), keys.repairs(shard)])
+    table = _KeyTable([keys.candle_updates(shard), keys.candle_metrics(shard), keys.repairs(shard),
+                       keys.signal_dirty(shard), keys.signal_queued(shard)])  # fmt: skip
     rows = [[table(keys.candles(c.symbol, c.timeframe)), c.open_time_ms, encode(c).decode(),
              retention[c.timeframe]] for c in candles]  # fmt: skip
     payload = {"candles": rows, "metrics": sorted(metrics.items()), "done": done,
-               "later": [list(x) for x in later], "updates_maxlen": updates_maxlen}  # fmt: skip
-    return int(script(keys=table.keys, args=[_json(payload)], client=client))
+               "later": [list(x) for x in later], "updates_maxlen": updates_maxlen,
+               "dirty": sorted({f"{c.symbol}|{c.timeframe}" for c in candles}),
+               "flag_ms": 2_000}  # fmt: skip
+    n, flag = script(keys=table.keys, args=[_json(payload)], client=client)
+    return int(n), flag == 2
 
 
 def mark_partial(

@@ -42,6 +42,7 @@ from core.timeframes import Timeframe
 from tasks.broker import keys, settings
 from tasks.candle_fold import Repair, SymbolCandles, close_due, fold_trades
 from tasks.candle_store import BUILD, COMPARED, BuildWrite
+from tasks.signals import evaluate_signals
 
 log = logging.getLogger("tasks.candles")
 
@@ -159,8 +160,11 @@ class ShardBuilder:
                           for tf, c in st.current.items())  # fmt: skip
             w.symbol_state(sym, fields)
         w.count("builds")
-        if not w.execute(self.client, self.script):
+        outcome = w.execute(self.client, self.script)
+        if not outcome:
             return None
+        if outcome == 2:
+            evaluate_signals.send(s)
         self.cursor = w.cursor
         report.written = len(changed)
         report.trades = len(trades)

@@ -51,6 +51,7 @@ from core.universe import resolve_universe
 from tasks.backfill import backfill_klines
 from tasks.candle_store import MARK_PARTIAL, mark_partial
 from tasks.candles import build_candles
+from tasks.signals import evaluate_signals
 
 log = logging.getLogger("workers.consumer")
 
@@ -132,6 +133,7 @@ class ConsumerCounters:
     gaps: int = 0
     dead: int = 0
     repairs_sent: int = 0
+    signals_sent: int = 0
     history_windows: int = 0
     errors: int = 0
     lag: dict[str, int | None] = field(default_factory=dict)
@@ -196,6 +198,7 @@ class Consumer:
         if t >= self._next_repairs:
             self._next_repairs = t + 1.0
             self._send_repairs()
+            self._sweep_signals()
         if t >= self._next_health:
             self._next_health = t + HEALTH_EVERY_S
             self._write_health()
@@ -234,6 +237,20 @@ class Consumer:
     def _shard_of(self, stream: Any) -> int:
         name = stream.decode() if isinstance(stream, bytes) else stream
         return int(name.split("{s", 1)[1].split("}", 1)[0])
+
+    def _sweep_signals(self) -> None:
+        """Send evaluate_signals to each shard with changed series and none queued: candle
+        writers send it too, but a message lost (or a shard gone quiet) must not leave them."""
+        pipe = self.client.pipeline(transaction=False)
+        for s in self.shards:
+            pipe.exists(self.keys.signal_dirty(s))
+        dirty = [s for s, n in zip(self.shards, pipe.execute(), strict=True) if n]
+        for s in dirty:
+            pipe.set(self.keys.signal_queued(s), "1", nx=True, px=FLAG_MS)
+        for s, was_set in zip(dirty, pipe.execute(), strict=True):
+            if was_set:
+                evaluate_signals.send(s)
+                self.counters.signals_sent += 1
 
     # --- gaps ------------------------------------------------------------------------------
 

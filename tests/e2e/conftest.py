@@ -14,7 +14,8 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -22,6 +23,9 @@ import pytest
 
 from simulator.app import SimConfig, Simulator
 from simulator.ws_server import WsLimits
+
+if TYPE_CHECKING:
+    from tests.e2e.pipeline import Pipeline
 
 
 class RunningSim:
@@ -166,3 +170,21 @@ class RawWs:
 
 def loads(message: str | bytes) -> Any:
     return orjson.loads(message)
+
+
+@pytest.fixture
+def start_pipeline(
+    redis_url: str, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., Pipeline]]:
+    started: list[Pipeline] = []
+
+    from tests.e2e.pipeline import Pipeline
+
+    def start(sim: RunningSim, **env: str) -> Pipeline:
+        p = Pipeline(sim, redis_url, namespace, tmp_path, **env)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()

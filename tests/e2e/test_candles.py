@@ -8,148 +8,18 @@ have) a fold of the simulator's own record of every trade it emitted.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
-import redis
 
-from core.keys import ENTRY_FIELD, GROUP_CANDLES, Keys
-from core.schemas import Candle, decode
+from core.keys import ENTRY_FIELD, GROUP_CANDLES
+from core.schemas import Candle
 from demo.redis_server import RedisServer
 from simulator.instruments import Instrument
 from tests.e2e.conftest import RunningSim
-
-ROOT = Path(__file__).resolve().parents[2]
-SHARDS = 4
-TIMEFRAMES = "15s,1m,5m"
-WORKER = ["-m", "dramatiq", "tasks.candles", "tasks.backfill", "--processes", "1",
-          "--threads", "4", "--worker-shutdown-timeout", "5000"]  # fmt: skip
-
-
-class Service:
-    """One of our processes, in its own process group (kill -9 takes its children too)."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.args, self.env, self.log_path = args, env, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
-
-    @property
-    def name(self) -> str:
-        return self.args[1]
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, *self.args], cwd=ROOT, env=self.env, stdout=log, stderr=log,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-class Pipeline:
-    """Feeder, consumer and worker on one simulator and one Redis."""
-
-    def __init__(
-        self, sim: RunningSim, redis_url: str, namespace: str, log_dir: Path, **env: str
-    ) -> None:
-        self.sim = sim
-        self.keys = Keys(namespace, SHARDS)
-        self.redis = redis.Redis.from_url(redis_url)
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("TP_")},
-            "REDIS_URL": redis_url, "TP_NAMESPACE": namespace, "TP_DEMO": "1",
-            "TP_STREAM_SHARDS": str(SHARDS), "TP_REST_URL": sim.rest_url, "TP_WS_URL": sim.ws_url,
-            "TP_TIMEFRAMES": TIMEFRAMES, "TP_CANDLE_HISTORY": "3", "TP_CLAIM_IDLE_MS": "3000",
-            "TP_FEED_SILENCE_MS": "1500", "TP_FEED_REORDER_MS": "300", "TP_LOG_LEVEL": "INFO",
-            "dramatiq_queue_prefetch": "4", **env,
-        }  # fmt: skip
-        self.feeder = Service(["-m", "feeds"], self.env, log_dir / "feeder.log")
-        self.consumer = Service(["-m", "workers.consumer", "--name", "c1"], self.env,
-                                log_dir / "consumer.log")  # fmt: skip
-        self.worker = Service(WORKER, self.env, log_dir / "worker.log")
-
-    def services(self) -> list[Service]:
-        return [self.feeder, self.consumer, self.worker]
-
-    def stop(self) -> None:
-        for s in self.services():
-            s.stop()
-
-    def metrics(self) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for s in range(SHARDS):
-            for k, v in self.redis.hgetall(self.keys.candle_metrics(s)).items():
-                total[k.decode()] = total.get(k.decode(), 0) + int(v)
-        return total
-
-    def wait_for(self, what: str, check: Callable[[], bool], timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for s in self.services():
-                assert s.alive(), f"{s.name} died while waiting for {what}:\n{s.tail()}"
-            if check():
-                return
-            time.sleep(0.5)
-        logs = "\n".join(f"--- {s.name}\n{s.tail()}" for s in self.services())
-        raise AssertionError(f"timed out waiting for {what}; metrics {self.metrics()}\n{logs}")
-
-    def settled(self) -> bool:
-        """Every entry applied (nothing pending), every due repair done."""
-        now = time.time_ns() // 1_000_000
-        for s in range(SHARDS):
-            for stream in (self.keys.trades(s), self.keys.klines(s)):
-                for g in self.redis.xinfo_groups(stream):
-                    if g["pending"] or g["lag"]:
-                        return False
-            if self.redis.zcount(self.keys.repairs(s), "-inf", now + 120_000):
-                return False
-        return True
-
-    def candles(self, symbol: str, tf: str) -> list[Candle]:
-        return [decode(m, Candle) for m in self.redis.zrange(self.keys.candles(symbol, tf), 0, -1)]
-
-
-@pytest.fixture
-def start_pipeline(
-    redis_url: str, namespace: str, tmp_path: Path
-) -> Iterator[Callable[..., Pipeline]]:
-    started: list[Pipeline] = []
-
-    def start(sim: RunningSim, **env: str) -> Pipeline:
-        p = Pipeline(sim, redis_url, namespace, tmp_path, **env)
-        started.append(p)
-        return p
-
-    yield start
-    for p in started:
-        p.stop()
+from tests.e2e.pipeline import Pipeline
 
 
 def units(d: Decimal, dp: int) -> int:

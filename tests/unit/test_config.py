@@ -142,3 +142,45 @@ def test_start_up_failure_is_one_line_per_problem_and_no_traceback() -> None:
     assert proc.stderr.splitlines() == [
         "configuration error: TP_MARKET: 'mars' is not a market source (use sim, testnet or live)"
     ]
+
+
+def test_signals_default_to_the_builtins_and_read_a_toml_file(tmp_path: Path) -> None:
+    s = Settings.from_env({"TP_DEMO": "1"})
+    assert [(x.name, x.formula, x.symbols) for x in s.signals.specs][:2] == [
+        ("ema_cross", "ema_cross", None), ("rsi", "rsi", None)]  # fmt: skip
+    path = tmp_path / "signals.toml"
+    path.write_text('[[signal]]\nname = "ema_fast"\nformula = "ema_cross"\n'
+                    'params = { fast = 9, slow = 21 }\nsymbols = ["BTCUSDT"]\n'
+                    'timeframes = ["1m", "5m"]\n')  # fmt: skip
+    (spec,) = Settings.from_env({"TP_DEMO": "1", "TP_SIGNALS_FILE": str(path)}).signals.specs
+    assert spec.name == "ema_fast"
+    assert spec.params == (("fast", 9), ("slow", 21))
+    assert (spec.symbols, spec.timeframes) == (("BTCUSDT",), ("1m", "5m"))
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("[[signal]]\nformula = 1\n", "needs formula"),
+        ('[[signal]]\nformula = "rsi"\nparams = { period = "x" }\n', "params must be"),
+        ('[[signal]]\nformula = "rsi"\ntimeframes = ["7m"]\n', "7m"),
+        ('[[signal]]\nformula = "rsi"\nsymbols = ["btc usdt"]\n', "not a symbol"),
+        ('[[signal]]\nformula = "rsi"\ncolour = "red"\n', "unknown keys"),
+        ('[[signal]]\nformula = "rsi"\n[[signal]]\nformula = "rsi"\n', "used twice"),
+        ("formula = ", "not valid TOML"),
+        ("x = 1\n", "[[signal]] tables"),
+    ],
+)
+def test_a_bad_signals_file_is_named_with_what_is_wrong(
+    tmp_path: Path, text: str, complaint: str
+) -> None:
+    path = tmp_path / "signals.toml"
+    path.write_text(text)
+    found = problems({"TP_DEMO": "1", "TP_SIGNALS_FILE": str(path)})
+    assert complaint in found["TP_SIGNALS_FILE"], found
+    missing = problems({"TP_DEMO": "1", "TP_SIGNALS_FILE": str(tmp_path / "nope.toml")})
+    assert "cannot read" in missing["TP_SIGNALS_FILE"]
+    assert (
+        "is not a module name"
+        in problems({"TP_DEMO": "1", "TP_FORMULA_MODULES": "a b"})["TP_FORMULA_MODULES"]
+    )

@@ -1,0 +1,257 @@
+"""``evaluate_signals(shard)``: evaluate the configured signals on the shard's changed series.
+
+Trigger: every candle write (candle actor, backfill) counts the series it changed in the shard's
+``signal-dirty`` hash ("SYM|tf" -> update counter) and, if no evaluation is queued
+(``signal-queued``, SET NX), the writer sends this actor; the stream consumer also sends it every
+second for a shard with dirty series (a lost message delays, never loses, an evaluation).
+
+One round (at most every ``ROUND_PACE_MS`` per shard): read the dirty series, evaluate
+(``tasks.signal_eval``: closed values once, from closed exact candles only; a provisional value
+on the open candle at most every ``TP_SIGNAL_PACE_MS`` per series), and write everything in one
+script call (``tasks.signal_store.WRITE``) that also clears each series from ``signal-dirty``
+unless it changed meanwhile. Duplicate or concurrent rounds write nothing twice: a closed value
+is added only if its candle has none (``ZADD NX``), and results are pure functions of candles.
+
+A formula that raises, returns garbage or runs past ``TP_FORMULA_TIME_LIMIT_MS`` is counted
+(``errors:<signal>`` in ``signal-metrics``), its last error kept in ``signal-errors`` for the ops
+page, and the other signals go on. A series without enough candles for a window asks backfill for
+the missing history (a repair in the shard's ``repairs``), and is evaluated once it is there.
+
+Cache: the worker keeps each series' recent candles in memory and re-reads the whole window only
+when its last closed candle changed (a new close, a repair), the window holds a partial candle,
+or the copy is older than ``RELOAD_S``; otherwise a round reads two members per series.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+import redis
+
+from core.errors import SchemaError
+from core.redis_clients import sync_client
+from core.schemas import Candle, decode
+from core.timeframes import parse_timeframe
+from tasks.broker import keys, settings
+from tasks.formulas import FormulaLoadError
+from tasks.signal_eval import CATCH_UP, PlanError, SignalPlan, evaluate_series
+from tasks.signal_store import WRITE, SignalWrite
+
+log = logging.getLogger("tasks.signals")
+
+ROUND_PACE_MS = 100  # a shard's rounds start at most this often (builds trigger them)
+RELOAD_S = 60.0  # a cached window is re-read at least this often
+ASK_AGAIN_MS = 60_000  # a series short of history asks backfill again after this
+MAX_SERIES = 200_000  # cached series per worker process (symbols x timeframes: far fewer)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class _Series:
+    """What the worker remembers of one series between rounds."""
+
+    candles: list[Candle] = field(default_factory=list)  # the window, oldest first
+    last_closed: bytes = b""  # encoded last closed candle when loaded
+    loaded_at: float = 0.0
+    last_done: dict[str, int | None] = field(default_factory=dict)  # signal -> last closed value
+    provisional_at_ms: int = 0
+    asked_ms: int = 0
+
+
+class ShardSignals:
+    """Evaluates one shard's signals; one per shard per worker process."""
+
+    def __init__(self, client: redis.Redis, plan: SignalPlan, shard: int) -> None:
+        self.client = client
+        self.plan = plan
+        self.shard = shard
+        self.script = client.register_script(WRITE)
+        self.series: dict[str, _Series] = {}
+        self.lock = threading.Lock()
+        self.time_limit_s = settings.signals.time_limit_ms / 1000
+        self.pace_ms = settings.signals.pace_ms  # per series, for provisional values
+
+    def run(self) -> int:
+        """One round; return the number of values written."""
+        with self.lock:
+            self.client.delete(keys.signal_queued(self.shard))
+            dirty: Any = self.client.hgetall(keys.signal_dirty(self.shard))
+            if not dirty:
+                return 0
+            return self._round({_s(f): _s(v) for f, v in dirty.items()})
+
+    def _round(self, dirty: dict[str, str]) -> int:
+        now = now_ms()
+        w = SignalWrite(keys, self.shard, settings.signals.history)
+        work: list[tuple[str, str, str]] = []
+        for f in dirty:
+            sym, _, tf = f.partition("|")
+            if self.plan.for_series(sym, tf):
+                work.append((f, sym, tf))
+            else:
+                w.evaluated(f, dirty[f])  # nothing configured there
+        self._refresh(work)
+        for f, sym, tf in work:
+            st = self.series[f]
+            provisional = now - st.provisional_at_ms >= self.pace_ms
+            candles = st.candles if provisional else [c for c in st.candles if c.closed]
+            res = evaluate_series(self.plan.for_series(sym, tf), candles, st.last_done,
+                                  now_ms=now, time_limit_s=self.time_limit_s)  # fmt: skip
+            for sig in res.signals:
+                w.result(sig)
+                if sig.provisional:
+                    st.provisional_at_ms = now
+                else:
+                    st.last_done[sig.formula] = sig.open_time_ms
+            w.count("closed", sum(not s.provisional for s in res.signals))
+            w.count("provisional", sum(s.provisional for s in res.signals))
+            w.count("waiting_partial", res.waiting_partial)
+            for name, kind, message in res.errors:
+                w.count("errors")
+                w.count(f"errors:{name}")
+                w.errors[name] = f"{kind}|{sym}|{tf}|{now}|{message}"
+                log.warning("signal %s on %s %s: %s: %s", name, sym, tf, kind, message)
+            if res.short:
+                w.count("short_window")
+                self._ask_history(st, sym, tf, res.short, now)
+            if provisional or not candles or candles[-1].closed:
+                w.evaluated(f, dirty[f])  # else: stays dirty for the paced provisional value
+        w.count("rounds")
+        w.maxlen = settings.candles.updates_maxlen
+        written = w.execute(self.client, self.script)
+        # Builds do not trigger another round before this expires (the consumer's sweep, or the
+        # next build after it, does).
+        self.client.set(keys.signal_queued(self.shard), "1", px=ROUND_PACE_MS, nx=True)
+        return written
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def _refresh(self, work: list[tuple[str, str, str]]) -> None:
+        """Bring the cached candles and last values of the series in ``work`` up to date."""
+        pipe = self.client.pipeline(transaction=False)
+        for f, sym, tf in work:
+            pipe.zrange(keys.candles(sym, tf), -2, -1)
+            if f not in self.series:
+                for p in self.plan.for_series(sym, tf):
+                    pipe.zrange(keys.signal_history(sym, tf, p.name), -1, -1, withscores=True)
+        replies = iter(pipe.execute())
+        reload = []
+        t = time.monotonic()
+        for f, sym, tf in work:
+            tail: list[bytes] = next(replies)
+            st = self.series.get(f)
+            if st is None:
+                if len(self.series) >= MAX_SERIES:
+                    self.series.clear()
+                st = self.series[f] = _Series()
+                for p in self.plan.for_series(sym, tf):
+                    top = next(replies)
+                    st.last_done[p.name] = int(top[0][1]) if top else None
+            closed_tail = [m for m in tail if not _open(m)]
+            stale = (
+                not st.candles
+                or (closed_tail[-1] if closed_tail else b"") != st.last_closed
+                or t - st.loaded_at > RELOAD_S
+                or any(c.source == "partial" for c in st.candles)
+            )
+            if stale:
+                reload.append((f, sym, tf))
+            elif tail and _open(tail[-1]):
+                self._set_open(st, tail[-1], f)
+        if reload:
+            self._reload(reload, t)
+
+    def _reload(self, work: list[tuple[str, str, str]], t: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for _, sym, tf in work:
+            n = max(p.window for p in self.plan.for_series(sym, tf)) + CATCH_UP + 1
+            pipe.zrange(keys.candles(sym, tf), -n, -1)
+        for (f, _, _), members in zip(work, pipe.execute(), strict=True):
+            st = self.series[f]
+            try:
+                st.candles = [decode(m, Candle) for m in members]
+            except SchemaError as exc:
+                st.candles = []
+                log.error("series %s: undecodable candle, not evaluated: %s", f, exc)
+                continue
+            closed = [m for m in members if not _open(m)]
+            st.last_closed = closed[-1] if closed else b""
+            st.loaded_at = t
+
+    def _set_open(self, st: _Series, member: bytes, f: str) -> None:
+        try:
+            c = decode(member, Candle)
+        except SchemaError as exc:
+            log.error("series %s: undecodable open candle: %s", f, exc)
+            return
+        if st.candles and not st.candles[-1].closed:
+            st.candles[-1] = c
+        else:
+            st.candles.append(c)
+
+    def _ask_history(self, st: _Series, sym: str, tf_name: str, short: int, now: int) -> None:
+        """Ask backfill for ``short`` closed candles before the oldest one we have."""
+        tf = parse_timeframe(tf_name)
+        if tf.ms < 60_000 or now - st.asked_ms < ASK_AGAIN_MS:
+            return  # sub-minute candles have no kline to fetch
+        st.asked_ms = now
+        oldest = st.candles[0].open_time_ms if st.candles else tf.open_time_ms(now)
+        last = tf.open_time_ms(oldest - 1)
+        first = tf.open_time_ms(last - (short - 1) * tf.ms)
+        member = f"{sym}|{tf_name}|{first}|{last}"
+        self.client.zadd(keys.repairs(self.shard), {member: now}, nx=True)
+        log.info("signals on %s %s need %d more candles: backfill asked", sym, tf_name, short)
+
+
+def _open(member: bytes) -> bool:
+    """Whether an encoded candle member is still open (``closed`` false; see Candle's layout)."""
+    return member.endswith((b'false,"trades"]', b'false,"partial"]', b'false,"exchange"]'))
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- the actor -------------------------------------------------------------------------------
+
+
+def _load_plan() -> SignalPlan:
+    """Resolve the configured signals at import: a configuration error stops the process."""
+    try:
+        return SignalPlan(settings)
+    except (PlanError, FormulaLoadError) as exc:
+        raise SystemExit(f"configuration error: signals: {exc}") from None
+
+
+_plan = _load_plan()
+_shards: dict[int, ShardSignals] = {}
+_shards_lock = threading.Lock()
+_client: redis.Redis | None = None
+
+
+def _shard(shard: int) -> ShardSignals:
+    global _client
+    with _shards_lock:
+        s = _shards.get(shard)
+        if s is None:
+            if _client is None:
+                url = settings.require_redis_url()
+                _client = sync_client(url, max_connections=16, client_name="signals")
+            s = _shards[shard] = ShardSignals(_client, _plan, shard)
+        return s
+
+
+@dramatiq.actor(queue_name="signals", max_retries=5, min_backoff=100, max_backoff=2_000,
+                time_limit=30_000)  # fmt: skip
+def evaluate_signals(shard: int) -> None:
+    """Evaluate the signals of ``shard``'s changed series (idempotent; see the module docstring)."""
+    written = _shard(shard).run()
+    log.debug("signals shard %d: %d values written", shard, written)
