@@ -17,9 +17,10 @@ A formula that raises, returns garbage or runs past ``TP_FORMULA_TIME_LIMIT_MS``
 page, and the other signals go on. A series without enough candles for a window asks backfill for
 the missing history (a repair in the shard's ``repairs``), and is evaluated once it is there.
 
-Cache: the worker keeps each series' recent candles in memory and re-reads the whole window only
-when its last closed candle changed (a new close, a repair), the window holds a partial candle,
-or the copy is older than ``RELOAD_S``; otherwise a round reads two members per series.
+Cache: the worker keeps each series' recent candles in memory. A round reads the last two members
+of each dirty series; a new closed candle is read alone and appended; the whole window is re-read
+only when the copy holds a partial candle (it may have been repaired) or is older than
+``RELOAD_S``.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class ShardSignals:
                 for p in self.plan.for_series(sym, tf):
                     pipe.zrange(keys.signal_history(sym, tf, p.name), -1, -1, withscores=True)
         replies = iter(pipe.execute())
-        reload = []
+        reload, extend = [], []
         t = time.monotonic()
         for f, sym, tf in work:
             tail: list[bytes] = next(replies)
@@ -156,35 +157,57 @@ class ShardSignals:
                     top = next(replies)
                     st.last_done[p.name] = int(top[0][1]) if top else None
             closed_tail = [m for m in tail if not _open(m)]
-            stale = (
+            if (
                 not st.candles
-                or (closed_tail[-1] if closed_tail else b"") != st.last_closed
                 or t - st.loaded_at > RELOAD_S
                 or any(c.source == "partial" for c in st.candles)
-            )
-            if stale:
+            ):
                 reload.append((f, sym, tf))
+            elif (closed_tail[-1] if closed_tail else b"") != st.last_closed:
+                extend.append((f, sym, tf))  # new closed candles: read only those
             elif tail and _open(tail[-1]):
                 self._set_open(st, tail[-1], f)
-        if reload:
-            self._reload(reload, t)
-
-    def _reload(self, work: list[tuple[str, str, str]], t: float) -> None:
         pipe = self.client.pipeline(transaction=False)
-        for _, sym, tf in work:
-            n = max(p.window for p in self.plan.for_series(sym, tf)) + CATCH_UP + 1
-            pipe.zrange(keys.candles(sym, tf), -n, -1)
-        for (f, _, _), members in zip(work, pipe.execute(), strict=True):
+        for _, sym, tf in reload:
+            pipe.zrange(keys.candles(sym, tf), -self._span(sym, tf), -1)
+        for f, sym, tf in extend:
+            last = max(c.open_time_ms for c in self.series[f].candles if c.closed)
+            pipe.zrange(keys.candles(sym, tf), f"({last}", "+inf", byscore=True)
+        replies = iter(pipe.execute())
+        for f, _, _ in reload:
+            self._load(f, next(replies), t)
+        for f, sym, tf in extend:
             st = self.series[f]
-            try:
-                st.candles = [decode(m, Candle) for m in members]
-            except SchemaError as exc:
-                st.candles = []
-                log.error("series %s: undecodable candle, not evaluated: %s", f, exc)
-                continue
-            closed = [m for m in members if not _open(m)]
-            st.last_closed = closed[-1] if closed else b""
-            st.loaded_at = t
+            kept = [c for c in st.candles if c.closed]
+            self._load(f, next(replies), st.loaded_at, keep=kept, span=self._span(sym, tf))
+
+    def _span(self, sym: str, tf: str) -> int:
+        """Candles a series' window needs: the longest window, catch-up, the open candle."""
+        return max(p.window for p in self.plan.for_series(sym, tf)) + CATCH_UP + 1
+
+    def _load(
+        self,
+        f: str,
+        members: list[bytes],
+        t: float,
+        keep: list[Candle] | None = None,
+        span: int = 0,
+    ) -> None:
+        """Decode ``members`` into the series' window (after ``keep``, the last ``span``)."""
+        st = self.series[f]
+        try:
+            new = [decode(m, Candle) for m in members]
+        except SchemaError as exc:
+            st.candles = []
+            log.error("series %s: undecodable candle, not evaluated: %s", f, exc)
+            return
+        st.candles = [*keep, *new][-span:] if keep is not None else new
+        closed = [m for m in members if not _open(m)]
+        if closed:
+            st.last_closed = closed[-1]
+        elif keep is None:
+            st.last_closed = b""
+        st.loaded_at = t
 
     def _set_open(self, st: _Series, member: bytes, f: str) -> None:
         try:
