@@ -56,6 +56,9 @@ def banner(settings: Settings, redis_url: str, processes: dict[str, str], embedd
         lines.append(
             f"           redis-cli -u {redis_url} HGETALL {keys.candle_metrics(keys.shard_of(sym))}"
         )
+        lines.append(f"Signals    redis-cli -u {redis_url} HGETALL {keys.signals(sym, '1m')}")
+        events = keys.signal_events(keys.shard_of(sym))
+        lines.append(f"           redis-cli -u {redis_url} XREVRANGE {events} + - COUNT 5")
     if "web" in processes:
         lines.append(f"Web        http://127.0.0.1:{settings.port}/")
     lines.append(f"Processes  {', '.join(processes) or '(none yet)'}   Ctrl-C stops everything")

@@ -64,6 +64,8 @@ class SimConfig:
     trade_retention: int = 5000
     bar_retention: int = 1000
     steady: bool = False  # constant rate: no quiet/busy regimes, no hot symbols
+    history_minutes: int = 0  # market traded before start (REST klines have a past)
+    history_rate: float = 20.0  # aggTrades/s over all symbols during that history
     replay: Path | None = None
     replay_speed: float = 1.0
     replay_paused: bool = False  # wait for POST /sim/replay
@@ -122,6 +124,9 @@ class Simulator:
             bar_retention=config.bar_retention,
             steady=config.steady,
         )
+        if config.history_minutes and config.replay is None:
+            made = self.model.warm(config.history_minutes * 60_000, config.history_rate)
+            log.info("simulator: %d minutes of history, %d trades", config.history_minutes, made)
         self.faults = Faults(self.clock)
         self.view = ModelMarketView(self.model)
         self.engine: Any = None
@@ -393,6 +398,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="aggTrades per second over all symbols (default %(default)s)",
     )
     a(
+        "--history-minutes",
+        type=int,
+        default=d.history_minutes,
+        help="minutes the market traded before start, for REST history (default %(default)s)",
+    )
+    a(
+        "--history-rate",
+        type=float,
+        default=d.history_rate,
+        help="aggTrades/s over all symbols during that history (default %(default)s)",
+    )
+    a(
         "--steady",
         action="store_true",
         help="constant event rate: no quiet/busy regimes or hot symbols (for benchmarks)",
@@ -552,6 +569,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[SimConfig, str]
         trade_retention=ns.trade_retention,
         bar_retention=ns.bar_retention,
         steady=ns.steady,
+        history_minutes=ns.history_minutes,
+        history_rate=ns.history_rate,
         replay=ns.replay,
         replay_speed=ns.replay_speed,
         replay_paused=ns.replay_paused,

@@ -139,6 +139,22 @@ class MarketModel:
             raise ValueError("rate must be a finite number >= 0")
         self.rate = float(rate)
 
+    def warm(self, history_ms: int, rate: float) -> int:
+        """Trade the last ``history_ms`` at ``rate`` before going live (call before any step):
+        REST klines and aggTrades then have a past, as the exchange's do. Return trades made."""
+        now = self.clock.now_ms()
+        start = now - history_ms
+        self._t = self._next_regime_ms = self._next_close_check = start - start % self.slice_ms
+        (live_rate, self.rate), (catchup, self.max_catchup_ms) = (
+            (self.rate, rate),
+            (self.max_catchup_ms, None),
+        )
+        made = 0
+        while self._t + self.slice_ms <= now:  # in 1-minute steps: bars close as they go
+            made += len(self.step(min(now, self._t + 60_000)).events)
+        self.rate, self.max_catchup_ms = live_rate, catchup
+        return made
+
     # --- reading ------------------------------------------------------------------------------
 
     def mark_e8(self, i: int) -> int:

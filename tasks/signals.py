@@ -47,7 +47,8 @@ log = logging.getLogger("tasks.signals")
 
 ROUND_PACE_MS = 100  # a shard's rounds start at most this often (builds trigger them)
 RELOAD_S = 60.0  # a cached window is re-read at least this often
-ASK_AGAIN_MS = 60_000  # a series short of history asks backfill again after this
+ASK_AGAIN_MS = 60_000  # a series still short of history asks backfill again after this,
+ASK_AGAIN_MAX_MS = 3_600_000  # doubling up to this (a new listing has no longer history)
 MAX_SERIES = 200_000  # cached series per worker process (symbols x timeframes: far fewer)
 
 
@@ -65,6 +66,7 @@ class _Series:
     last_done: dict[str, int | None] = field(default_factory=dict)  # signal -> last closed value
     provisional_at_ms: int = 0
     asked_ms: int = 0
+    ask_every_ms: int = ASK_AGAIN_MS
 
 
 class ShardSignals:
@@ -223,8 +225,10 @@ class ShardSignals:
     def _ask_history(self, st: _Series, sym: str, tf_name: str, short: int, now: int) -> None:
         """Ask backfill for ``short`` closed candles before the oldest one we have."""
         tf = parse_timeframe(tf_name)
-        if tf.ms < 60_000 or now - st.asked_ms < ASK_AGAIN_MS:
+        if tf.ms < 60_000 or now - st.asked_ms < st.ask_every_ms:
             return  # sub-minute candles have no kline to fetch
+        if st.asked_ms:
+            st.ask_every_ms = min(st.ask_every_ms * 2, ASK_AGAIN_MAX_MS)
         st.asked_ms = now
         oldest = st.candles[0].open_time_ms if st.candles else tf.open_time_ms(now)
         last = tf.open_time_ms(oldest - 1)
