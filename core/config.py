@@ -349,9 +349,12 @@ def _parse_modules(raw: str) -> tuple[str, ...]:
 
 
 def _parse_signals_file(raw: str) -> tuple[SignalSpec, ...]:
-    """Read the TOML file of ``[[signal]]`` tables; empty: the built-ins with their defaults."""
+    """Read the TOML file of ``[[signal]]`` tables; empty: the built-ins with their defaults;
+    ``none``: no signals at all."""
     if not raw:
         return tuple(SignalSpec(name, name) for name in BUILTIN_FORMULAS)
+    if raw == "none":
+        return ()
     try:
         with open(raw, "rb") as f:
             doc = tomllib.load(f)

@@ -82,6 +82,7 @@ class Pipeline:
             "TP_STREAM_SHARDS": str(SHARDS), "TP_REST_URL": sim.rest_url, "TP_WS_URL": sim.ws_url,
             "TP_TIMEFRAMES": TIMEFRAMES, "TP_CANDLE_HISTORY": "3", "TP_CLAIM_IDLE_MS": "3000",
             "TP_FEED_SILENCE_MS": "1500", "TP_FEED_REORDER_MS": "300", "TP_LOG_LEVEL": "INFO",
+            "TP_SIGNALS_FILE": "none",  # candle tests: no signal asking for history
             "dramatiq_queue_prefetch": "4", **env,
         }  # fmt: skip
         self.feeder = Service(["-m", "feeds"], self.env, log_dir / "feeder.log")

@@ -152,6 +152,7 @@ def test_signals_default_to_the_builtins_and_read_a_toml_file(tmp_path: Path) ->
     path.write_text('[[signal]]\nname = "ema_fast"\nformula = "ema_cross"\n'
                     'params = { fast = 9, slow = 21 }\nsymbols = ["BTCUSDT"]\n'
                     'timeframes = ["1m", "5m"]\n')  # fmt: skip
+    assert Settings.from_env({"TP_DEMO": "1", "TP_SIGNALS_FILE": "none"}).signals.specs == ()
     (spec,) = Settings.from_env({"TP_DEMO": "1", "TP_SIGNALS_FILE": str(path)}).signals.specs
     assert spec.name == "ema_fast"
     assert spec.params == (("fast", 9), ("slow", 21))
