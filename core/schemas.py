@@ -203,6 +203,8 @@ R = TypeVar("R", Trade, Candle, Kline, BookTicker, Gap, Signal)
 
 def encode(record: Record) -> bytes:
     """Return the wire form of ``record``."""
+    if type(record) is Candle:
+        return _encode_candle(record)
     out: list[Any] = [record.KIND, record.VERSION]
     for name, kind in _SPECS[type(record)]:
         value = getattr(record, name)
@@ -217,6 +219,10 @@ def decode(data: bytes | str, cls: type[R]) -> R:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise SchemaError(f"{where}: not JSON ({exc})") from exc
+    if cls is Trade:
+        trade = _decode_trade(raw)
+        if trade is not None:
+            return trade  # type: ignore[return-value]  # cls is Trade
     if not isinstance(raw, list) or len(raw) < 2:
         raise SchemaError(f"{where}: expected a [kind, version, ...] array")
     if raw[0] != cls.KIND:
@@ -233,6 +239,39 @@ def decode(data: bytes | str, cls: type[R]) -> R:
     if problem:
         raise SchemaError(f"{where}: {problem}")
     return record
+
+
+# The candle actor encodes every candle it writes and decodes every trade it reads: these two
+# spell out the generic loops for their layouts (about 2x faster; tests/unit/test_schemas.py
+# checks they agree). A trade the fast path does not accept goes through the generic checks,
+# which accept or explain it.
+
+
+def _encode_candle(c: Candle) -> bytes:
+    return orjson.dumps([
+        "candle", 2, c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, format(c.open, "f"),
+        format(c.high, "f"), format(c.low, "f"), format(c.close, "f"), format(c.volume, "f"),
+        format(c.quote_volume, "f"), c.trades, format(c.taker_buy_volume, "f"),
+        format(c.taker_buy_quote_volume, "f"), c.first_trade_id, c.last_trade_id, c.closed,
+        c.source,
+    ])  # fmt: skip
+
+
+def _decode_trade(raw: Any) -> Trade | None:
+    if type(raw) is not list or len(raw) != 12 or raw[0] != "trade" or raw[1] != 1:
+        return None
+    _, _, symbol, trade_id, first_id, last_id, price, qty, maker, trade_ms, event_ms, recv_ms = raw
+    if not (
+        type(trade_id) is int and type(first_id) is int and type(last_id) is int
+        and type(trade_ms) is int and type(event_ms) is int and type(recv_ms) is int
+        and type(maker) is bool and type(symbol) is str and type(price) is str
+        and type(qty) is str and _SYMBOL.match(symbol) and _DECIMAL.match(price)
+        and _DECIMAL.match(qty)
+    ):  # fmt: skip
+        return None
+    trade = Trade(symbol, trade_id, first_id, last_id, Decimal(price), Decimal(qty), maker,
+                  trade_ms, event_ms, recv_ms)  # fmt: skip
+    return None if trade._check() else trade
 
 
 def _valid(name: str, kind: type, value: Any) -> bool:

@@ -259,13 +259,14 @@ class Feeder:
             conn = slot.conn
             if now >= slot.rotate_at_ms:
                 self.counters.rotations += 1
-                self._replace(slot, "age", [])
+                self._replace(slot, "age")
                 continue
             if conn.state != "live":
                 continue
             if now - conn.last_frame_ms > self.feed.silence_ms:
                 self.counters.stalls += 1
-                self._replace(slot, "connection silent", self._trade_symbols(conn.streams))
+                # No outage gaps here: a silent market looks the same (id jumps still tell).
+                self._replace(slot, "connection silent")
                 continue
             stalled = self.watch.stalled(list(slot.plan.streams), now)
             if not stalled or now - slot.repaired_at_ms < 4 * self.feed.silence_ms:
@@ -275,7 +276,7 @@ class Feeder:
             if again:
                 log.warning("%s: still silent after resubscribing: %s", conn.name, again[:5])
                 slot.repaired_at_ms = now
-                self._replace(slot, "streams still silent", [])  # quiet, or an id jump will say
+                self._replace(slot, "streams still silent")
                 continue
             log.warning("%s: silent streams, resubscribing: %s", conn.name, stalled[:5])
             self.counters.resubscribes += len(stalled)
@@ -284,13 +285,11 @@ class Feeder:
             self.watch.reset(stalled, now)
             asyncio.create_task(conn.resubscribe(stalled))  # noqa: RUF006 - bounded by supervision
 
-    def _replace(self, slot: Slot, reason: str, lost: list[str]) -> None:
-        """Replace the slot's connection make-before-break; ``lost``: symbols whose trades the
-        old connection may have lost (an outage gap each once the new one delivers)."""
+    def _replace(self, slot: Slot, reason: str) -> None:
         slot.replacing = True
-        asyncio.create_task(self._replace_now(slot, reason, lost))  # noqa: RUF006 - one per slot
+        asyncio.create_task(self._replace_now(slot, reason))  # noqa: RUF006 - one per slot
 
-    async def _replace_now(self, slot: Slot, reason: str, lost: list[str]) -> None:
+    async def _replace_now(self, slot: Slot, reason: str) -> None:
         new, task = self._connection(slot.plan)
         log.info("%s: replacing with %s (%s)", slot.conn.name, new.name, reason)
         try:
@@ -307,9 +306,7 @@ class Feeder:
             slot.replacing = False
             return
         old, old_task = slot.conn, slot.task
-        if lost:
-            self._outage(lost)
-        else:
+        if reason != "connection silent":  # a silent one has nothing more to deliver
             await self._catch_up(old, new)
         slot.conn, slot.task = new, task
         slot.rotate_at_ms = self._next_rotation(now_ms())

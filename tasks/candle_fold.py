@@ -89,18 +89,15 @@ def merge(candle: Candle | None, symbol: str, tf: Timeframe, seg: _Segment, sour
                       seg.low, seg.close, seg.volume, seg.quote_volume, seg.trades,
                       seg.taker_buy_volume, seg.taker_buy_quote_volume, seg.first_trade_id,
                       seg.last_trade_id, closed=False, source=source)  # fmt: skip
-    return replace(
-        candle,
-        high=max(candle.high, seg.high),
-        low=min(candle.low, seg.low),
-        close=seg.close,
-        volume=candle.volume + seg.volume,
-        quote_volume=candle.quote_volume + seg.quote_volume,
-        trades=candle.trades + seg.trades,
-        taker_buy_volume=candle.taker_buy_volume + seg.taker_buy_volume,
-        taker_buy_quote_volume=candle.taker_buy_quote_volume + seg.taker_buy_quote_volume,
-        last_trade_id=seg.last_trade_id,
-    )
+    # Built field by field rather than with dataclasses.replace: this runs for every candle of
+    # every build, and replace() costs twice as much.
+    c = candle
+    return Candle(c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, c.open,
+                  max(c.high, seg.high), min(c.low, seg.low), seg.close, c.volume + seg.volume,
+                  c.quote_volume + seg.quote_volume, c.trades + seg.trades,
+                  c.taker_buy_volume + seg.taker_buy_volume,
+                  c.taker_buy_quote_volume + seg.taker_buy_quote_volume, c.first_trade_id,
+                  seg.last_trade_id, c.closed, c.source)  # fmt: skip
 
 
 @dataclass(slots=True)

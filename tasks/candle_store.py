@@ -64,6 +64,8 @@ end
 
 # KEYS: cursor, trades, klines, updates, dead, metrics, repairs, signal-dirty, signal-queued, then
 # candle sets and state hashes. Returns 0 if the cursor moved, else 1, or 2 (see _DIRTY).
+# ARGV[1]: the JSON payload; ARGV[2...]: the candle texts it refers to by index, passed apart:
+# cjson need not scan them, and the state hash shares the candle set's text instead of a copy.
 BUILD = (
     _PUT
     + _DIRTY
@@ -73,14 +75,19 @@ local cur = redis.call('HMGET', KEYS[1], 'trades', 'klines')
 if (cur[1] or '0-0') ~= a.expect[1] or (cur[2] or '0-0') ~= a.expect[2] then return 0 end
 local written, skipped = {}, 0
 for _, c in ipairs(a.candles) do
-  local m = put(KEYS[c[1]], c[2], c[3], c[4], c[5] == 1)
+  local m = put(KEYS[c[1]], c[2], ARGV[c[3]], c[4], c[5] == 1)
   if m then
     written[#written + 1] = m
   else
     skipped = skipped + 1
   end
 end
-for _, s in ipairs(a.state) do redis.call('HSET', KEYS[s[1]], unpack(s, 2)) end
+for _, s in ipairs(a.state) do
+  for i = 3, #s, 2 do
+    if type(s[i]) == 'number' then s[i] = ARGV[s[i]] end
+  end
+  redis.call('HSET', KEYS[s[1]], unpack(s, 2))
+end
 for _, d in ipairs(a.dead) do
   redis.call('XADD', KEYS[5], 'MAXLEN', '~', a.dead_maxlen, '*',
              'stream', d[1], 'id', d[2], 'error', d[3], 'd', d[4])
@@ -104,6 +111,33 @@ for _, f in ipairs(a.fail) do redis.call('HSET', KEYS[1], f[1], f[2]) end
 return dirty(KEYS[8], KEYS[9], a.dirty, a.flag_ms)
 """
 )
+
+# KEYS: cursor, trades, klines, build-queued flag. ARGV: group, max entries per stream.
+# A build's reads in one round trip (each one costs the worker a wait for Redis and then for the
+# GIL): clear the flag (news from now on sends a new build), the cursor and failure notes, and per
+# stream the entries after the cursor up to what the group has delivered (empty without a group).
+READ = """
+redis.call('DEL', KEYS[4])
+local cur = redis.call('HMGET', KEYS[1], 'trades', 'klines', 'fail:trades', 'fail:klines')
+local out = {cur}
+for i = 2, 3 do
+  local upto = nil
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[i])) do
+      local info = {}
+      for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
+      if info['name'] == ARGV[1] then upto = info['last-delivered-id'] end
+    end
+  end
+  local after = cur[i - 1] or '0-0'
+  if upto and upto ~= after then
+    out[i] = redis.call('XRANGE', KEYS[i], '(' .. after, upto, 'COUNT', ARGV[2])
+  else
+    out[i] = {}
+  end
+end
+return out
+"""
 
 # KEYS: updates, metrics, repairs, signal-dirty, signal-queued, then candle sets.
 # ARGV[1]: {candles, metrics, done, later, dirty, maxlen}. Returns {written, 1 or 2 (_DIRTY)}.
@@ -183,6 +217,7 @@ class BuildWrite:
     dead_maxlen: int = 10_000
     signal_flag_ms: int = 2_000
     candles: list[list[Any]] = field(default_factory=list)
+    texts: list[bytes] = field(default_factory=list)  # ARGV[2...]
     state: list[list[Any]] = field(default_factory=list)
     dead: list[list[str]] = field(default_factory=list)
     repairs: list[list[Any]] = field(default_factory=list)
@@ -198,16 +233,22 @@ class BuildWrite:
                                  k.candle_updates(s), k.dead(s), k.candle_metrics(s),
                                  k.repairs(s), k.signal_dirty(s), k.signal_queued(s)])  # fmt: skip
 
-    def candle(self, c: Candle) -> str:
-        """Add ``c`` to the write; return its encoding (the state hash stores the same text)."""
+    def candle(self, c: Candle) -> int:
+        """Add ``c`` to the write; return the ARGV index of its text (for :meth:`symbol_state`)."""
         key = self._table(self.keys.candles(c.symbol, c.timeframe))
         final = 1 if c.source == "exchange" else 0
-        text = encode(c).decode()
-        self.candles.append([key, c.open_time_ms, text, self.retention[c.timeframe], final])
+        ref = self.text(c)
+        self.candles.append([key, c.open_time_ms, ref, self.retention[c.timeframe], final])
         self.dirty.add(f"{c.symbol}|{c.timeframe}")
-        return text
+        return ref
 
-    def symbol_state(self, symbol: str, fields: dict[str, str]) -> None:
+    def text(self, c: Candle) -> int:
+        """Add the encoding of ``c`` to the script's arguments; return its ARGV index."""
+        self.texts.append(encode(c))
+        return len(self.texts) + 1  # ARGV[1] is the payload; Lua indexes from 1
+
+    def symbol_state(self, symbol: str, fields: dict[str, str | int]) -> None:
+        """Set ``symbol``'s state fields; an int value is the ARGV index of a candle's text."""
         key = self._table(self.keys.candle_state(symbol))
         self.state.append([key, *(x for kv in fields.items() for x in kv)])
 
@@ -226,7 +267,8 @@ class BuildWrite:
             "updates_maxlen": self.updates_maxlen, "dead_maxlen": self.dead_maxlen,
             "dirty": sorted(self.dirty), "flag_ms": self.signal_flag_ms,
         }  # fmt: skip
-        return int(script(keys=self._table.keys, args=[_json(payload)], client=client))
+        args = [_json(payload), *self.texts]
+        return int(script(keys=self._table.keys, args=args, client=client))
 
 
 def write_exchange(

@@ -37,15 +37,16 @@ from core.config import Settings
 from core.errors import SchemaError
 from core.keys import ENTRY_FIELD, GROUP_CANDLES, Keys
 from core.redis_clients import sync_client
-from core.schemas import Candle, Kline, Trade, decode, encode
+from core.schemas import Candle, Kline, Trade, decode
 from core.timeframes import Timeframe
 from tasks.broker import keys, settings
 from tasks.candle_fold import Repair, SymbolCandles, close_due, fold_trades
-from tasks.candle_store import BUILD, COMPARED, BuildWrite
+from tasks.candle_store import BUILD, COMPARED, READ, BuildWrite
 from tasks.signals import evaluate_signals
 
 log = logging.getLogger("tasks.candles")
 
+ROUNDS_S = 1.0  # a build goes round again for news this long, then hands over to a new message
 MAX_ENTRIES = 20_000  # per stream per build: a longer backlog is caught up over several builds
 CLOSE_GRACE_MS = 2_000  # a period is over once the shard's trades are this far past its end
 REPAIR_SETTLE_MS = 3_000  # after a period ends, wait this long before fetching its kline
@@ -62,23 +63,15 @@ class BuildReport:
     written: int = 0
     dead: int = 0
     retry: bool = False  # stopped before a failing entry that will be tried again
+    again: bool = False  # news arrived during the last round: send the shard another build
 
 
-def _id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def last_delivered(client: redis.Redis, stream: str, group: str) -> str | None:
-    """Return the id of the last entry the group has delivered, or None if there is no group."""
-    try:
-        groups = client.xinfo_groups(stream)
-    except redis.ResponseError:
-        return None  # no stream yet
-    for g in groups:
-        if _s(g["name"]) == group:
-            return _s(g["last-delivered-id"])
-    return None
+def _field(fields: list[bytes], name: bytes) -> bytes:
+    """Return field ``name`` of a raw stream entry (``[field, value, ...]``), or b"" if absent."""
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == name:
+            return fields[i + 1]
+    return b""
 
 
 def _s(value: Any) -> str:
@@ -98,29 +91,60 @@ class ShardBuilder:
         self.max_deliveries = settings.candles.max_deliveries
         self.updates_maxlen = settings.candles.updates_maxlen
         self.script = client.register_script(BUILD)
+        self.read_script = client.register_script(READ)
         self.states: dict[str, SymbolCandles] = {}
         self.cursor: tuple[str, str] | None = None  # the cursor our states belong to
         self.data_time_ms = 0  # latest trade time seen in this shard
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # guards running and again
+        self.running = False
+        self.again = False  # news arrived while a build was running: it goes round once more
 
     def build(self) -> BuildReport:
-        """Apply everything delivered since the cursor; raise BuildConflictError if we never win."""
+        """Apply everything delivered since the cursor; raise BuildConflictError if we never win.
+
+        A message for a shard this process is already building returns at once and the running
+        build goes round again: waiting for it would hold a worker thread and a prefetch slot,
+        and Dramatiq's consumer backs off (up to its worker timeout) while prefetch is full.
+        """
         with self.lock:
-            self.client.delete(self.keys.build_queued(self.shard))
-            for _ in range(3):
-                report = self._build_once()
-                if report is not None:
-                    return report
-                self.states.clear()
-                self.cursor = None
-            raise BuildConflictError(f"shard {self.shard}: cursor kept moving")
+            if self.running:
+                self.again = True
+                return BuildReport()
+            self.running = True
+        until = time.monotonic() + ROUNDS_S  # well inside the actor's time limit
+        try:
+            while True:
+                report = self._build()
+                with self.lock:  # decide and stand down under one lock: no news slips between
+                    if report.retry or not self.again:
+                        self.running = False
+                        return report  # (a retry's build covers the news)
+                    report.again = time.monotonic() > until
+                    self.running = not report.again
+                    self.again = False
+                    if report.again:
+                        return report
+        except BaseException:
+            with self.lock:
+                self.running = self.again = False  # Dramatiq retries: that build covers the news
+            raise
+
+    def _build(self) -> BuildReport:
+        for _ in range(3):
+            report = self._build_once()
+            if report is not None:
+                return report
+            self.states.clear()
+            self.cursor = None
+        raise BuildConflictError(f"shard {self.shard}: cursor kept moving")
 
     # --- one attempt ---------------------------------------------------------------------
 
     def _build_once(self) -> BuildReport | None:
         k, s = self.keys, self.shard
-        cur_t, cur_k, fail_t, fail_k = self.client.hmget(
-            k.candle_cursor(s), "trades", "klines", "fail:trades", "fail:klines"
+        keys = [k.candle_cursor(s), k.trades(s), k.klines(s), k.build_queued(s)]
+        (cur_t, cur_k, fail_t, fail_k), raw_t, raw_k = self.read_script(
+            keys=keys, args=[GROUP_CANDLES, MAX_ENTRIES], client=self.client
         )
         expect = (_s(cur_t) if cur_t else "0-0", _s(cur_k) if cur_k else "0-0")
         cached, self.cursor = self.cursor, None  # set again only once our write has landed
@@ -133,12 +157,8 @@ class ShardBuilder:
         report = BuildReport()
         w = BuildWrite(self.keys, s, expect, expect, self.retention, GROUP_CANDLES,
                        self.updates_maxlen)  # fmt: skip
-        trades = self._read(
-            k.trades(s), expect[0], Trade, w, w.ack_t, failing["fail:trades"], report
-        )
-        klines = self._read(
-            k.klines(s), expect[1], Kline, w, w.ack_k, failing["fail:klines"], report
-        )
+        trades = self._decode(raw_t, k.trades(s), Trade, w, w.ack_t, failing["fail:trades"], report)
+        klines = self._decode(raw_k, k.klines(s), Kline, w, w.ack_k, failing["fail:klines"], report)
         w.cursor = (w.ack_t[-1] if w.ack_t else expect[0], w.ack_k[-1] if w.ack_k else expect[1])
         if w.cursor == expect and w.fail == {k: v for k, v in failing.items() if v}:
             self.cursor = expect
@@ -155,9 +175,10 @@ class ShardBuilder:
         written = {id(c): w.candle(c) for c in changed.values()}  # each candle encoded once
         for sym in touched:
             st = self.states[sym]
-            fields = {"last": f"{st.last_trade_id}:{st.last_raw_id}:{st.last_time_ms}"}
-            fields.update((tf, written.get(id(c)) or encode(c).decode())
-                          for tf, c in st.current.items())  # fmt: skip
+            fields: dict[str, str | int] = {
+                "last": f"{st.last_trade_id}:{st.last_raw_id}:{st.last_time_ms}"
+            }
+            fields.update((tf, written.get(id(c)) or w.text(c)) for tf, c in st.current.items())
             w.symbol_state(sym, fields)
         w.count("builds")
         outcome = w.execute(self.client, self.script)
@@ -171,25 +192,21 @@ class ShardBuilder:
         report.klines = len(klines)
         return report
 
-    def _read(
+    def _decode(
         self,
+        entries: list[Any],
         stream: str,
-        after: str,
         cls: Any,  # Trade or Kline
         w: BuildWrite,
         acks: list[str],
         fail: str,
         report: BuildReport,
     ) -> list[Any]:
-        """Decode the entries after ``after`` up to what the group delivered; note acks."""
-        upto = last_delivered(self.client, stream, GROUP_CANDLES)
-        if upto is None or _id(upto) <= _id(after):
-            return []
-        entries = self.client.xrange(stream, min=f"({after}", max=upto, count=MAX_ENTRIES)
+        """Decode the entries READ returned (``[id, [field, value, ...]]``); note acks."""
         out = []
-        for raw_id, fields in entries or ():  # a trimmed-away entry reads as (id, None)
+        for raw_id, fields in entries:
             entry_id = _s(raw_id)
-            data = (fields or {}).get(ENTRY_FIELD, b"")
+            data = _field(fields or [], ENTRY_FIELD)
             try:
                 out.append(decode(data, cls))
             except SchemaError as exc:
@@ -351,6 +368,8 @@ def build_candles(shard: int) -> None:
     """Bring ``shard``'s candles up to date (idempotent; see the module docstring)."""
     started = time.monotonic()
     report = builder(shard).build()
+    if report.again:
+        build_candles.send(shard)
     if report.retry:
         raise dramatiq.Retry(delay=200)  # an entry failed; try it again shortly
     if report.trades or report.klines:

@@ -114,19 +114,26 @@ class Pipeline:
                 return
             time.sleep(0.5)
         logs = "\n".join(f"--- {s.name}\n{s.tail()}" for s in self.services())
-        raise AssertionError(f"timed out waiting for {what}; metrics {self.metrics()}\n{logs}")
+        raise AssertionError(f"timed out waiting for {what} ({getattr(self, 'unsettled', '')}); "
+                             f"metrics {self.metrics()}\n{logs}")  # fmt: skip
 
     def settled(self) -> bool:
         """Every entry applied (nothing pending), every due repair done."""
+        self.unsettled = self._unsettled()
+        return not self.unsettled
+
+    def _unsettled(self) -> str:
         now = time.time_ns() // 1_000_000
         for s in range(SHARDS):
             for stream in (self.keys.trades(s), self.keys.klines(s)):
                 for g in self.redis.xinfo_groups(stream):
                     if g["pending"] or g["lag"]:
-                        return False
-            if self.redis.zcount(self.keys.repairs(s), "-inf", now + 120_000):
-                return False
-        return True
+                        return f"{stream}: pending {g['pending']}, lag {g['lag']}"
+            due = self.redis.zrangebyscore(self.keys.repairs(s), "-inf", now + 120_000,
+                                           withscores=True)  # fmt: skip
+            if due:
+                return f"shard {s} repairs due: {due[:5]} (now {now})"
+        return ""
 
     def candles(self, symbol: str, tf: str) -> list[Candle]:
         return [decode(m, Candle) for m in self.redis.zrange(self.keys.candles(symbol, tf), 0, -1)]

@@ -37,6 +37,13 @@ def test_decimals_travel_as_the_exchange_wrote_them() -> None:
     assert orjson.loads(encode(tiny))[6:8] == ["0.00000010", "1000"]  # never exponent notation
 
 
+def test_the_candle_fast_path_writes_every_field_in_declared_order() -> None:
+    values = [format(v, "f") if isinstance(v, Decimal) else v for v in dataclasses.astuple(CANDLE)]
+    assert orjson.loads(encode(CANDLE)) == ["candle", 2, *values]
+    tiny = dataclasses.replace(CANDLE, volume=D("1E+3"), low=D("1E-7"), source="partial")
+    assert decode(encode(tiny), Candle) == tiny
+
+
 def wire(**changes: object) -> bytes:
     fields = orjson.loads(encode(TRADE))
     names = ["kind", "version", "symbol", "trade_id", "first_id", "last_id", "price", "quantity",
