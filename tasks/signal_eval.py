@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -88,12 +89,54 @@ class SignalPlan:
         return found
 
 
+class Breaker:
+    """Suspends a signal whose evaluations keep running past their time limit.
+
+    A timeout costs the whole limit of a worker thread: a formula that times out on every series
+    would starve the others. After ``after`` timeouts in a row it is skipped for ``cooldown_ms``,
+    doubling (up to ``max_cooldown_ms``) each time it times out again once allowed back.
+    Per worker process; thread-safe.
+    """
+
+    def __init__(
+        self, *, after: int = 3, cooldown_ms: int = 30_000, max_cooldown_ms: int = 600_000
+    ) -> None:
+        self.after, self.cooldown_ms, self.max_cooldown_ms = after, cooldown_ms, max_cooldown_ms
+        self._lock = threading.Lock()
+        self._strikes: dict[str, int] = {}
+        self._until: dict[str, int] = {}
+        self._next_cooldown: dict[str, int] = {}
+
+    def allowed(self, name: str, now_ms: int) -> bool:
+        return self._until.get(name, 0) <= now_ms
+
+    def timed_out(self, name: str, now_ms: int) -> int:
+        """Count a timeout; return the suspension in ms it starts (0: none)."""
+        with self._lock:
+            strikes = self._strikes[name] = self._strikes.get(name, 0) + 1
+            if strikes < self.after:
+                return 0
+            cooldown = self._next_cooldown.get(name, self.cooldown_ms)
+            self._until[name] = now_ms + cooldown
+            self._next_cooldown[name] = min(cooldown * 2, self.max_cooldown_ms)
+            self._strikes[name] = self.after - 1  # allowed back, one more timeout suspends again
+            return cooldown
+
+    def succeeded(self, name: str) -> None:
+        if name in self._strikes:
+            with self._lock:
+                self._strikes.pop(name, None)
+                self._next_cooldown.pop(name, None)
+
+
 @dataclass
 class SeriesResult:
     signals: list[Signal] = field(default_factory=list)
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (signal, kind, message)
     short: int = 0  # closed candles missing for the longest window (0: none missing)
     waiting_partial: int = 0  # closed values held back by a partial candle in their window
+    suspended: list[tuple[str, int]] = field(default_factory=list)  # (signal, ms) just suspended
+    skipped: int = 0  # evaluations not run: their signal is suspended
 
 
 def evaluate_series(
@@ -103,6 +146,7 @@ def evaluate_series(
     *,
     now_ms: int,
     time_limit_s: float,
+    breaker: Breaker | None = None,
 ) -> SeriesResult:
     """Evaluate ``planned`` on one series' latest ``candles`` (oldest first).
 
@@ -116,6 +160,9 @@ def evaluate_series(
         return out
     arrays = Window.from_candles(rows)  # once per series: every evaluation reads a span of it
     for p in planned:
+        if breaker is not None and not breaker.allowed(p.name, now_ms):
+            out.skipped += 1
+            continue
         done = last_done.get(p.name)
         due = [i for i, c in enumerate(closed) if done is None or c.open_time_ms > done]
         due = due[-1:] if done is None else due[-CATCH_UP:]
@@ -127,21 +174,36 @@ def evaluate_series(
                 out.waiting_partial += 1
                 break  # later ones wait too: values are written in candle order
             window = arrays.span(i + 1 - p.window, i + 1)
-            if not _evaluate(p, window, closed[i], now_ms, time_limit_s, out):
+            if not _evaluate(p, window, closed[i], now_ms, time_limit_s, out, breaker):
                 break
         if current is not None and len(rows) >= p.window:
             window = arrays.span(len(rows) - p.window, len(rows))
-            _evaluate(p, window, current, now_ms, time_limit_s, out)
+            _evaluate(p, window, current, now_ms, time_limit_s, out, breaker)
     return out
 
 
 def _evaluate(
-    p: Planned, window: Window, last: Candle, now_ms: int, time_limit_s: float, out: SeriesResult
+    p: Planned,
+    window: Window,
+    last: Candle,
+    now_ms: int,
+    time_limit_s: float,
+    out: SeriesResult,
+    breaker: Breaker | None,
 ) -> bool:
+    if breaker is not None and not breaker.allowed(p.name, now_ms):
+        out.skipped += 1
+        return False
     result = evaluate(p.formula, p.params, window, time_limit_s=time_limit_s)
     if result.output is None:
         out.errors.append((p.name, result.error or "raised", result.message))
+        if result.error == "timeout" and breaker is not None:
+            cooldown = breaker.timed_out(p.name, now_ms)
+            if cooldown:
+                out.suspended.append((p.name, cooldown))
         return False
+    if breaker is not None:
+        breaker.succeeded(p.name)
     value, state = result.output
     out.signals.append(Signal(last.symbol, last.timeframe, p.name, last.open_time_ms, value, state,
                               not last.closed, now_ms))  # fmt: skip

@@ -14,8 +14,10 @@ is added only if its candle has none (``ZADD NX``), and results are pure functio
 
 A formula that raises, returns garbage or runs past ``TP_FORMULA_TIME_LIMIT_MS`` is counted
 (``errors:<signal>`` in ``signal-metrics``), its last error kept in ``signal-errors`` for the ops
-page, and the other signals go on. A series without enough candles for a window asks backfill for
-the missing history (a repair in the shard's ``repairs``), and is evaluated once it is there.
+page, and the other signals go on; one that keeps timing out is suspended for a while
+(``tasks.signal_eval.Breaker``), so that it cannot eat the worker's time. A series without
+enough candles for a window asks backfill for the missing history (a repair in the shard's
+``repairs``), and is evaluated once it is there.
 
 Cache: the worker keeps each series' recent candles in memory. A round reads the last two members
 of each dirty series; a new closed candle is read alone and appended; the whole window is re-read
@@ -40,7 +42,7 @@ from core.schemas import Candle, decode
 from core.timeframes import parse_timeframe
 from tasks.broker import keys, settings
 from tasks.formulas import FormulaLoadError
-from tasks.signal_eval import CATCH_UP, PlanError, SignalPlan, evaluate_series
+from tasks.signal_eval import CATCH_UP, Breaker, PlanError, SignalPlan, evaluate_series
 from tasks.signal_store import WRITE, SignalWrite
 
 log = logging.getLogger("tasks.signals")
@@ -107,7 +109,8 @@ class ShardSignals:
             provisional = now - st.provisional_at_ms >= self.pace_ms
             candles = st.candles if provisional else [c for c in st.candles if c.closed]
             res = evaluate_series(self.plan.for_series(sym, tf), candles, st.last_done,
-                                  now_ms=now, time_limit_s=self.time_limit_s)  # fmt: skip
+                                  now_ms=now, time_limit_s=self.time_limit_s,
+                                  breaker=BREAKER)  # fmt: skip
             for sig in res.signals:
                 w.result(sig)
                 if sig.provisional:
@@ -117,11 +120,18 @@ class ShardSignals:
             w.count("closed", sum(not s.provisional for s in res.signals))
             w.count("provisional", sum(s.provisional for s in res.signals))
             w.count("waiting_partial", res.waiting_partial)
+            w.count("suspended_skips", res.skipped)
             for name, kind, message in res.errors:
                 w.count("errors")
                 w.count(f"errors:{name}")
                 w.errors[name] = f"{kind}|{sym}|{tf}|{now}|{message}"
                 log.warning("signal %s on %s %s: %s: %s", name, sym, tf, kind, message)
+            for name, cooldown in res.suspended:
+                w.count(f"suspended:{name}")
+                w.errors[name] = (f"suspended|{sym}|{tf}|{now}|timed out {BREAKER.after} times "
+                                  f"in a row: not evaluated for {cooldown // 1000} s")  # fmt: skip
+                log.error("signal %s suspended for %d s: it keeps timing out", name,
+                          cooldown // 1000)  # fmt: skip
             if res.short:
                 w.count("short_window")
                 self._ask_history(st, sym, tf, res.short, now)
@@ -259,6 +269,7 @@ def _load_plan() -> SignalPlan:
 
 
 _plan = _load_plan()
+BREAKER = Breaker()  # per process: every shard's rounds share it
 _shards: dict[int, ShardSignals] = {}
 _shards_lock = threading.Lock()
 _client: redis.Redis | None = None

@@ -12,7 +12,7 @@ import pytest
 from core.config import Settings
 from core.schemas import Candle
 from tasks.formulas import REGISTRY, Window, evaluate, resolve
-from tasks.signal_eval import CATCH_UP, PlanError, Planned, SignalPlan, evaluate_series
+from tasks.signal_eval import CATCH_UP, Breaker, PlanError, Planned, SignalPlan, evaluate_series
 
 NOW = 1_800_000_000_000
 
@@ -137,3 +137,15 @@ def test_the_plan_runs_a_signal_only_on_its_symbols_and_timeframes(tmp_path: Pat
     assert [p.name for p in plan.for_series("ETHUSDT", "5m")] == ["r"]
     assert plan.for_series("ETHUSDT", "1m") == []
     assert plan.for_series("BTCUSDT", "5m") == []
+
+
+def test_a_formula_that_keeps_timing_out_is_suspended_then_tried_again() -> None:
+    b = Breaker(after=3, cooldown_ms=1000, max_cooldown_ms=3000)
+    assert [b.timed_out("slow", 0) for _ in range(3)] == [0, 0, 1000]
+    assert not b.allowed("slow", 999)
+    assert b.allowed("other", 0)
+    assert b.allowed("slow", 1000)
+    assert b.timed_out("slow", 1000) == 2000  # back, times out again: suspended longer
+    assert b.timed_out("slow", 3000) == 3000  # capped
+    b.succeeded("slow")
+    assert [b.timed_out("slow", 9000) for _ in range(3)] == [0, 0, 1000]  # a fresh start
