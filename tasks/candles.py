@@ -163,7 +163,8 @@ class ShardBuilder:
         if w.cursor == expect and w.fail == {k: v for k, v in failing.items() if v}:
             self.cursor = expect
             return report  # nothing new
-        self._load_states({t.symbol for t in trades} | {c.symbol for c in klines})
+        w.count("state_corrupt", self._load_states({t.symbol for t in trades}
+                                                   | {c.symbol for c in klines}))  # fmt: skip
         changed: dict[tuple[str, str, int], Candle] = {}
         touched: set[str] = set()
         self._fold(trades, changed, touched, w, report)
@@ -226,22 +227,36 @@ class ShardBuilder:
             acks.append(entry_id)
         return out
 
-    def _load_states(self, symbols: set[str]) -> None:
+    def _load_states(self, symbols: set[str]) -> int:
+        """Load the fold state of ``symbols``; return how many records were unreadable.
+
+        An unreadable record must not stop its shard: the symbol starts afresh (its next trade is
+        a first trade: its candles become partial and are repaired from the exchange's klines).
+        """
         need = sorted(symbols - self.states.keys())
         if not need:
-            return
+            return 0
         pipe = self.client.pipeline(transaction=False)
         for sym in need:
             pipe.hgetall(self.keys.candle_state(sym))
+        corrupt = 0
         for sym, raw in zip(need, pipe.execute(), strict=True):
             st = SymbolCandles(sym)
-            for f, v in raw.items():
-                name = _s(f)
-                if name == "last":
-                    st.last_trade_id, st.last_raw_id, st.last_time_ms = map(int, _s(v).split(":"))
-                elif name in self.tf_by_name:
-                    st.current[name] = decode(v, Candle)
+            try:
+                for f, v in raw.items():
+                    name = _s(f)
+                    if name == "last":
+                        last = map(int, _s(v).split(":"))
+                        st.last_trade_id, st.last_raw_id, st.last_time_ms = last
+                    elif name in self.tf_by_name:
+                        st.current[name] = decode(v, Candle)
+            except (SchemaError, ValueError) as exc:
+                corrupt += 1
+                log.error("candle state of %s unreadable, starting it afresh: %s", sym, exc,
+                          extra={"symbol": sym})  # fmt: skip
+                st = SymbolCandles(sym)
             self.states[sym] = st
+        return corrupt
 
     def _fold(
         self,

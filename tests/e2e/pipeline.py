@@ -118,7 +118,10 @@ class Pipeline:
                              f"metrics {self.metrics()}\n{logs}")  # fmt: skip
 
     def settled(self) -> bool:
-        """Every entry applied (nothing pending), every due repair done."""
+        """Every entry applied (nothing pending), every repair due by now (or within 10 s) done.
+
+        A repair due later belongs to a period still open (its candle is not compared).
+        """
         self.unsettled = self._unsettled()
         return not self.unsettled
 
@@ -129,7 +132,7 @@ class Pipeline:
                 for g in self.redis.xinfo_groups(stream):
                     if g["pending"] or g["lag"]:
                         return f"{stream}: pending {g['pending']}, lag {g['lag']}"
-            due = self.redis.zrangebyscore(self.keys.repairs(s), "-inf", now + 120_000,
+            due = self.redis.zrangebyscore(self.keys.repairs(s), "-inf", now + 10_000,
                                            withscores=True)  # fmt: skip
             if due:
                 return f"shard {s} repairs due: {due[:5]} (now {now})"

@@ -195,6 +195,23 @@ def test_a_poison_entry_is_dead_lettered_with_its_error_and_the_rest_goes_on(
     assert b"fail:trades" not in cursor
 
 
+def test_an_unreadable_candle_state_restarts_its_symbol_and_stops_nothing(
+    sim_factory: Callable[..., RunningSim], start_pipeline: Callable[..., Pipeline]
+) -> None:
+    sim = sim_factory(rate=0.0, symbol_count=4)
+    p = start_pipeline(sim)
+    sim.admin("POST", "/sim/rate", {"rate": 100})
+    p.wait_for("first candles", lambda: p.metrics().get("trades_applied", 0) > 50)
+    symbol = sim.sim.model.instruments[0].symbol  # the busiest
+    p.redis.hset(p.keys.candle_state(symbol), "1m", b"not a candle")
+    p.worker.kill9()  # a fresh worker reads the state from Redis
+    p.worker.start()
+    p.wait_for("the record skipped", lambda: p.metrics().get("state_corrupt", 0) >= 1)
+    before = p.metrics()["trades_applied"]
+    p.wait_for("trades applied again", lambda: p.metrics()["trades_applied"] > before + 50)
+    assert p.redis.hget(p.keys.candle_state(symbol), "1m") != b"not a candle"  # rewritten
+
+
 @pytest.mark.timeout(180)
 def test_backfill_answers_a_429_by_stopping_and_is_never_banned(
     sim_factory: Callable[..., RunningSim], start_pipeline: Callable[..., Pipeline]
