@@ -189,7 +189,7 @@ return #written
 
 
 @dataclass
-class _KeyTable:
+class KeyTable:
     """KEYS of one script call: fixed keys first, then each other key once, by first use."""
 
     keys: list[str]
@@ -229,7 +229,7 @@ class BuildWrite:
 
     def __post_init__(self) -> None:
         k, s = self.keys, self.shard
-        self._table = _KeyTable([k.candle_cursor(s), k.trades(s), k.klines(s),
+        self._table = KeyTable([k.candle_cursor(s), k.trades(s), k.klines(s),
                                  k.candle_updates(s), k.dead(s), k.candle_metrics(s),
                                  k.repairs(s), k.signal_dirty(s), k.signal_queued(s)])  # fmt: skip
 
@@ -288,7 +288,7 @@ def write_exchange(
 
     Return the number of candles written and whether to send evaluate_signals for the shard.
     """
-    table = _KeyTable([keys.candle_updates(shard), keys.candle_metrics(shard), keys.repairs(shard),
+    table = KeyTable([keys.candle_updates(shard), keys.candle_metrics(shard), keys.repairs(shard),
                        keys.signal_dirty(shard), keys.signal_queued(shard)])  # fmt: skip
     rows = [[table(keys.candles(c.symbol, c.timeframe)), c.open_time_ms, encode(c).decode(),
              retention[c.timeframe]] for c in candles]  # fmt: skip
@@ -312,7 +312,7 @@ def mark_partial(
 ) -> Any:
     """Mark partial the trade-built candles of ``symbol`` opened in each (timeframe, first open,
     last open) range. ``client`` may be a pipeline (the call then joins its transaction)."""
-    table = _KeyTable([keys.candle_updates(shard), keys.candle_metrics(shard)])
+    table = KeyTable([keys.candle_updates(shard), keys.candle_metrics(shard)])
     rows = [[table(keys.candles(symbol, tf)), first, last] for tf, first, last in ranges]
     payload = {"ranges": rows, "updates_maxlen": updates_maxlen}
     return script(keys=table.keys, args=[_json(payload)], client=client)

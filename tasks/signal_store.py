@@ -25,6 +25,7 @@ import redis
 
 from core.keys import Keys
 from core.schemas import Signal, encode
+from tasks.candle_store import KeyTable
 
 # KEYS: dirty, updates, events, metrics, errors, then latest hashes and history sets.
 # Encoded Signal (JSON array, 1-based in Lua): 6 open_time_ms, 8 state, 9 provisional.
@@ -88,16 +89,8 @@ class SignalWrite:
 
     def __post_init__(self) -> None:
         k, s = self.keys, self.shard
-        self._keys = [k.signal_dirty(s), k.signal_updates(s), k.signal_events(s),
-                      k.signal_metrics(s), k.signal_errors(s)]  # fmt: skip
-        self._index: dict[str, int] = {}
-
-    def _key(self, key: str) -> int:
-        i = self._index.get(key)
-        if i is None:
-            self._keys.append(key)
-            i = self._index[key] = len(self._keys)  # Lua indexes from 1
-        return i
+        self._key = KeyTable([k.signal_dirty(s), k.signal_updates(s), k.signal_events(s),
+                              k.signal_metrics(s), k.signal_errors(s)])  # fmt: skip
 
     def result(self, sig: Signal) -> None:
         latest = self._key(self.keys.signals(sig.symbol, sig.timeframe))
@@ -117,4 +110,4 @@ class SignalWrite:
         payload = {"results": self.results, "dirty": self.dirty, "history": self.history,
                    "metrics": sorted(self.metrics.items()), "errors": sorted(self.errors.items()),
                    "maxlen": self.maxlen, "events_maxlen": self.events_maxlen}  # fmt: skip
-        return int(script(keys=self._keys, args=[orjson.dumps(payload)], client=client))
+        return int(script(keys=self._key.keys, args=[orjson.dumps(payload)], client=client))
