@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The browser the page tests drive (tests/e2e/test_web_page.py reads the same variable).
+CHROMIUM ?= /usr/bin/chromium
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test test-unit check lint types lock clean
@@ -17,10 +19,19 @@ $(STAMP): requirements.lock
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements.lock
 	touch $(STAMP)
 
+# Playwright drives Debian's Chromium rather than downloading its own build. Installed once, when
+# missing; on a fresh image apt has no package lists yet, hence the update on a failed install.
+$(CHROMIUM):
+	@echo "$@ is missing: the browser tests (tests/e2e/test_web_page.py) need Chromium;" \
+		"installing Debian's chromium package"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+	@test -x $@ || { echo "still no browser at $@: set CHROMIUM to one"; exit 1; }
+
 demo: $(STAMP)  ## set up, then run the whole system (simulator and embedded Redis unless configured otherwise)
 	$(BIN)/python -m demo
 
-test: $(STAMP)  ## set up, then run the whole test suite (starts its own redis-server)
+test: $(STAMP) $(CHROMIUM)  ## set up, then run the whole test suite (starts its own redis-server)
 	$(BIN)/python -m pytest
 
 test-unit: $(STAMP)  ## run only the unit tests (no network, no Redis)

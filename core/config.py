@@ -123,6 +123,32 @@ class SignalSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSettings:
+    """The web tier's knobs (TP_WEB_*, TP_SIWE_*, TP_*_TTL_S, TP_LOGIN_*, TP_OPS_ADDRESSES)."""
+
+    origin: str  # the site's origin: SIWE domain and URI, JWT issuer, the only CORS origin
+    chain_id: int  # the EIP-155 chain a SIWE message must name
+    anonymous: bool  # connections and REST reads without a token get read-only market data
+    access_ttl_s: int
+    refresh_ttl_s: int
+    max_subscriptions: int  # per connection
+    tick_ms: int  # the fan-out pump's coalescing period
+    client_backlog: int  # messages queued to one connection past which it is skipped
+    slow_disconnect_ms: int  # a connection skipped for this long is disconnected
+    send_buffer_bytes: int  # kernel send buffer of each websocket (bounds it; no autotuning)
+    snapshot_candles: int  # candles sent on subscribe
+    login_per_minute_ip: int
+    login_per_minute_address: int
+    ops_addresses: frozenset[str]  # lower-case addresses allowed on the ops page
+    proxies: int  # reverse proxies in front (X-Forwarded-For hops to trust; Heroku: 1)
+
+    @property
+    def domain(self) -> str:
+        """Return the origin's authority (host[:port]): a SIWE message's expected domain."""
+        return urlsplit(self.origin).netloc
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Frozen configuration of one process. Build it with :meth:`from_env`."""
 
@@ -141,6 +167,7 @@ class Settings:
     feed: FeedSettings
     candles: CandleSettings
     signals: SignalSettings
+    web: WebSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -181,6 +208,7 @@ class Settings:
                 rotate_s=r.get("TP_FEED_ROTATE_S", "82800", _int_range(5, 86_000)),
             ),
             candles=None,  # type: ignore[arg-type]  # set below: its check needs the timeframes
+            web=None,  # type: ignore[arg-type]  # set below: its origin's default needs the port
             signals=SignalSettings(
                 specs=r.get("TP_SIGNALS_FILE", "", _parse_signals_file),
                 modules=r.get("TP_FORMULA_MODULES", "", _parse_modules),
@@ -189,8 +217,28 @@ class Settings:
                 pace_ms=r.get("TP_SIGNAL_PACE_MS", "1000", _int_range(0, 60_000)),
             ),
         )
+        port = settings.port or 5000
+        web = WebSettings(
+            origin=r.get("TP_WEB_ORIGIN", f"http://localhost:{port}", _url(("http", "https"))),
+            chain_id=r.get("TP_SIWE_CHAIN_ID", "1", _int_range(1, 2**53)),
+            anonymous=r.get("TP_WEB_ANONYMOUS", "1", _parse_bool),
+            access_ttl_s=r.get("TP_ACCESS_TTL_S", "600", _int_range(5, 86_400)),
+            refresh_ttl_s=r.get("TP_REFRESH_TTL_S", "2592000", _int_range(60, 31_536_000)),
+            max_subscriptions=r.get("TP_WEB_MAX_SUBSCRIPTIONS", "50", _int_range(1, 1000)),
+            tick_ms=r.get("TP_WEB_TICK_MS", "200", _int_range(20, 5000)),
+            client_backlog=r.get("TP_WEB_CLIENT_BACKLOG", "16", _int_range(2, 10_000)),
+            slow_disconnect_ms=r.get("TP_WEB_SLOW_MS", "10000", _int_range(100, 600_000)),
+            send_buffer_bytes=r.get("TP_WEB_SEND_BUFFER", "262144", _int_range(4096, 16_777_216)),
+            snapshot_candles=r.get("TP_WEB_SNAPSHOT_CANDLES", "300", _int_range(1, 1500)),
+            login_per_minute_ip=r.get("TP_LOGIN_PER_MINUTE_IP", "30", _int_range(1, 1_000_000)),
+            login_per_minute_address=r.get(
+                "TP_LOGIN_PER_MINUTE_ADDRESS", "10", _int_range(1, 1_000_000)
+            ),
+            ops_addresses=r.get("TP_OPS_ADDRESSES", "", _parse_addresses),
+            proxies=r.get("TP_WEB_PROXIES", "0", _int_range(0, 10)),
+        )
         timeframes = settings.timeframes or ()
-        settings = dataclasses.replace(settings, candles=CandleSettings(
+        settings = dataclasses.replace(settings, web=web, candles=CandleSettings(
             retention=r.get("TP_CANDLE_RETENTION", "500", _parse_retention(timeframes)),
             history=r.get("TP_CANDLE_HISTORY", "300", _int_range(0, 1500)),
             max_deliveries=r.get("TP_CANDLE_MAX_DELIVERIES", "3", _int_range(1, 100)),
@@ -243,7 +291,11 @@ KNOWN = frozenset(
             "JWT_KEYS KEY_ENCRYPTION_KEY LOG_LEVEL TRADE_STREAM FEED_BUFFER_MAX FEED_MAX_STREAMS "
             "FEED_SILENCE_MS FEED_REORDER_MS FEED_ROTATE_S CANDLE_RETENTION CANDLE_HISTORY "
             "CANDLE_MAX_DELIVERIES CLAIM_IDLE_MS REST_WEIGHT_BUDGET UPDATES_MAXLEN "
-            "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS"
+            "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS "
+            "WEB_ORIGIN SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S REFRESH_TTL_S "
+            "WEB_MAX_SUBSCRIPTIONS WEB_TICK_MS WEB_CLIENT_BACKLOG WEB_SLOW_MS WEB_SEND_BUFFER "
+            "WEB_SNAPSHOT_CANDLES LOGIN_PER_MINUTE_IP LOGIN_PER_MINUTE_ADDRESS OPS_ADDRESSES "
+            "WEB_PROXIES"
         ).split()
     }
 )
@@ -300,6 +352,15 @@ def _parse_bool(raw: str) -> bool:
     if low in ("0", "false", "no", "off"):
         return False
     raise ValueError(f"{raw!r} is not a boolean (use 1/0, true/false)")
+
+
+def _parse_addresses(raw: str) -> frozenset[str]:
+    out = set()
+    for item in filter(None, (a.strip() for a in raw.split(","))):
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", item):
+            raise ValueError(f"{item!r} is not an Ethereum address (0x and 40 hex digits)")
+        out.add(item.lower())
+    return frozenset(out)
 
 
 def _parse_source(raw: str) -> MarketSource:

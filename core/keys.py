@@ -27,6 +27,14 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:consumer:health                     hash     stream consumer health, one field per consumer
     <ns>:rest:weight                         hash     REST weight used per minute, every process
     <ns>:rest:ban-until                      hash     418 ban / 429 backoff end (server ms)
+    <ns>:universe                            string   JSON list of the symbols followed
+    <ns>:web:health                          hash     web process health, one field per process
+    <ns>:auth:nonce:<nonce>                  string   an unused SIWE nonce (TTL 5 min)
+    <ns>:auth:refresh:<sha256>               hash     a refresh token: family, address, used
+    <ns>:auth:family:<family>                hash     a login session: address; gone = revoked
+    <ns>:auth:rate:<kind>:<who>:<minute>     string   login attempts per IP or address
+    <ns>:ops:audit                           stream   ops-page actions (MAXLEN ~ 1,000)
+    <ns>:socketio                            channel  Flask-SocketIO message queue (pub/sub)
     <ns>:dramatiq:*                          Dramatiq broker keys (its own layout)
 
 Market data is sharded by a stable hash of the symbol (CRC-32, identical in every process and
@@ -153,6 +161,33 @@ class Keys:
     def rest_ban(self) -> str:
         """Hash: ``418`` -> end of the IP's ban, ``429`` -> end of the backoff (server ms)."""
         return f"{self.namespace}:rest:ban-until"
+
+    def universe(self) -> str:
+        """String: JSON list of the symbols the pipeline follows (the consumer writes it)."""
+        return f"{self.namespace}:universe"
+
+    def web_health(self) -> str:
+        """Hash: web process name -> JSON health (clients, pump, backlog bounds), every 2 s."""
+        return f"{self.namespace}:web:health"
+
+    def auth_nonce(self, nonce: str) -> str:
+        return f"{self.namespace}:auth:nonce:{nonce}"
+
+    def auth_refresh(self, token_hash: str) -> str:
+        return f"{self.namespace}:auth:refresh:{token_hash}"
+
+    def auth_family(self, family: str) -> str:
+        return f"{self.namespace}:auth:family:{family}"
+
+    def auth_rate(self, kind: str, who: str, minute: int) -> str:
+        return f"{self.namespace}:auth:rate:{kind}:{who}:{minute}"
+
+    def ops_audit(self) -> str:
+        """Stream: one entry per ops-page action (who, what, ids, results)."""
+        return f"{self.namespace}:ops:audit"
+
+    def socketio_channel(self) -> str:
+        return f"{self.namespace}:socketio"
 
     def dramatiq_namespace(self) -> str:
         return f"{self.namespace}:dramatiq"

@@ -60,7 +60,7 @@ def banner(settings: Settings, redis_url: str, processes: dict[str, str], embedd
         events = keys.signal_events(keys.shard_of(sym))
         lines.append(f"           redis-cli -u {redis_url} XREVRANGE {events} + - COUNT 5")
     if "web" in processes:
-        lines.append(f"Web        http://127.0.0.1:{settings.port}/")
+        lines.append(f"Web        {settings.web.origin}/   (ops page: {settings.web.origin}/ops)")
     lines.append(f"Processes  {', '.join(processes) or '(none yet)'}   Ctrl-C stops everything")
     return "\n".join(lines)
 

@@ -439,6 +439,7 @@ def serve(settings: Settings, shards: list[int], name: str) -> None:
     def history() -> None:
         symbols = fetch_symbols(settings, consumer.stop)
         if symbols is not None:
+            client.set(consumer.keys.universe(), orjson.dumps(symbols))  # the web tier's list
             consumer.add_history(symbols)
             log.info("history: %d windows to fetch", consumer.counters.history_windows)
 

@@ -188,3 +188,41 @@ def start_pipeline(
     yield start
     for p in started:
         p.stop()
+
+
+@pytest.fixture
+def web_stack(
+    sim_factory: Callable[..., RunningSim],
+    start_pipeline: Callable[..., Pipeline],
+    tmp_path: Path,
+) -> Iterator[Any]:
+    """A trading simulator, the pipeline and one gunicorn web process (tests/e2e/webstack.py)."""
+    from tests.e2e.webstack import start_web_stack
+
+    sim = sim_factory(rate=40.0, symbol_count=6)
+    stack = start_web_stack(sim, start_pipeline, tmp_path)
+    yield stack
+    stack.stop()
+
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # the Makefile installs Debian's
+
+
+@pytest.fixture
+def page() -> Iterator[Any]:
+    """A Chromium page (Playwright); the test fails if the page throws an uncaught error."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs it, or set CHROMIUM")
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_context().new_page()
+            page.set_default_timeout(10_000)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            yield page
+        finally:
+            browser.close()
+    assert not errors, f"uncaught errors in the page: {errors}"

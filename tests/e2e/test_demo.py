@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 import redis
@@ -43,19 +44,37 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
-    proc, banner = start_demo(clean_env())
+    from tests.e2e.webstack import free_port
+
+    port = free_port()
+    proc, banner = start_demo(clean_env(PORT=str(port)))
     try:
+        assert any(line.startswith(f"Web        http://localhost:{port}/") for line in banner)
         url = re.search(r"redis://\S+", banner[0])
         assert url, banner
         client = redis.Redis.from_url(url.group(0))
         assert client.ping()  # the embedded Redis answers
         children = wait_for_children(
-            proc, ("redis-server", "-m simulator", "-m feeds", "-m workers.consumer", "-m dramatiq")
+            proc,
+            (
+                "redis-server",
+                "-m simulator",
+                "-m feeds",
+                "-m workers.consumer",
+                "-m dramatiq",
+                "gunicorn",
+            ),
         )
         deadline = time.monotonic() + 60
         while not any(client.scan_iter(match="tp:{s*}:candles:*:1m", count=1000)):
             assert time.monotonic() < deadline, "the demo built no candle within 60 s"
             time.sleep(0.5)
+        # The web page and its API answer, with the universe the pipeline follows.
+        page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        assert page.status_code == 200
+        assert "<html" in page.text.lower()
+        symbols = httpx.get(f"http://127.0.0.1:{port}/api/symbols", timeout=10).json()
+        assert "BTCUSDT" in symbols["symbols"], symbols
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         _, alive = psutil.wait_procs(children, timeout=10)

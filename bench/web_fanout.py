@@ -1,0 +1,602 @@
+"""Web fan-out benchmark: one web process, thousands of Socket.IO clients, latency and memory.
+
+Run by hand (not part of the test suite)::
+
+    .venv/bin/python bench/web_fanout.py --clients 200 --seconds 20 --repeat 1    # smoke
+    .venv/bin/python bench/web_fanout.py --clients 2000 --seconds 60 --repeat 3   # latency
+    .venv/bin/python bench/web_fanout.py --clients 2000 --rss-minutes 30          # memory
+
+The pipeline of ``bench/candles_rate.py e2e`` (redis-server, simulator ``--steady`` with
+``--symbols`` instruments at ``--rate`` aggTrades/s: 9,500 is about 20,000 events/s written by the
+feeder, consumer, the candle worker; the product's stream bounds) plus ONE web process started
+from the Procfile's ``web:`` line (gunicorn, gevent worker) with ``TP_WEB_ANONYMOUS=1``, bound to
+127.0.0.1. ``--procs`` load processes (asyncio + ``websockets``, no Socket.IO library) speak
+Engine.IO 4 / Socket.IO 5 directly: open packet, ``40`` connect without auth, answer each ping
+``2`` with ``3``, then ``--symbols-per-client`` ``subscribe`` events (channel ``candles``,
+``--timeframe``) with acks (one refused as ``unavailable``, "try again", is sent again after
+``--retry-s``), and read ``snapshot`` and ``md`` messages. Client i subscribes to a
+random sample of the universe (``<ns>:universe``) drawn with seed ``--seed`` + i, so rooms overlap
+as they happen to (about clients x symbols-per-client / universe clients per room).
+
+Latency of an md room: this machine's wall clock when the load process reads the message, minus
+the room's ``at`` (the Redis time of the newest update included; same clock). ``server`` is the
+message's ``t`` (when the web process built it) minus ``at``: the pump, the tick wait, encoding;
+``transit`` is the receive time minus ``t``: the web process's send queue, the socket and the load
+process's own scheduling (a busy load process inflates it). Rooms are read with a regex; a message
+it cannot read is parsed as JSON.
+
+Clients ramp at ``--ramp-per-s``; after every client is subscribed (or none progressed for 60 s)
+and ``--warmup`` seconds, ``--repeat`` windows of ``--seconds`` each report messages/s, latency
+p50/p90/p99/max, clients kept, kicked and closed (totals since the start), the candle trades
+applied/s and shed (the upstream really at rate), the CPU% of every process (``other CPU`` is what
+this process and processes outside the benchmark used: this machine is shared; ``machine CPU`` is
+out of cpus x 100 %) and the web worker's RSS, then
+``<ns>:web:health``; last, the medians over the windows. ``--rss-minutes M`` keeps the same load
+for M minutes instead, samples the web worker's RSS every 10 s, prints latency once a minute, and
+reports the growth after the first ``--rss-warmup`` minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import math
+import multiprocessing
+import os
+import platform
+import random
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import candles_rate
+from candles_rate import ROOT, Pipeline, calibrate, free_port, pin
+
+DEFAULT_WEB = (
+    "gunicorn -k gevent -w 1 --worker-connections 4000 --keep-alive 95 --graceful-timeout 25 "
+    "-b 0.0.0.0:$PORT web.wsgi:app"
+)
+HIST_MS = 60_000  # latency histogram range; the last bucket holds everything slower
+# One md room: '"c:BTCUSDT:1m":{"at":1732400000123,' (the contract puts "at" before "data").
+ROOM_AT = re.compile(rb'"[cbs]:[^"]+":\s*\{\s*"at":\s*(\d+)')
+SENT_AT = re.compile(rb'"t":\s*(\d+)')
+KINDS = ("e2e", "server", "transit")
+
+
+# --- the load processes ----------------------------------------------------------------------
+
+
+class Load:
+    """Socket.IO clients in one asyncio loop, counting what they receive."""
+
+    def __init__(self, url: str, origin: str, timeframe: str, retry_s: float) -> None:
+        self.url, self.origin, self.timeframe, self.retry_s = url, origin, timeframe, retry_s
+        self.totals: Counter[str] = Counter()  # since the start
+        self.errors: Counter[str] = Counter()  # connect / protocol failures by kind
+        self.live = 0  # connections past the Socket.IO connect, still open
+        self.ack_ms: list[float] = []  # subscribe -> ack, every subscription
+        self.conns: set[ClientConnection] = set()
+        self.stopping = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.window: Counter[str] = Counter()
+        self.hist = {k: [0] * (HIST_MS + 1) for k in KINDS}
+        self.window_start = time.time()
+
+    def collect(self) -> dict[str, Any]:
+        out = {
+            "seconds": time.time() - self.window_start,
+            "counts": dict(self.window),
+            "hist": {k: {i: n for i, n in enumerate(h) if n} for k, h in self.hist.items()},
+            **self.status(),
+        }
+        self.reset()
+        return out
+
+    def status(self) -> dict[str, Any]:
+        return {"totals": dict(self.totals), "errors": dict(self.errors), "live": self.live,
+                "ack_ms": self.ack_ms}  # fmt: skip
+
+    def _add(self, kind: str, ms: int) -> None:
+        self.hist[kind][min(max(ms, 0), HIST_MS)] += 1
+        if ms < 0:
+            self.window[f"negative {kind}"] += 1
+
+    def md(self, raw: bytes) -> None:
+        now_ms = time.time_ns() // 1_000_000
+        self.window["md"] += 1
+        self.window["bytes"] += len(raw)
+        sent = SENT_AT.search(raw)
+        ats = [int(a) for a in ROOM_AT.findall(raw)]
+        if not ats or not sent:  # not the expected layout: read it properly
+            self.window["parsed as JSON"] += 1
+            body = orjson.loads(raw[2:])[1]
+            sent_ms, ats = body["t"], [r["at"] for r in body["rooms"].values()]
+        else:
+            sent_ms = int(sent.group(1))
+        self._add("transit", now_ms - sent_ms)
+        for at in ats:
+            self.window["rooms"] += 1
+            self._add("e2e", now_ms - at)
+            self._add("server", sent_ms - at)
+
+    async def client(self, symbols: list[str]) -> None:
+        try:
+            ws = await connect(self.url, origin=self.origin, compression=None,
+                               ping_interval=None, max_size=None, max_queue=64, open_timeout=60,
+                               close_timeout=2, proxy=None, user_agent_header=None)  # fmt: skip
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            self.errors[f"connect: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+            return
+        self.conns.add(ws)
+        connected = False
+        try:
+            if not (await ws.recv(decode=False)).startswith(b"0"):
+                self.errors["no Engine.IO open packet"] += 1
+                return
+            await ws.send("40")
+            while True:
+                raw = await ws.recv(decode=False)
+                if raw.startswith(b"40"):
+                    break
+                if raw.startswith(b"44"):  # connect_error
+                    self.errors[f"refused: {raw[2:120].decode(errors='replace')}"] += 1
+                    return
+                if raw == b"2":
+                    await ws.send("3")
+            connected = True
+            self.live += 1
+            self.totals["connected"] += 1
+            sent: dict[int, tuple[float, str]] = {}  # ack id -> (sent at, symbol)
+            ack_ids = itertools.count()
+
+            async def subscribe(symbol: str, delay_s: float = 0) -> None:
+                await asyncio.sleep(delay_s)
+                sub = {"channel": "candles", "symbol": symbol, "timeframe": self.timeframe}
+                i = next(ack_ids)
+                sent[i] = (time.monotonic(), symbol)
+                await ws.send(f'42{i}["subscribe",{orjson.dumps(sub).decode()}]')
+
+            for symbol in symbols:
+                await subscribe(symbol)
+            acked, retries = 0, set()
+            while True:
+                raw = await ws.recv(decode=False)
+                if raw.startswith(b'42["md"'):
+                    self.md(raw)
+                elif raw == b"2":
+                    await ws.send("3")
+                elif raw.startswith(b"43"):
+                    bracket = raw.index(b"[")
+                    t0, symbol = sent.pop(int(raw[2:bracket]))
+                    self.ack_ms.append((time.monotonic() - t0) * 1000)
+                    reply = orjson.loads(raw[bracket:])[0]
+                    if reply.get("ok"):
+                        acked += 1
+                        if acked == len(symbols):
+                            self.totals["subscribed"] += 1
+                    else:
+                        self.errors[f"subscribe refused: {reply.get('error')}"] += 1
+                        if reply.get("error") == "unavailable" and self.retry_s:  # "try again"
+                            self.totals["subscribe retries"] += 1
+                            task = asyncio.create_task(subscribe(symbol, self.retry_s))
+                            retries.add(task)  # a reference, until it is done
+                            task.add_done_callback(retries.discard)
+                elif raw.startswith(b'42["snapshot"'):
+                    self.window["snapshots"] += 1
+                    self.window["snapshot bytes"] += len(raw)
+                elif raw.startswith(b'42["kicked"'):
+                    self.totals["kicked"] += 1
+                elif raw.startswith((b"41", b"1")):  # Socket.IO disconnect, Engine.IO close
+                    self.totals["disconnected by server"] += 1
+                    return
+                else:
+                    self.window[f"other {raw[:12]!r}"] += 1
+        except ConnectionClosed as exc:
+            if not self.stopping:
+                self.totals["closed"] += 1
+                self.errors[f"closed: {exc.rcvd.code if exc.rcvd else 'no close frame'}"] += 1
+        except Exception as exc:  # anything unexpected ends this client: counted, with its kind
+            self.totals["client errors"] += 1
+            self.errors[f"client error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+        finally:
+            if connected:
+                self.live -= 1
+            self.conns.discard(ws)
+            if not self.stopping:
+                await ws.close()
+
+    async def run(self, conn: Connection, plan: list[list[str]], ramp_per_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def command() -> None:
+            what = conn.recv()
+            if what == "collect":
+                conn.send(self.collect())
+            elif what == "status":
+                conn.send(self.status())
+            else:  # stop
+                self.stopping = True
+                done.set()
+
+        loop.add_reader(conn.fileno(), command)
+        start = time.monotonic()
+        tasks = set()
+        for i, symbols in enumerate(plan):
+            await asyncio.sleep(max(0.0, start + i / ramp_per_s - time.monotonic()))
+            tasks.add(asyncio.create_task(self.client(symbols)))
+            if done.is_set():
+                break
+        await done.wait()
+        await asyncio.gather(*(ws.close() for ws in list(self.conns)), return_exceptions=True)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        conn.send("stopped")
+
+
+def load_process(conn: Connection, cfg: dict[str, Any]) -> None:
+    """Entry point of one load process: hold ``cfg['plan']``'s clients until told to stop."""
+    pin(os.getpid(), cfg["cpu"])
+    load = Load(cfg["url"], cfg["origin"], cfg["timeframe"], cfg["retry_s"])
+    asyncio.run(load.run(conn, cfg["plan"], cfg["ramp_per_s"]))
+
+
+# --- the benchmark process ---------------------------------------------------------------------
+
+
+def web_command(port: int, override: str) -> tuple[list[str], dict[str, str]]:
+    """Return the Procfile's ``web:`` command (or ``override``) as python arguments, and its env."""
+    procfile = (ROOT / "Procfile").read_text().splitlines()
+    line = override or next((x[4:] for x in procfile if x.startswith("web:")), DEFAULT_WEB)
+    words = shlex.split(line.replace("${PORT}", str(port)).replace("$PORT", str(port)))
+    env = {}
+    while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value prefixes
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    if words[0] != "gunicorn":
+        raise SystemExit(f"the web command does not start with gunicorn: {line!r}")
+    return ["-m", "gunicorn", *(w.replace("0.0.0.0:", "127.0.0.1:") for w in words[1:])], env
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return (
+        "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    )
+
+
+def start_web(p: Pipeline, args: argparse.Namespace) -> tuple[int, list[str]]:
+    """Start the web process, wait until it serves ``/api/symbols``; return its port and command."""
+    port = free_port()
+    argv, env = web_command(port, args.web_cmd)
+    rest = str(p.http.base_url).rstrip("/")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TP_")},
+           "REDIS_URL": p.redis.url, "TP_DEMO": "1", "TP_NAMESPACE": "tp",
+           "TP_STREAM_SHARDS": str(candles_rate.SHARDS), "TP_LOG_LEVEL": "WARNING",
+           "TP_REST_URL": rest, "TP_WEB_ANONYMOUS": "1", "PORT": str(port),
+           "TP_WEB_ORIGIN": f"http://127.0.0.1:{port}", **env,
+           **dict(kv.split("=", 1) for kv in args.web_env)}  # fmt: skip
+    p.spawn("web", argv, env)
+    deadline = time.time() + 60
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5, trust_env=False) as http:
+        while True:
+            if p.procs["web"].poll() is not None:
+                raise SystemExit(f"the web process exited ({p.procs['web'].returncode}):\n"
+                                 + tail(p.tmp / "web.log"))  # fmt: skip
+            with contextlib.suppress(httpx.HTTPError):
+                got = http.get("/api/symbols")
+                if got.status_code == 200:
+                    return port, argv
+                if time.time() > deadline:
+                    raise SystemExit(f"/api/symbols answers {got.status_code}: {got.text[:300]}\n"
+                                     + tail(p.tmp / "web.log"))  # fmt: skip
+            if time.time() > deadline:
+                raise SystemExit("the web process does not answer:\n" + tail(p.tmp / "web.log"))
+            time.sleep(0.5)
+
+
+def universe(p: Pipeline) -> list[str]:
+    for _ in range(300):
+        raw = p.r.get(p.keys.universe())
+        if raw:
+            return list(orjson.loads(raw))
+        time.sleep(0.2)
+    raise SystemExit("the consumer wrote no <ns>:universe in 60 s")
+
+
+def percentile(hist: dict[int, int], q: float) -> int:
+    n = sum(hist.values())
+    rank, seen = min(n - 1, int(n * q)), 0
+    for ms in sorted(hist):
+        seen += hist[ms]
+        if seen > rank:
+            return ms
+    return -1
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the load processes' windows (or statuses) into one."""
+    out: dict[str, Any] = {"seconds": max(x.get("seconds", 0) for x in parts), "counts": Counter(),
+                           "totals": Counter(), "errors": Counter(), "live": 0, "ack_ms": [],
+                           "hist": {k: Counter() for k in KINDS}}  # fmt: skip
+    for x in parts:
+        for key in ("counts", "totals", "errors"):
+            out[key].update(x.get(key, {}))
+        out["live"] += x["live"]
+        out["ack_ms"] += x["ack_ms"]
+        for k, h in x.get("hist", {}).items():
+            out["hist"][k].update(h)
+    return out
+
+
+class Bench:
+    """The pipeline, the web process and the load processes, and how each window is measured."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.p = Pipeline(args.symbols, tmp, {})  # the product's stream bounds
+        self.loads: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        try:
+            self.p.rate(args.rate)
+            self.port, argv = start_web(self.p, args)
+            print(f"# web: python {' '.join(argv)}  (log {tmp / 'web.log'})", flush=True)
+            self.symbols = universe(self.p)
+        except BaseException:
+            self.close()
+            raise
+
+    def web_procs(self) -> tuple[psutil.Process, list[psutil.Process]]:
+        master = psutil.Process(self.p.pids["web"])
+        return master, master.children(recursive=True)
+
+    def web_rss_mib(self) -> float:
+        """RSS of the gunicorn worker(s), the process holding the sockets."""
+        _, workers = self.web_procs()
+        return sum(w.memory_info().rss for w in workers) / 2**20
+
+    def check_web(self) -> None:
+        if self.p.procs["web"].poll() is not None:
+            raise SystemExit(f"the web process exited ({self.p.procs['web'].returncode}):\n"
+                             + tail(self.p.tmp / "web.log"))  # fmt: skip
+
+    def start_load(self) -> None:
+        a = self.args
+        procs = a.procs or max(1, min(4, math.ceil(a.clients / 1000)))
+        plan = [random.Random(a.seed + i).sample(self.symbols, a.symbols_per_client)  # noqa: S311
+                for i in range(a.clients)]  # fmt: skip
+        ctx = multiprocessing.get_context("spawn")
+        for k in range(procs):
+            ours, theirs = ctx.Pipe()
+            cfg = {"url": f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket",
+                   "origin": f"http://127.0.0.1:{self.port}", "timeframe": a.timeframe,
+                   "plan": plan[k::procs], "ramp_per_s": a.ramp_per_s / procs,
+                   "retry_s": a.retry_s, "cpu": candles_rate.PIN.get("load")}  # fmt: skip
+            proc = ctx.Process(target=load_process, args=(theirs, cfg), name=f"load-{k}")
+            proc.start()
+            self.loads.append((proc, ours))
+        self.p.pids.update({f"load-{k}": proc.pid for k, (proc, _) in enumerate(self.loads)})
+        print(f"# load: {a.clients} clients in {procs} processes, {a.symbols_per_client} symbols "
+              f"of {len(self.symbols)} each, ramp {a.ramp_per_s:g}/s", flush=True)  # fmt: skip
+
+    def ask(self, what: str) -> dict[str, Any]:
+        for _, conn in self.loads:
+            conn.send(what)
+        return merge([conn.recv() for _, conn in self.loads])
+
+    def ramp(self) -> dict[str, Any]:
+        """Wait until every client is subscribed, or until none progressed for 60 s."""
+        t0, best, best_at = time.time(), -1, time.time()
+        while True:
+            time.sleep(2)
+            self.check_web()
+            s = self.ask("status")
+            done = s["totals"]["subscribed"]
+            if done > best:
+                best, best_at = done, time.time()
+            print(f"  ramp t={time.time() - t0:4.0f}s connected={s['totals']['connected']} "
+                  f"subscribed={done} live={s['live']} errors={sum(s['errors'].values())} "
+                  f"retries={s['totals']['subscribe retries']} "
+                  f"rss={self.web_rss_mib():.0f} MiB", flush=True)  # fmt: skip
+            if done >= self.args.clients or time.time() - best_at > 60:
+                break
+        acks = sorted(s["ack_ms"]) or [0.0]
+        print(f"ramp: {done}/{self.args.clients} subscribed in {time.time() - t0:.0f} s; "
+              f"subscribe->ack p50={acks[len(acks) // 2]:.0f} ms "
+              f"p99={acks[min(len(acks) - 1, int(len(acks) * 0.99))]:.0f} ms max={acks[-1]:.0f} ms",
+              flush=True)  # fmt: skip
+        for err, n in s["errors"].items():
+            print(f"  error x{n}: {err}")
+        return s
+
+    def window(
+        self, w0: dict[str, Any], w1: dict[str, Any], got: dict[str, Any]
+    ) -> dict[str, float]:
+        """Return one window's row: rates, latency percentiles, CPU and RSS."""
+        dt = w1["t"] - w0["t"]
+        cpu: dict[str, float] = Counter()
+        for name in w0["cpu"]:
+            cpu["load CPU" if name.startswith("load-") else f"{name} CPU"] += (
+                w1["cpu"][name] - w0["cpu"][name]
+            ) / dt
+        e2e = got["hist"]["e2e"]
+        if not e2e:
+            counts, errors = dict(got["counts"]), dict(got["errors"])
+            raise SystemExit(f"no md message in the window; counts {counts}, errors {errors}\n"
+                             + tail(self.p.tmp / "web.log"))  # fmt: skip
+        row = {"kept": got["live"], "md/s": got["counts"]["md"] / got["seconds"],
+               "rooms/s": got["counts"]["rooms"] / got["seconds"],
+               "MB/s": got["counts"]["bytes"] / got["seconds"] / 1e6,
+               **{f"p{q}": percentile(e2e, q / 100) for q in (50, 90, 99)},
+               "max": max(e2e), "server p50": percentile(got["hist"]["server"], 0.5),
+               "server p99": percentile(got["hist"]["server"], 0.99),
+               "transit p99": percentile(got["hist"]["transit"], 0.99),
+               "trades/s": (w1["applied"] - w0["applied"]) / dt, "shed": w1["shed"] - w0["shed"],
+               "kicked": got["totals"]["kicked"],
+               "closed": got["totals"]["closed"] + got["totals"]["disconnected by server"],
+               **cpu, "other CPU": (w1["busy"] - w0["busy"]) / dt - sum(cpu.values()),
+               "machine CPU": (w1["busy"] - w0["busy"]) / dt, "load avg": os.getloadavg()[0],
+               "web RSS MiB": self.web_rss_mib()}  # fmt: skip
+        odd = {
+            k: v for k, v in got["counts"].items() if k.startswith(("negative", "parsed", "other"))
+        }
+        if odd:
+            print(f"  note: {odd}")
+        return row
+
+    def health(self) -> None:
+        for name, raw in self.p.r.hgetall(self.p.keys.web_health()).items():
+            print(f"  web health {name.decode()}: {raw.decode()[:600]}")
+
+    def close(self) -> None:
+        for _, conn in self.loads:
+            with contextlib.suppress(OSError):
+                conn.send("stop")
+        for proc, conn in self.loads:
+            with contextlib.suppress(OSError, EOFError):
+                if conn.poll(20):
+                    conn.recv()
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
+        web = self.p.procs.get("web")
+        if web:
+            web.terminate()  # gunicorn: graceful stop, --graceful-timeout
+            try:
+                web.wait(40)
+            except subprocess.TimeoutExpired:
+                web.kill()
+        self.p.close()
+
+
+def show(row: dict[str, float]) -> str:
+    def fmt(k: str, v: float) -> str:
+        if k.endswith("CPU"):
+            return f"{k}={v:.0%}"
+        return f"{k}={v:,.1f}" if k in ("MB/s", "load avg", "web RSS MiB") else f"{k}={v:,.0f}"
+
+    return "  ".join(fmt(k, v) for k, v in row.items())
+
+
+def latency_run(b: Bench, args: argparse.Namespace) -> None:
+    rows = []
+    time.sleep(args.warmup)
+    b.ask("collect")  # discard the ramp and the warm-up
+    for _ in range(args.repeat):
+        w0 = b.p.snapshot()
+        time.sleep(args.seconds)
+        b.check_web()
+        got = b.ask("collect")
+        rows.append(b.window(w0, b.p.snapshot(), got))
+        print("  " + show(rows[-1]), flush=True)
+        b.health()
+    print(f"median of {len(rows)}: " + show({k: statistics.median(r[k] for r in rows)
+                                             for k in rows[0]}))  # fmt: skip
+    final = b.ask("status")
+    print(f"clients: {args.clients} started, {final['totals']['connected']} connected, "
+          f"{final['totals']['subscribed']} fully subscribed "
+          f"({final['totals']['subscribe retries']} subscribes retried), {final['live']} kept; "
+          f"kicked {final['totals']['kicked']}, closed {final['totals']['closed']}, "
+          f"disconnected by server {final['totals']['disconnected by server']}")  # fmt: skip
+    for err, n in final["errors"].items():
+        print(f"  error x{n}: {err}")
+
+
+def rss_run(b: Bench, args: argparse.Namespace) -> None:
+    start = time.time()
+    samples: list[tuple[float, float]] = []
+    b.ask("collect")
+    w0 = b.p.snapshot()
+    while time.time() - start < args.rss_minutes * 60:
+        time.sleep(10)
+        b.check_web()
+        samples.append((time.time() - start, b.web_rss_mib()))
+        if len(samples) % 6 == 0:  # once a minute: that minute's latency
+            w1 = b.p.snapshot()
+            row = b.window(w0, w1, b.ask("collect"))
+            w0 = w1
+            print(f"t={samples[-1][0]:5.0f}s " + show(row), flush=True)
+        else:
+            print(f"t={samples[-1][0]:5.0f}s web RSS={samples[-1][1]:6.1f} MiB", flush=True)
+    warm = [s for s in samples if s[0] >= args.rss_warmup * 60] or samples
+    mib = [m for _, m in warm]
+    slope = statistics.linear_regression([t for t, _ in warm], mib).slope if len(warm) > 1 else 0
+    print(f"web worker RSS after {args.rss_warmup:g} min warm-up: first={mib[0]:.1f} "
+          f"last={mib[-1]:.1f} min={min(mib):.1f} max={max(mib):.1f} MiB, growth "
+          f"{mib[-1] - mib[0]:+.1f} MiB, trend {slope * 3600:+.1f} MiB/h")  # fmt: skip
+    b.health()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=2000)
+    parser.add_argument("--symbols-per-client", type=int, default=5)
+    parser.add_argument("--timeframe", default="1m")
+    parser.add_argument("--symbols", type=int, default=300, help="simulator instruments")
+    parser.add_argument("--rate", type=float, default=9500, help="simulator aggTrades/s")
+    parser.add_argument("--procs", type=int, default=0, help="load processes (0: 1 per 1000)")
+    parser.add_argument("--ramp-per-s", type=float, default=100, help="new clients per second")
+    parser.add_argument(
+        "--retry-s",
+        type=float,
+        default=2,
+        help="resend a subscribe refused as 'unavailable' after this (0: never)",
+    )
+    parser.add_argument("--warmup", type=float, default=20, help="after the ramp, before windows")
+    parser.add_argument("--seconds", type=float, default=60, help="measured window")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rss-minutes", type=float, default=0, help="sample RSS instead")
+    parser.add_argument("--rss-warmup", type=float, default=5, help="minutes left out of growth")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--pin", default="none",
+                        help="'none' (default) or e.g. worker=0,feeder=1,web=0,load=1 (see "
+                             "candles_rate.PIN; web and load are this script's)")  # fmt: skip
+    parser.add_argument("--web-cmd", default="", help="instead of the Procfile's web: line")
+    parser.add_argument("--web-env", action="append", default=[], help="KEY=VALUE for the web")
+    parser.add_argument("--logs", default="", help="keep the processes' logs in this directory")
+    args = parser.parse_args()
+    candles_rate.PIN.update(web=None, load=None)
+    for part in filter(None, args.pin.split(",")):
+        name, _, cpu = part.partition("=")
+        candles_rate.PIN.update(dict.fromkeys(candles_rate.PIN) if name == "none"
+                                else {name: int(cpu)})  # fmt: skip
+    print(f"# {' '.join(sys.argv)}")
+    print(f"# {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
+          f"python={platform.python_version()} pin={candles_rate.PIN} "
+          f"calibration={calibrate():.2f} us/decode loadavg={os.getloadavg()}",
+          flush=True)  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        if args.logs:
+            tmp = Path(args.logs)
+            tmp.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        b = Bench(args, tmp)
+        try:
+            b.start_load()
+            b.ramp()
+            (rss_run if args.rss_minutes else latency_run)(b, args)
+        finally:
+            b.close()
+
+
+if __name__ == "__main__":
+    main()

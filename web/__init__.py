@@ -1,0 +1,1 @@
+"""The web tier: Flask-SocketIO under gevent (Procfile ``web``). Entry point: web/wsgi.py."""

@@ -1,0 +1,171 @@
+"""The application factory and the services one web process shares (``web()``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from flask import Flask, current_app, jsonify, request
+from flask_socketio import SocketIO
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from core.config import Settings
+from core.keys import Keys
+from core.redis_clients import gevent_client, sync_client
+from web.fanout import Pump
+from web.market import Market
+from web.rooms import Client, Registry
+from web.sessions import Sessions
+from web.tokens import Keyring
+from web.transport import whole_frames
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 * 1024  # HTTP bodies and websocket messages (stack-notes C4)
+
+socketio = SocketIO()  # attached in create_app; web/sockets.py registers the events on it
+
+
+@dataclass
+class Web:
+    """What the handlers of one process share."""
+
+    settings: Settings
+    keys: Keys
+    redis: redis.Redis
+    market: Market
+    sessions: Sessions
+    keyring: Keyring
+    registry: Registry
+    pump: Pump
+
+
+def web() -> Web:
+    """Return the current app's services."""
+    services: Web = current_app.extensions["tp"]
+    return services
+
+
+def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
+    """Build the app for ``settings``; start the fan-out pump unless told not to (unit tests)."""
+    from web import api, auth, ops, sockets  # noqa: F401  # sockets registers its events
+
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    if settings.web.proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.web.proxies, x_proto=1, x_host=1)  # type: ignore[method-assign]
+
+    url = settings.require_redis_url()
+    try:
+        # Snapshots read in parallel while clients (re)connect: a burst of subscribes waits up
+        # to POOL_WAIT_S for one of these (bench: 64 ran out at 100 new clients/s).
+        client = gevent_client(url, max_connections=128, client_name="web")
+    except Exception:  # not under gevent (unit tests, scripts): a plain thread-safe client
+        client = sync_client(url, max_connections=16, client_name="web")
+    keys = Keys(settings.namespace, settings.stream_shards)
+    w = settings.web
+    registry = Registry(max_subscriptions=w.max_subscriptions, backlog=w.client_backlog,
+                        slow_ms=w.slow_disconnect_ms)  # fmt: skip
+    sessions = Sessions(client, keys, refresh_ttl_s=w.refresh_ttl_s)
+    socketio.init_app(
+        app,
+        async_mode="gevent" if _patched() else "threading",
+        message_queue=url,
+        channel=keys.socketio_channel(),
+        cors_allowed_origins=[w.origin],
+        max_http_buffer_size=MAX_REQUEST_BYTES,
+        transports=["websocket"],
+        json=_OrjsonJson,
+    )
+    server = socketio.server
+    if server is None:  # init_app always builds it; for the type checker
+        raise RuntimeError("Socket.IO server missing after init_app")
+    if _patched():  # simple-websocket's partial sends (web/transport.py)
+        app.wsgi_app = whole_frames(  # type: ignore[method-assign,assignment]
+            # Longer than the pump's own limit: a dropped client that reads again in time
+            # still receives its `kicked` reason; one that never does loses the connection.
+            app.wsgi_app, timeout_s=2 * w.slow_disconnect_ms / 1000 + 10,
+            send_buffer_bytes=w.send_buffer_bytes,
+        )  # fmt: skip
+
+    def queued(eio_sid: str) -> int:
+        sock = server.eio.sockets.get(eio_sid)
+        return 0 if sock is None else int(sock.queue.qsize())
+
+    def send(client: Client, message: bytes) -> None:
+        try:
+            server.eio.send(client.eio_sid, message.decode())
+        except KeyError:  # gone between the tick's decision and now
+            registry.disconnect(client.sid)
+
+    def notify(client: Client, event: str, reason: str) -> None:
+        registry.disconnect(client.sid)
+        socketio.emit(event, {"reason": reason}, to=client.sid, ignore_queue=True)  # ours
+        server.disconnect(client.sid, ignore_queue=True)
+        sock = server.eio.sockets.get(client.eio_sid)
+        if sock is not None:  # a client that never reads would keep its transport until ping
+            sock.close(wait=False)  # timeout: drop it now (what is queued is still written)
+
+    pump = Pump(client, settings, registry, sessions, queued=queued, send=send, notify=notify)
+    app.extensions["tp"] = Web(
+        settings=settings, keys=keys, redis=client, market=Market(client, settings),
+        sessions=sessions, keyring=Keyring(settings.jwt_keys, issuer=w.origin),
+        registry=registry, pump=pump,
+    )  # fmt: skip
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(ops.bp)
+
+    @app.get("/")
+    def index() -> Any:
+        return app.send_static_file("index.html")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        response = jsonify(error=code, message=exc.description or exc.name)
+        return response, exc.code or 500
+
+    @app.after_request
+    def security_headers(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.path.startswith(("/api", "/auth", "/ops/api")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    if start_pump:
+        socketio.start_background_task(pump.run)
+    return app
+
+
+def _patched() -> bool:
+    import sys
+
+    if "gevent.monkey" not in sys.modules:
+        return False
+    import gevent.monkey
+
+    return bool(gevent.monkey.is_module_patched("socket"))
+
+
+class _OrjsonJson:
+    """The Socket.IO packet codec on orjson (snapshots are the big packets)."""
+
+    @staticmethod
+    def dumps(obj: Any, **_: Any) -> str:
+        import orjson
+
+        return orjson.dumps(obj).decode()
+
+    @staticmethod
+    def loads(data: str | bytes, **_: Any) -> Any:
+        import orjson
+
+        return orjson.loads(data)

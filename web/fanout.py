@@ -1,0 +1,244 @@
+"""The fan-out pump: one greenlet per web process from the update streams to the clients.
+
+It ``XREAD``s (no consumer group: every web process sees everything) each shard's
+``candle-updates``, ``signal-updates`` and ``book`` from where it started, feeds only the rooms
+someone is subscribed to (web/rooms.py), and every ``TP_WEB_TICK_MS`` sends each concerned client
+one message. The same loop enforces token expiry and revocation on open connections and publishes
+its health every 2 s in ``<ns>:web:health``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from core.config import Settings
+from core.keys import ENTRY_FIELD, Keys
+from web.market import book_json, candle_json, signal_json
+from web.rooms import Client, Registry
+from web.sessions import Sessions
+
+log = logging.getLogger(__name__)
+
+XREAD_COUNT = 200  # entries per stream per read (a candle-updates entry is a whole build)
+HEALTH_EVERY_MS = 2000
+AUTH_EVERY_MS = 2000
+_BOOK_PREFIX = b'["book",1,"'
+
+
+@dataclass(slots=True)
+class PumpCounters:
+    entries: int = 0
+    malformed: int = 0
+    ticks: int = 0
+    sent: int = 0
+    skipped: int = 0
+    kicked: int = 0
+    expired: int = 0
+    revoked: int = 0
+    errors: int = 0
+    max_queue: int = 0  # the longest client transport queue seen when sending
+    lag_ms: int = 0  # now - Redis time of the newest entry read, at the last read
+    tick_ms_max: int = 0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Pump:
+    """Reads the update streams into the registry and runs the ticks."""
+
+    def __init__(self, client: redis.Redis, settings: Settings, registry: Registry,
+                 sessions: Sessions, *, queued: Callable[[str], int],
+                 send: Callable[[Client, bytes], None], notify: Callable[[Client, str, str], None],
+                 name: str | None = None) -> None:  # fmt: skip
+        self.client = client
+        self.registry = registry
+        self.sessions = sessions
+        self.keys = Keys(settings.namespace, settings.stream_shards)
+        self.tick_ms = settings.web.tick_ms
+        self.backlog = settings.web.client_backlog
+        self._queued = queued
+        self._send = send
+        self.notify = notify  # (client, event, reason): tell then disconnect
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.counters = PumpCounters()
+        self.running = True
+        k = self.keys
+        self.kinds: dict[bytes, str] = {}
+        for s in range(settings.stream_shards):
+            self.kinds[k.candle_updates(s).encode()] = "c"
+            self.kinds[k.signal_updates(s).encode()] = "s"
+            self.kinds[k.book(s).encode()] = "b"
+        self.ids: dict[bytes, bytes] = {}
+
+    def start_positions(self) -> None:
+        """Read from the newest entry of each stream on (what is older comes with snapshots)."""
+        with self.client.pipeline(transaction=False) as p:
+            for key in self.kinds:
+                p.xrevrange(key, count=1)
+            last = p.execute()
+        self.ids = {
+            key: (e[0][0] if e else b"0-0") for key, e in zip(self.kinds, last, strict=True)
+        }
+
+    def run(self) -> None:
+        """Loop until :attr:`running` is False; errors are logged, counted and retried."""
+        while self.running:
+            try:
+                if not self.ids:
+                    self.start_positions()
+                self._loop()
+            except Exception:
+                self.counters.errors += 1
+                log.exception("fan-out pump failed; retrying in 1 s")
+                time.sleep(1)
+
+    def _loop(self) -> None:
+        next_tick = now_ms() + self.tick_ms
+        next_health = next_auth = 0
+        while self.running:
+            wait = next_tick - now_ms()
+            if wait > 0:
+                resp: Any = self.client.xread(
+                    self.ids,  # type: ignore[arg-type]  # redis-py's union is too narrow
+                    count=XREAD_COUNT,
+                    block=wait,
+                )
+                if resp:
+                    self._apply(resp)
+                    continue  # read until the tick is due (or the streams are drained)
+            t = now_ms()
+            self._tick(t)
+            next_tick = max(next_tick + self.tick_ms, t + 1)
+            if t >= next_auth:
+                self._check_auth(t)
+                next_auth = t + AUTH_EVERY_MS
+            if t >= next_health:
+                self.publish_health(t)
+                next_health = t + HEALTH_EVERY_MS
+
+    def _apply(self, resp: list[Any]) -> None:
+        reg = self.registry
+        rooms = reg.rooms
+        newest = 0
+        for key, entries in resp:
+            kind = self.kinds[key]
+            self.ids[key] = entries[-1][0]
+            self.counters.entries += len(entries)
+            if not rooms:
+                continue
+            for entry_id, fields in entries:
+                at = int(entry_id[: entry_id.index(b"-")])
+                newest = max(newest, at)
+                data = fields.get(ENTRY_FIELD)
+                if data is None:
+                    self.counters.malformed += 1
+                    continue
+                if kind == "b":
+                    if not data.startswith(_BOOK_PREFIX):
+                        self.counters.malformed += 1
+                        continue
+                    end = data.find(b'"', len(_BOOK_PREFIX))
+                    name = "b:" + data[len(_BOOK_PREFIX) : end].decode()
+                    if name in rooms:
+                        book = book_json(orjson.loads(data))
+                        if book is None:
+                            self.counters.malformed += 1
+                        else:
+                            reg.update(name, 0, book, at)
+                    continue
+                try:
+                    records = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    records = None
+                if not isinstance(records, list):  # counted and skipped: the rest goes on
+                    self.counters.malformed += 1
+                    continue
+                for w in records:
+                    if not isinstance(w, list) or len(w) < 4:
+                        self.counters.malformed += 1
+                        continue
+                    name = f"{kind}:{w[2]}:{w[3]}"
+                    if name not in rooms:
+                        continue
+                    if kind == "c":
+                        value = candle_json(w)
+                        key2: Any = value and value["open_time"]
+                    else:
+                        value = signal_json(w)
+                        key2 = value and (value["open_time"], value["signal"])
+                    if value is None:
+                        self.counters.malformed += 1
+                    else:
+                        reg.update(name, key2, value, at)
+        if newest:
+            self.counters.lag_ms = now_ms() - newest
+
+    def _tick(self, t: int) -> None:
+        queued = self._queued
+        c = self.counters
+
+        def measured(eio_sid: str) -> int:
+            n = queued(eio_sid)
+            if n > c.max_queue:
+                c.max_queue = n
+            return n
+
+        stats = self.registry.tick(t, measured, self._send)
+        c.ticks += 1
+        c.sent += stats.sent
+        c.skipped += stats.skipped
+        for client in stats.slow:
+            c.kicked += 1
+            log.warning("client %s stayed behind: disconnected", client.sid,
+                        extra={"sid": client.sid})  # fmt: skip
+            self.notify(client, "kicked", "slow_consumer")
+        c.tick_ms_max = max(c.tick_ms_max, now_ms() - t)
+
+    def _check_auth(self, t: int) -> None:
+        for client in self.registry.expired(t // 1000):
+            self.counters.expired += 1
+            self.notify(client, "auth_expired", "token_expired")
+        signed = [c for c in self.registry.clients.values() if c.family]
+        if not signed:
+            return
+        families = sorted({c.family for c in signed if c.family})
+        alive = dict(zip(families, self.sessions.alive_many(families), strict=True))
+        for client in signed:
+            if client.family and not alive[client.family]:
+                self.counters.revoked += 1
+                self.notify(client, "auth_revoked", "token_revoked")
+
+    def health(self, t: int) -> dict[str, Any]:
+        reg = self.registry
+        c = self.counters
+        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return {
+            "name": self.name, "at_ms": t, "clients": len(reg.clients), "rooms": len(reg.rooms),
+            "subscriptions": reg.subscriptions(), "backlog_bound": self.backlog,
+            "max_rss_mib": round(rss_kib / 1024, 1), "rss_mib": _rss_mib(),
+            **{k: getattr(c, k) for k in c.__slots__},
+        }  # fmt: skip
+
+    def publish_health(self, t: int) -> None:
+        self.client.hset(self.keys.web_health(), self.name, orjson.dumps(self.health(t)))
+
+
+def _rss_mib() -> float:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            pages = int(f.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except OSError:  # not Linux
+        return 0.0

@@ -1,0 +1,245 @@
+"""Coalescing fan-out state: rooms, clients, and what each client is sent per tick (pure).
+
+A *room* (``c:SYM:tf`` candles, ``s:SYM:tf`` signals, ``b:SYM`` book ticker) keeps the latest value
+per key (a candle's open time, a signal's (name, open time), the one book ticker), at most
+``ROOM_KEYS[kind]`` keys, newest kept. Updates mark keys dirty; at each tick a changed room is
+*sealed*: its version goes up and the dirty keys are encoded once as its ``delta`` fragment. A
+client that saw the previous version gets the delta; one that is further behind (skipped while
+slow, or just subscribed) gets the room's whole current state, encoded once per tick on demand:
+stale values give way to the latest. A client's message is its fragments joined as bytes, so the
+per-client cost is a join, not a JSON encode.
+
+Memory is bounded by rooms x ROOM_KEYS and clients x subscriptions; nothing here grows with the
+update rate or with how slowly a client reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+ROOM_KEYS = {"c": 4, "s": 64, "b": 1}  # the open candle, the last closed ones; a few signals
+CHANNELS = {"candles": "c", "signals": "s", "book": "b"}
+
+
+def room_name(kind: str, symbol: str, timeframe: str | None = None) -> str:
+    return f"{kind}:{symbol}" if kind == "b" else f"{kind}:{symbol}:{timeframe}"
+
+
+class Room:
+    """The latest values of one room, with the fragments of its current version."""
+
+    __slots__ = (
+        "_full",
+        "_name_json",
+        "at_ms",
+        "delta",
+        "dirty",
+        "dirty_at_ms",
+        "kind",
+        "members",
+        "name",
+        "state",
+        "version",
+    )  # fmt: skip
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.kind = name[0]
+        self.state: dict[Any, Any] = {}
+        self.dirty: set[Any] = set()
+        self.dirty_at_ms = 0
+        self.at_ms = 0
+        self.version = 0
+        self.delta = b""
+        self._full: bytes | None = None
+        self._name_json = orjson.dumps(name)
+        self.members: set[str] = set()
+
+    def update(self, key: Any, value: Any, at_ms: int) -> None:
+        """Keep ``value`` as the latest for ``key`` (drop it if older than every kept key)."""
+        state = self.state
+        if key not in state and len(state) >= ROOM_KEYS[self.kind]:
+            oldest = min(state)
+            if key < oldest:
+                return
+            del state[oldest]
+            self.dirty.discard(oldest)
+        state[key] = value
+        self.dirty.add(key)
+        if at_ms > self.dirty_at_ms:
+            self.dirty_at_ms = at_ms
+
+    def seal(self) -> None:
+        """Close this tick's changes into a new version and its delta fragment."""
+        self.version += 1
+        self.at_ms = max(self.at_ms, self.dirty_at_ms)
+        self.delta = self._fragment(sorted(self.dirty), self.dirty_at_ms)
+        self.dirty.clear()
+        self.dirty_at_ms = 0
+        self._full = None
+
+    def full(self) -> bytes:
+        """Return the fragment of the whole current state (encoded at most once per version)."""
+        if self._full is None:
+            self._full = self._fragment(sorted(self.state), self.at_ms)
+        return self._full
+
+    def snapshot(self) -> list[Any]:
+        return [self.state[k] for k in sorted(self.state)]
+
+    def _fragment(self, keys: list[Any], at_ms: int) -> bytes:
+        if self.kind == "b":
+            data = orjson.dumps(self.state[keys[0]]) if keys else b"null"
+        else:
+            data = orjson.dumps([self.state[k] for k in keys])
+        return b'%s:{"at":%d,"data":%s}' % (self._name_json, at_ms, data)
+
+
+@dataclass(slots=True, eq=False)
+class Client:
+    """One connection: its subscriptions (room -> version seen; -1: needs the full state)."""
+
+    sid: str
+    eio_sid: str
+    address: str | None = None  # None: anonymous
+    family: str | None = None
+    expires_at_s: int | None = None
+    rooms: dict[str, int] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)  # rooms whose snapshot is being sent
+    behind_since_ms: int | None = None  # skipped since (None: up to date)
+
+
+@dataclass(slots=True)
+class TickStats:
+    sent: int = 0
+    skipped: int = 0
+    slow: list[Client] = field(default_factory=list)  # behind for too long: to be kicked
+
+
+class Registry:
+    """Clients and rooms of one web process; :meth:`tick` decides what each client is sent."""
+
+    def __init__(self, *, max_subscriptions: int, backlog: int, slow_ms: int) -> None:
+        self.max_subscriptions = max_subscriptions
+        self.backlog = backlog
+        self.slow_ms = slow_ms
+        self.clients: dict[str, Client] = {}
+        self.rooms: dict[str, Room] = {}
+        self.changed: set[Room] = set()
+        self.catchup: set[str] = set()  # clients owed a room's state outside the changed rooms
+
+    # --- membership ---
+    def connect(self, client: Client) -> None:
+        self.clients[client.sid] = client
+
+    def disconnect(self, sid: str) -> Client | None:
+        client = self.clients.pop(sid, None)
+        if client is not None:
+            for name in list(client.rooms):
+                self._leave(client, name)
+        self.catchup.discard(sid)
+        return client
+
+    def hold(self, sid: str, name: str) -> Room | None:
+        """Subscribe ``sid`` to a room, holding its updates until :meth:`release` (the snapshot is
+        sent in between). Return the room, or None when the client is at its subscription limit."""
+        client = self.clients[sid]
+        if name not in client.rooms and len(client.rooms) >= self.max_subscriptions:
+            return None
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name)
+        room.members.add(sid)
+        client.rooms[name] = -1
+        client.pending.add(name)
+        return room
+
+    def release(self, sid: str, name: str) -> None:
+        client = self.clients.get(sid)
+        if client is not None and name in client.pending:
+            client.pending.discard(name)
+            self.catchup.add(sid)
+
+    def leave(self, sid: str, name: str) -> bool:
+        client = self.clients.get(sid)
+        if client is None or name not in client.rooms:
+            return False
+        self._leave(client, name)
+        return True
+
+    def _leave(self, client: Client, name: str) -> None:
+        client.rooms.pop(name, None)
+        client.pending.discard(name)
+        room = self.rooms.get(name)
+        if room is not None:
+            room.members.discard(client.sid)
+            if not room.members:
+                del self.rooms[name]
+                self.changed.discard(room)
+
+    # --- updates ---
+    def update(self, name: str, key: Any, value: Any, at_ms: int) -> None:
+        room = self.rooms.get(name)
+        if room is not None:
+            room.update(key, value, at_ms)
+            self.changed.add(room)
+
+    def tick(self, now_ms: int, queued: Callable[[str], int], send: Callable[[Client, bytes], None]
+             ) -> TickStats:  # fmt: skip
+        """Seal changed rooms and send each concerned client one message.
+
+        ``queued(eio_sid)`` is the number of packets waiting in the client's transport queue; a
+        client over the backlog is skipped (and owed the full state); one skipped for longer
+        than ``slow_ms`` is returned in ``stats.slow``.
+        """
+        stats = TickStats()
+        targets: set[str] = self.catchup
+        self.catchup = set()
+        for room in self.changed:
+            room.seal()
+            targets.update(room.members)
+        self.changed.clear()
+        head = b'2["md",{"t":%d,"rooms":{' % now_ms
+        for sid in targets:
+            client = self.clients.get(sid)
+            if client is None:
+                continue
+            frags = self._fragments(client)
+            if frags is None:
+                continue
+            if queued(client.eio_sid) > self.backlog:
+                stats.skipped += 1
+                self.catchup.add(sid)
+                if client.behind_since_ms is None:
+                    client.behind_since_ms = now_ms
+                elif now_ms - client.behind_since_ms >= self.slow_ms:
+                    stats.slow.append(client)
+                continue
+            client.behind_since_ms = None
+            parts = []
+            for name, room, seen in frags:
+                parts.append(room.delta if seen == room.version - 1 else room.full())
+                client.rooms[name] = room.version
+            send(client, head + b",".join(parts) + b"}}]")
+            stats.sent += 1
+        return stats
+
+    def _fragments(self, client: Client) -> list[tuple[str, Room, int]] | None:
+        """Return the client's rooms with a version it has not seen (and that version)."""
+        rooms = self.rooms
+        out = []
+        for name, seen in client.rooms.items():
+            room = rooms.get(name)
+            if room is not None and seen < room.version > 0 and name not in client.pending:
+                out.append((name, room, seen))
+        return out or None
+
+    def subscriptions(self) -> int:
+        return sum(len(c.rooms) for c in self.clients.values())
+
+    def expired(self, now_s: int) -> Iterable[Client]:
+        return [c for c in self.clients.values() if c.expires_at_s and c.expires_at_s <= now_s]
