@@ -110,7 +110,9 @@ def test_signals_never_repaint_and_a_bad_formula_hurts_no_other(
             need = formula.window(params)
             history = [decode(m, Signal) for m in
                        p.redis.zrange(p.keys.signal_history(sym, "1s", name), 0, -1)]  # fmt: skip
-            assert 6 <= len(history) <= HISTORY, (sym, name, m)  # ran on every symbol; bounded
+            # Ran on every symbol; bounded. On failure: which candles had values, and why not.
+            assert 6 <= len(history) <= HISTORY, (sym, name, m, [s.open_time_ms for s in history],
+                                                  [(c.open_time_ms, c.source) for c in closed[-20:]])  # fmt: skip
             full += len(history) == HISTORY
             for sig in history:
                 assert not sig.provisional
