@@ -20,7 +20,7 @@ from web.market import Market
 from web.rooms import Client, Registry
 from web.sessions import Sessions
 from web.tokens import Keyring
-from web.transport import whole_frames
+from web.transport import text_frame, whole_frames
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +92,29 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
             send_buffer_bytes=w.send_buffer_bytes,
         )  # fmt: skip
 
+    eio_sockets = server.eio.sockets
+
     def queued(eio_sid: str) -> int:
-        sock = server.eio.sockets.get(eio_sid)
+        sock = eio_sockets.get(eio_sid)
         return 0 if sock is None else int(sock.queue.qsize())
 
-    def send(client: Client, message: bytes) -> None:
-        try:
-            server.eio.send(client.eio_sid, message.decode())
-        except KeyError:  # gone between the tick's decision and now
+    def send(client: Client, message: bytes) -> bool:
+        """Send one Socket.IO packet, straight to the socket when nothing is queued for it
+        (return True then), else through Engine.IO's queue."""
+        sock = eio_sockets.get(client.eio_sid)
+        if sock is None:  # gone between the tick's decision and now
             registry.disconnect(client.sid)
+            return False
+        if (
+            client.socket is not None
+            and sock.upgraded
+            and not sock.closed
+            and not sock.queue.qsize()  # anything queued goes first: order is kept
+            and client.socket.try_send(text_frame(b"4" + message))  # an Engine.IO message
+        ):
+            return True
+        server.eio.send(client.eio_sid, message.decode())
+        return False
 
     def notify(client: Client, event: str, reason: str) -> None:
         registry.disconnect(client.sid)

@@ -41,6 +41,7 @@ class PumpCounters:
     malformed: int = 0
     ticks: int = 0
     sent: int = 0
+    direct: int = 0  # md messages written straight to the socket, not through Engine.IO's queue
     skipped: int = 0
     kicked: int = 0
     expired: int = 0
@@ -60,7 +61,7 @@ class Pump:
 
     def __init__(self, client: redis.Redis, settings: Settings, registry: Registry,
                  sessions: Sessions, *, queued: Callable[[str], int],
-                 send: Callable[[Client, bytes], None], notify: Callable[[Client, str, str], None],
+                 send: Callable[[Client, bytes], bool], notify: Callable[[Client, str, str], None],
                  name: str | None = None) -> None:  # fmt: skip
         self.client = client
         self.registry = registry
@@ -198,6 +199,7 @@ class Pump:
         stats = self.registry.tick(t, measured, self._send)
         c.ticks += 1
         c.sent += stats.sent
+        c.direct += stats.direct
         c.skipped += stats.skipped
         for client in stats.slow:
             c.kicked += 1

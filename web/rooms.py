@@ -111,11 +111,13 @@ class Client:
     rooms: dict[str, int] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)  # rooms whose snapshot is being sent
     behind_since_ms: int | None = None  # skipped since (None: up to date)
+    socket: Any = None  # its upgraded socket, for direct writes (web/transport.py), if any
 
 
 @dataclass(slots=True)
 class TickStats:
     sent: int = 0
+    direct: int = 0  # of those, written straight to the socket (send returned True)
     skipped: int = 0
     slow: list[Client] = field(default_factory=list)  # behind for too long: to be kicked
 
@@ -188,13 +190,14 @@ class Registry:
             room.update(key, value, at_ms)
             self.changed.add(room)
 
-    def tick(self, now_ms: int, queued: Callable[[str], int], send: Callable[[Client, bytes], None]
+    def tick(self, now_ms: int, queued: Callable[[str], int], send: Callable[[Client, bytes], bool]
              ) -> TickStats:  # fmt: skip
         """Seal changed rooms and send each concerned client one message.
 
         ``queued(eio_sid)`` is the number of packets waiting in the client's transport queue; a
         client over the backlog is skipped (and owed the full state); one skipped for longer
-        than ``slow_ms`` is returned in ``stats.slow``.
+        than ``slow_ms`` is returned in ``stats.slow``. ``send`` returns whether it wrote the
+        message straight to the socket rather than queueing it.
         """
         stats = TickStats()
         targets: set[str] = self.catchup
@@ -224,7 +227,7 @@ class Registry:
             for name, room, seen in frags:
                 parts.append(room.delta if seen == room.version - 1 else room.full())
                 client.rooms[name] = room.version
-            send(client, head + b",".join(parts) + b"}}]")
+            stats.direct += send(client, head + b",".join(parts) + b"}}]")
             stats.sent += 1
         return stats
 

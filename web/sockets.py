@@ -16,6 +16,7 @@ from flask_socketio import ConnectionRefusedError, emit, join_room
 from web.app import socketio, web
 from web.rooms import CHANNELS, Client, room_name
 from web.tokens import TokenError
+from web.transport import WholeFrameSocket
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,9 @@ def on_connect(auth: Any = None) -> None:
         _refuse("unauthorized", "sign in first: connect with auth {token}")
     sid: str = request.sid  # type: ignore[attr-defined]
     client = Client(sid, socketio.server.manager.eio_sid_from_sid(sid, "/"))
+    sock = request.environ.get("gunicorn.socket")
+    if isinstance(sock, WholeFrameSocket):
+        client.socket = sock
     if claims is not None:
         client.address, client.family = claims.address, claims.family
         client.expires_at_s = claims.expires_at_s

@@ -105,7 +105,7 @@ def sim(sim_factory: Callable[..., RunningSim]) -> RunningSim:
 class RawWs:
     """A bare websocket client that never answers pings (websockets' clients always do)."""
 
-    def __init__(self, url: str, *, rcvbuf: int | None = None) -> None:
+    def __init__(self, url: str, *, rcvbuf: int | None = None, headers: str = "") -> None:
         host_port, _, path = url.removeprefix("ws://").partition("/")
         host, _, port = host_port.partition(":")
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -118,7 +118,7 @@ class RawWs:
             (
                 f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{headers}\r\n"
             ).encode()
         )
         self.buf = b""
@@ -129,6 +129,8 @@ class RawWs:
             self.buf += chunk
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
         self.status = int(head.split(b" ", 2)[1])
+        self.head = head.decode("latin-1").lower()
+        self.rsv = 0  # the RSV bits seen on any frame (RSV1: a compressed message)
 
     def frames(self) -> Iterator[tuple[int, bytes]]:
         """Yield (opcode, payload) until the server closes the TCP connection."""
@@ -162,6 +164,7 @@ class RawWs:
         if len(b) < off + n:
             return None
         self.buf = b[off + n :]
+        self.rsv |= b[0] & 0x70
         return b[0] & 0x0F, b[off : off + n]
 
     def close(self) -> None:

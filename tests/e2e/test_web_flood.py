@@ -14,15 +14,19 @@ from tests.e2e.test_web_sockets import Watcher, md_rooms
 from tests.e2e.webstack import WebStack
 
 BACKLOG = 4
+DEFLATE = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"  # Chrome's
 
 
 class Sleeper(RawWs):
-    """A Socket.IO client that subscribes, then never reads again (tiny receive window)."""
+    """A Socket.IO client that subscribes, then never reads again (tiny receive window).
+
+    It offers compression as browsers do; the server declines it (web/transport.py)."""
 
     def __init__(self, port: int, symbols: list[str]) -> None:
         super().__init__(f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket",
-                         rcvbuf=4096)  # fmt: skip
+                         rcvbuf=4096, headers=DEFLATE)  # fmt: skip
         assert self.status == 101
+        assert "sec-websocket-extensions" not in self.head, self.head
         self.send_text("40")
         for s in symbols:
             self.send_text(f'42["subscribe",{{"channel":"book","symbol":"{s}"}}]')
@@ -72,6 +76,7 @@ def test_clients_that_never_read_are_bounded_then_disconnected_with_a_reason(
     # Never more than the bound queued to one client (+ the ack/snapshot packets of a subscribe).
     assert h["max_queue"] <= BACKLOG + len(symbols) * 2 + 2, h
     assert h["skipped"] > 0
+    assert 0 < h["direct"] < h["sent"]  # written straight to sockets, and queued once behind
     assert after - before < 40, (before, after)
     # The reader was never held back by them: it kept receiving the whole time, and stays.
     assert len(reader.of("md")) - read_before > 50
@@ -80,6 +85,7 @@ def test_clients_that_never_read_are_bounded_then_disconnected_with_a_reason(
     # A dropped client that finally reads finds why, then the end of the connection.
     frames = b"".join(payload for _, payload in sleepers[0].frames())
     assert b'["kicked",{"reason":"slow_consumer"}]' in frames
+    assert sleepers[0].rsv == 0  # whole, uncompressed frames (they parsed: none torn)
     for s in sleepers:
         s.close()
     reader.close()

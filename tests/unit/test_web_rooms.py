@@ -20,11 +20,12 @@ class Wire:
         self.sent: list[tuple[str, dict[str, Any]]] = []
         self.queued: dict[str, int] = {}
 
-    def send(self, client: Client, message: bytes) -> None:
+    def send(self, client: Client, message: bytes) -> bool:
         assert message.startswith(b'2["md",')
         event, payload = orjson.loads(message[1:])
         assert event == "md"
         self.sent.append((client.sid, payload))
+        return False
 
     def tick(self, reg: Registry, now_ms: int) -> list[tuple[str, dict[str, Any]]]:
         self.sent = []
