@@ -305,6 +305,8 @@ def start_web(p: Pipeline, args: argparse.Namespace) -> tuple[int, list[str]]:
             with contextlib.suppress(httpx.HTTPError):
                 got = http.get("/api/symbols")
                 if got.status_code == 200:
+                    for proc in candles_rate.tree(p.procs["web"].pid):  # gunicorn and its worker
+                        os.setpriority(os.PRIO_PROCESS, proc.pid, args.web_nice)
                     return port, argv
                 if time.time() > deadline:
                     raise SystemExit(f"/api/symbols answers {got.status_code}: {got.text[:300]}\n"
@@ -466,6 +468,22 @@ class Bench:
         for name, raw in self.p.r.hgetall(self.p.keys.web_health()).items():
             print(f"  web health {name.decode()}: {raw.decode()[:600]}")
 
+    def watch(self, seconds: float) -> dict[str, float]:
+        """Sleep ``seconds`` reading the web's health each second (it reports every 2 s the
+        longest pump lag and garbage-collection pause since its last report); return the
+        window's longest of each and its number of full collections."""
+        end, seen, first, last = time.time() + seconds, Counter[str](), None, None
+        while (left := end - time.time()) > 0:
+            time.sleep(min(1.0, left))
+            reports = self.p.r.hvals(self.p.keys.web_health())  # one web process
+            h = orjson.loads(reports[0]) if reports else {}
+            for k in ("lag_ms_max", "gc_ms_max"):
+                seen[k] = max(seen[k], h.get(k, 0))
+            first = first if first is not None else h.get("gc_full", 0)
+            last = h.get("gc_full", 0)
+        return {"pump lag max": seen["lag_ms_max"], "GC pause max": seen["gc_ms_max"],
+                "full GCs": (last or 0) - (first or 0)}  # fmt: skip
+
     def close(self) -> None:
         for _, conn in self.loads:
             with contextlib.suppress(OSError):
@@ -502,10 +520,10 @@ def latency_run(b: Bench, args: argparse.Namespace) -> None:
     b.ask("collect")  # discard the ramp and the warm-up
     for _ in range(args.repeat):
         w0 = b.p.snapshot()
-        time.sleep(args.seconds)
+        pauses = b.watch(args.seconds)
         b.check_web()
         got = b.ask("collect")
-        rows.append(b.window(w0, b.p.snapshot(), got))
+        rows.append({**b.window(w0, b.p.snapshot(), got), **pauses})
         print("  " + show(rows[-1]), flush=True)
         b.health()
     print(f"median of {len(rows)}: " + show({k: statistics.median(r[k] for r in rows)
@@ -571,6 +589,8 @@ def main() -> None:
                              "candles_rate.PIN; web and load are this script's)")  # fmt: skip
     parser.add_argument("--web-cmd", default="", help="instead of the Procfile's web: line")
     parser.add_argument("--web-env", action="append", default=[], help="KEY=VALUE for the web")
+    parser.add_argument("--web-nice", type=int, default=0,
+                        help="the web's nice value (-10: before the pipeline)")  # fmt: skip
     parser.add_argument("--logs", default="", help="keep the processes' logs in this directory")
     args = parser.parse_args()
     candles_rate.PIN.update(web=None, load=None)

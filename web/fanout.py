@@ -9,6 +9,7 @@ its health every 2 s in ``<ns>:web:health``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import resource
@@ -49,11 +50,29 @@ class PumpCounters:
     errors: int = 0
     max_queue: int = 0  # the longest client transport queue seen when sending
     lag_ms: int = 0  # now - Redis time of the newest entry read, at the last read
+    lag_ms_max: int = 0  # the largest lag_ms since the last health report
     tick_ms_max: int = 0
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class GcPauses:
+    """Times the interpreter's garbage collections (``gc.callbacks``): one stops every greenlet."""
+
+    def __init__(self) -> None:
+        self.started = 0.0
+        self.max_ms = 0.0  # the longest since the last health report
+        self.full = 0  # generation-2 collections since the start
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+            return
+        ms = (time.perf_counter() - self.started) * 1000
+        self.max_ms = max(self.max_ms, ms)
+        self.full += info["generation"] == 2
 
 
 class Pump:
@@ -82,6 +101,7 @@ class Pump:
             self.kinds[k.signal_updates(s).encode()] = "s"
             self.kinds[k.book(s).encode()] = "b"
         self.ids: dict[bytes, bytes] = {}
+        self.gc = GcPauses()
 
     def start_positions(self) -> None:
         """Read from the newest entry of each stream on (what is older comes with snapshots)."""
@@ -95,6 +115,7 @@ class Pump:
 
     def run(self) -> None:
         """Loop until :attr:`running` is False; errors are logged, counted and retried."""
+        gc.callbacks.append(self.gc)
         while self.running:
             try:
                 if not self.ids:
@@ -184,7 +205,9 @@ class Pump:
                     else:
                         reg.update(name, key2, value, at)
         if newest:
-            self.counters.lag_ms = now_ms() - newest
+            lag = self.counters.lag_ms = now_ms() - newest
+            if lag > self.counters.lag_ms_max:
+                self.counters.lag_ms_max = lag
 
     def _tick(self, t: int) -> None:
         queued = self._queued
@@ -230,11 +253,14 @@ class Pump:
             "name": self.name, "at_ms": t, "clients": len(reg.clients), "rooms": len(reg.rooms),
             "subscriptions": reg.subscriptions(), "backlog_bound": self.backlog,
             "max_rss_mib": round(rss_kib / 1024, 1), "rss_mib": _rss_mib(),
+            "gc_ms_max": round(self.gc.max_ms, 1), "gc_full": self.gc.full,
             **{k: getattr(c, k) for k in c.__slots__},
         }  # fmt: skip
 
     def publish_health(self, t: int) -> None:
         self.client.hset(self.keys.web_health(), self.name, orjson.dumps(self.health(t)))
+        self.counters.lag_ms_max = 0
+        self.gc.max_ms = 0.0
 
 
 def _rss_mib() -> float:

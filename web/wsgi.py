@@ -2,13 +2,36 @@
 
 Monkey-patching comes first, before any other import (stack-notes C1): a module that imports
 ``socket`` or ``ssl`` before it would block every greenlet of the process.
+
+Garbage collection: a full collection stops every greenlet for as long as it takes to scan every
+tracked object: 0.5-0.7 s with 2,000 clients, 4-5 times a minute (bench/RESULTS.md), which was
+the tail of the fan-out's latency. With Python's default thresholds a young collection runs
+every 700 net allocations, so whatever is briefly alive at that moment (a stream read being
+applied) is promoted, and the promotions soon trigger a full collection. Here:
+
+* young collections wait for ``GC_THRESHOLDS[0]`` net allocations, so short-lived objects die
+  first (the bench then saw no full collection in 45 s);
+* greenlets do not record the stack that spawned them (gevent's default keeps frame records for
+  each, the largest kind of object in the heap);
+* what exists once the app is built (modules, functions, classes: it lives as long as the
+  process) is frozen out of every later scan.
+
+Cyclic garbage is still collected: the full collection still runs once the survivors of young
+collections reach a quarter of the heap. ``gc_ms_max`` and ``gc_full`` in ``<ns>:web:health``
+show the pauses.
 """
 
 from gevent import monkey
 
 monkey.patch_all()
 
+import gc  # noqa: E402
 import resource  # noqa: E402
+
+import gevent  # noqa: E402
+
+gevent.config.track_greenlet_tree = False
+GC_THRESHOLDS = (50_000, 20, 10)
 
 # One file descriptor per client: take the hard limit (gunicorn --worker-connections 4000).
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -22,3 +45,6 @@ from web.app import create_app  # noqa: E402
 settings = load_settings()
 setup_logging(settings.log_level, process="web")
 app = create_app(settings)
+gc.collect()
+gc.freeze()
+gc.set_threshold(*GC_THRESHOLDS)
