@@ -49,6 +49,7 @@ import platform
 import random
 import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -229,7 +230,10 @@ class Load:
         done = asyncio.Event()
 
         def command() -> None:
-            what = conn.recv()
+            try:
+                what = conn.recv()
+            except (EOFError, OSError):  # the benchmark process is gone: stop, never spin
+                what = "stop"
             if what == "collect":
                 conn.send(self.collect())
             elif what == "status":
@@ -603,6 +607,8 @@ def main() -> None:
           f"python={platform.python_version()} pin={candles_rate.PIN} "
           f"calibration={calibrate():.2f} us/decode loadavg={os.getloadavg()}",
           flush=True)  # fmt: skip
+    # Killed (SIGTERM, Ctrl-C): stop the load processes and the pipeline on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with contextlib.ExitStack() as stack:
         if args.logs:
             tmp = Path(args.logs)
