@@ -318,7 +318,7 @@ class Pipeline:
                   + (at_bound + " MiB" if kind == "candle_updates" and length else ""))  # fmt: skip
 
     def close(self) -> None:
-        order = ("worker", "consumer", "feeder", "simulator")
+        order = [n for n in ("worker", "consumer", "feeder", "simulator") if n in self.procs]
         for name in order:
             self.procs[name].terminate()
         for name in order:

@@ -34,6 +34,15 @@ out of cpus x 100 %) and the web worker's RSS, then
 ``<ns>:web:health``; last, the medians over the windows. ``--rss-minutes M`` keeps the same load
 for M minutes instead, samples the web worker's RSS every 10 s, prints latency once a minute, and
 reports the growth after the first ``--rss-warmup`` minutes.
+
+``--replay S`` measures the web without the pipeline on its CPU (in production they are separate
+processes, on separate dynos): after ``--record-warmup`` seconds of pipeline it records S seconds
+of every stream the web reads (``candle-updates``, ``signal-updates``, ``book`` of every shard;
+their entries, with their times), stops the feeder, consumer and worker (Redis keeps the candles
+the snapshots read; the simulator stays, idle), and a replay process ``XADD``s the recording in
+a loop at its recorded pace, each stream bounded as the product bounds it. The windows then
+report ``replayed/s`` and ``replay late max`` (how far the replay fell behind its schedule, ms)
+instead of the pipeline's trades/s and shed. The web reads exactly what the pipeline wrote.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import pickle
 import platform
 import random
 import re
@@ -63,12 +73,16 @@ from typing import Any
 import httpx
 import orjson
 import psutil
+import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import candles_rate
-from candles_rate import ROOT, Pipeline, calibrate, free_port, pin
+from candles_rate import ROOT, SHARDS, Pipeline, calibrate, free_port, pin
+
+from core.config import Settings
+from feeds.writer import XADD_MANY
 
 DEFAULT_WEB = (
     "gunicorn -k gevent -w 1 --worker-connections 4000 --keep-alive 95 --graceful-timeout 25 "
@@ -265,6 +279,80 @@ def load_process(conn: Connection, cfg: dict[str, Any]) -> None:
     asyncio.run(load.run(conn, cfg["plan"], cfg["ramp_per_s"]))
 
 
+# --- replay: the pipeline's output without the pipeline ------------------------------------------
+
+REPLAYED = ("candle_updates", "signal_updates", "book")  # what the web's pump reads
+
+
+def record(p: Pipeline, seconds: float, path: Path) -> dict[str, float]:
+    """XREAD every stream the web reads for ``seconds`` while the pipeline runs; pickle
+    ``(ms since the first entry, stream, payload)`` rows to ``path``; return what was recorded."""
+    keys = [getattr(p.keys, kind)(s).encode() for kind in REPLAYED for s in range(SHARDS)]
+    with p.r.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.xrevrange(key, count=1)
+        ids = {k: (e[0][0] if e else b"0-0") for k, e in zip(keys, pipe.execute(), strict=True)}
+    rows: list[tuple[int, bytes, bytes]] = []
+    w0, end = p.snapshot(), time.time() + seconds
+    while time.time() < end:
+        for key, entries in p.r.xread(ids, count=2000, block=100) or []:  # type: ignore[arg-type]
+            ids[key] = entries[-1][0]
+            for entry_id, fields in entries:
+                if set(fields) != {b"d"}:  # core.keys.ENTRY_FIELD, the only field written
+                    raise SystemExit(f"unexpected fields in {key!r}: {list(fields)}")
+                rows.append((int(entry_id.split(b"-")[0]), key, fields[b"d"]))
+    w1 = p.snapshot()
+    if not rows:
+        raise SystemExit("nothing recorded: is the pipeline running?")
+    rows.sort(key=lambda r: r[0])
+    first = rows[0][0]
+    path.write_bytes(pickle.dumps([(at - first, key, data) for at, key, data in rows]))
+    dt = w1["t"] - w0["t"]
+    kinds = Counter(key.decode().split(":")[2] for _, key, _ in rows)  # tp:{sN}:<kind>
+    return {
+        "seconds": dt,
+        "entries/s": len(rows) / dt,
+        "MB/s": sum(len(r[2]) for r in rows) / dt / 1e6,
+        **{f"{k}/s": n / dt for k, n in sorted(kinds.items())},
+        "trades/s": (w1["applied"] - w0["applied"]) / dt,
+        "shed": w1["shed"] - w0["shed"],
+    }
+
+
+def replay_process(conn: Connection, cfg: dict[str, Any], counters: Any) -> None:
+    """Entry point of the replay process: XADD the recording's rows at their recorded pace, in a
+    loop, each stream bounded as the product bounds it, until told to stop. ``counters[0]``
+    counts the entries written, ``counters[1]`` holds the latest lateness behind the recording's
+    schedule in ms (the bench reads and resets it)."""
+    pin(os.getpid(), cfg["cpu"])
+    rows: list[tuple[int, bytes, bytes]] = pickle.loads(  # noqa: S301  # our own file
+        Path(cfg["path"]).read_bytes()
+    )
+    client = redis.Redis.from_url(cfg["url"])
+    xadd = client.register_script(XADD_MANY)
+    period = rows[-1][0] + 1
+    t0, i, lap = time.monotonic(), 0, 0
+    while not conn.poll():
+        now = (time.monotonic() - t0) * 1000 - lap * period
+        batch: dict[bytes, list[bytes]] = {}
+        while i < len(rows) and rows[i][0] <= now and len(batch) < 64:
+            batch.setdefault(rows[i][1], []).append(rows[i][2])
+            i += 1
+        if batch:
+            with client.pipeline(transaction=False) as pipe:
+                for key, datas in batch.items():
+                    maxlen = cfg["book_maxlen"] if key.endswith(b":book") else cfg["updates_maxlen"]
+                    xadd(keys=[key], args=[maxlen, *datas], client=pipe)
+                pipe.execute()
+            counters[0] += sum(len(d) for d in batch.values())
+            counters[1] = max(counters[1], int(now - rows[i - 1][0]))
+        if i == len(rows):
+            i, lap = 0, lap + 1
+        elif not batch:
+            time.sleep(min(0.005, max(0.0, (rows[i][0] - now) / 1000)))
+    conn.send("stopped")
+
+
 # --- the benchmark process ---------------------------------------------------------------------
 
 
@@ -361,14 +449,51 @@ class Bench:
         self.args = args
         self.p = Pipeline(args.symbols, tmp, {})  # the product's stream bounds
         self.loads: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+        self.replayer: tuple[multiprocessing.process.BaseProcess, Connection, Any] | None = None
         try:
             self.p.rate(args.rate)
+            if args.replay:
+                self.start_replay(tmp)
             self.port, argv = start_web(self.p, args)
             print(f"# web: python {' '.join(argv)}  (log {tmp / 'web.log'})", flush=True)
             self.symbols = universe(self.p)
         except BaseException:
             self.close()
             raise
+
+    def start_replay(self, tmp: Path) -> None:
+        """Record the pipeline's output for ``--replay`` seconds, stop the pipeline (all but
+        Redis and an idle simulator), and replay the recording in a process of its own."""
+        a, path = self.args, tmp / "replay.pickle"
+        time.sleep(a.record_warmup)
+        got = record(self.p, a.replay, path)
+        print(f"# recorded {path.stat().st_size / 2**20:.0f} MiB: "
+              + "  ".join(f"{k}={v:,.1f}" for k, v in got.items()), flush=True)  # fmt: skip
+        self.recorded = got
+        self.p.rate(0)
+        for name in ("worker", "consumer", "feeder"):
+            self.p.procs[name].terminate()
+            self.p.procs[name].wait(30)
+            del self.p.procs[name], self.p.pids[name]
+        bounds = Settings.from_env({"TP_DEMO": "1"})
+        cfg = {"path": str(path), "url": self.p.redis.url, "cpu": candles_rate.PIN.get("replay"),
+               "updates_maxlen": bounds.candles.updates_maxlen,
+               "book_maxlen": bounds.stream_maxlen}  # fmt: skip
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe()
+        counters = ctx.Array("q", 2)
+        proc = ctx.Process(target=replay_process, args=(theirs, cfg, counters), name="replay")
+        proc.start()
+        self.replayer = (proc, ours, counters)
+        self.p.pids["replay"] = proc.pid
+
+    def snapshot(self) -> dict[str, Any]:
+        """The pipeline's counters, or the replay's."""
+        snap = self.p.snapshot()
+        if self.replayer:
+            counters = self.replayer[2]
+            snap["replayed"], snap["replay late"], counters[1] = counters[0], counters[1], 0
+        return snap
 
     def web_procs(self) -> tuple[psutil.Process, list[psutil.Process]]:
         master = psutil.Process(self.p.pids["web"])
@@ -455,7 +580,10 @@ class Bench:
                "max": max(e2e), "server p50": percentile(got["hist"]["server"], 0.5),
                "server p99": percentile(got["hist"]["server"], 0.99),
                "transit p99": percentile(got["hist"]["transit"], 0.99),
-               "trades/s": (w1["applied"] - w0["applied"]) / dt, "shed": w1["shed"] - w0["shed"],
+               **({"replayed/s": (w1["replayed"] - w0["replayed"]) / dt,
+                   "replay late max": w1["replay late"]} if "replayed" in w1 else
+                  {"trades/s": (w1["applied"] - w0["applied"]) / dt,
+                   "shed": w1["shed"] - w0["shed"]}),
                "kicked": got["totals"]["kicked"],
                "closed": got["totals"]["closed"] + got["totals"]["disconnected by server"],
                **cpu, "other CPU": (w1["busy"] - w0["busy"]) / dt - sum(cpu.values()),
@@ -499,6 +627,13 @@ class Bench:
             proc.join(10)
             if proc.is_alive():
                 proc.terminate()
+        if self.replayer:
+            proc, conn, _ = self.replayer
+            with contextlib.suppress(OSError):
+                conn.send("stop")
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
         web = self.p.procs.get("web")
         if web:
             web.terminate()  # gunicorn: graceful stop, --graceful-timeout
@@ -523,11 +658,11 @@ def latency_run(b: Bench, args: argparse.Namespace) -> None:
     time.sleep(args.warmup)
     b.ask("collect")  # discard the ramp and the warm-up
     for _ in range(args.repeat):
-        w0 = b.p.snapshot()
+        w0 = b.snapshot()
         pauses = b.watch(args.seconds)
         b.check_web()
         got = b.ask("collect")
-        rows.append({**b.window(w0, b.p.snapshot(), got), **pauses})
+        rows.append({**b.window(w0, b.snapshot(), got), **pauses})
         print("  " + show(rows[-1]), flush=True)
         b.health()
     print(f"median of {len(rows)}: " + show({k: statistics.median(r[k] for r in rows)
@@ -546,13 +681,13 @@ def rss_run(b: Bench, args: argparse.Namespace) -> None:
     start = time.time()
     samples: list[tuple[float, float]] = []
     b.ask("collect")
-    w0 = b.p.snapshot()
+    w0 = b.snapshot()
     while time.time() - start < args.rss_minutes * 60:
         time.sleep(10)
         b.check_web()
         samples.append((time.time() - start, b.web_rss_mib()))
         if len(samples) % 6 == 0:  # once a minute: that minute's latency
-            w1 = b.p.snapshot()
+            w1 = b.snapshot()
             row = b.window(w0, w1, b.ask("collect"))
             w0 = w1
             print(f"t={samples[-1][0]:5.0f}s " + show(row), flush=True)
@@ -595,9 +730,22 @@ def main() -> None:
     parser.add_argument("--web-env", action="append", default=[], help="KEY=VALUE for the web")
     parser.add_argument("--web-nice", type=int, default=0,
                         help="the web's nice value (-10: before the pipeline)")  # fmt: skip
+    parser.add_argument(
+        "--replay",
+        type=float,
+        default=0,
+        help="record the pipeline's output for this many seconds, stop the "
+        "pipeline, and feed the web that recording, looped, at its pace",
+    )
+    parser.add_argument(
+        "--record-warmup",
+        type=float,
+        default=20,
+        help="seconds of pipeline before recording starts",
+    )
     parser.add_argument("--logs", default="", help="keep the processes' logs in this directory")
     args = parser.parse_args()
-    candles_rate.PIN.update(web=None, load=None)
+    candles_rate.PIN.update(web=None, load=None, replay=None)
     for part in filter(None, args.pin.split(",")):
         name, _, cpu = part.partition("=")
         candles_rate.PIN.update(dict.fromkeys(candles_rate.PIN) if name == "none"

@@ -120,6 +120,7 @@ class SignalSettings:
     history: int  # closed-candle values kept per (symbol, timeframe, signal)
     time_limit_ms: int  # one formula evaluation longer than this is stopped and counted
     pace_ms: int  # a series' provisional value (open candle) is re-evaluated at most this often
+    cache_candles: int  # candles a worker process keeps decoded for its windows (~1.2 KB each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +216,9 @@ class Settings:
                 history=r.get("TP_SIGNAL_HISTORY", "500", _int_range(1, 100_000)),
                 time_limit_ms=r.get("TP_FORMULA_TIME_LIMIT_MS", "250", _int_range(10, 60_000)),
                 pace_ms=r.get("TP_SIGNAL_PACE_MS", "1000", _int_range(0, 60_000)),
+                cache_candles=r.get(
+                    "TP_SIGNAL_CACHE_CANDLES", "250000", _int_range(0, 100_000_000)
+                ),
             ),
         )
         port = settings.port or 5000
@@ -225,7 +229,7 @@ class Settings:
             access_ttl_s=r.get("TP_ACCESS_TTL_S", "600", _int_range(5, 86_400)),
             refresh_ttl_s=r.get("TP_REFRESH_TTL_S", "2592000", _int_range(60, 31_536_000)),
             max_subscriptions=r.get("TP_WEB_MAX_SUBSCRIPTIONS", "50", _int_range(1, 1000)),
-            tick_ms=r.get("TP_WEB_TICK_MS", "200", _int_range(20, 5000)),
+            tick_ms=r.get("TP_WEB_TICK_MS", "150", _int_range(20, 5000)),
             client_backlog=r.get("TP_WEB_CLIENT_BACKLOG", "16", _int_range(2, 10_000)),
             slow_disconnect_ms=r.get("TP_WEB_SLOW_MS", "10000", _int_range(100, 600_000)),
             send_buffer_bytes=r.get("TP_WEB_SEND_BUFFER", "262144", _int_range(4096, 16_777_216)),
@@ -292,6 +296,7 @@ KNOWN = frozenset(
             "FEED_SILENCE_MS FEED_REORDER_MS FEED_ROTATE_S CANDLE_RETENTION CANDLE_HISTORY "
             "CANDLE_MAX_DELIVERIES CLAIM_IDLE_MS REST_WEIGHT_BUDGET UPDATES_MAXLEN "
             "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS "
+            "SIGNAL_CACHE_CANDLES "
             "WEB_ORIGIN SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S REFRESH_TTL_S "
             "WEB_MAX_SUBSCRIPTIONS WEB_TICK_MS WEB_CLIENT_BACKLOG WEB_SLOW_MS WEB_SEND_BUFFER "
             "WEB_SNAPSHOT_CANDLES LOGIN_PER_MINUTE_IP LOGIN_PER_MINUTE_ADDRESS OPS_ADDRESSES "

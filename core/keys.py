@@ -36,6 +36,7 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:ops:audit                           stream   ops-page actions (MAXLEN ~ 1,000)
     <ns>:socketio                            channel  Flask-SocketIO message queue (pub/sub)
     <ns>:dramatiq:*                          Dramatiq broker keys (its own layout)
+    <ns>:dead-letters-trimmed                hash     queue -> dead letters dropped past the bound
 
 Market data is sharded by a stable hash of the symbol (CRC-32, identical in every process and
 language, unlike Python's salted ``hash``). The shard is also the Redis Cluster hash tag
@@ -191,6 +192,14 @@ class Keys:
 
     def dramatiq_namespace(self) -> str:
         return f"{self.namespace}:dramatiq"
+
+    def dead_letters_trimmed(self) -> str:
+        """Hash: queue -> dead letters dropped, oldest first, past the bound (tasks/broker.py)."""
+        return f"{self.namespace}:dead-letters-trimmed"
+
+    def dramatiq_queue(self, queue_name: str) -> str:
+        """List: the ids of a Dramatiq queue's messages waiting to be fetched (broker layout)."""
+        return f"{self.dramatiq_namespace()}:{queue_name}"
 
     def all_keys_pattern(self) -> str:
         """Return a SCAN pattern matching every key of this namespace (tests clean up with it)."""

@@ -94,6 +94,10 @@ class Feeder:
         kinds = [self.feed.trade_stream, KLINE_KIND, "bookTicker"]
         self.plans = plan_connections(symbols, kinds, max_streams=self.feed.max_streams)
         self.sequencer = TradeSequencer(reorder_window_ms=self.feed.reorder_ms)
+        # Each slot's current connection. During a replacement both connections deliver every
+        # event; streams learn their pace from the current one only, or the duplicates, ms
+        # apart, would make a quiet stream look silent (and its resubscribe lose trades).
+        self.current: set[FeedConnection] = set()
         self.latest = LatestFilter()
         self.outbox = Outbox(self.feed.buffer_max)
         self.writer = StreamWriter(client, self.outbox, self.keys, maxlen=settings.stream_maxlen)
@@ -111,7 +115,7 @@ class Feeder:
     def on_event(self, conn: FeedConnection, parsed: Parsed) -> None:
         ev = parsed.event
         now = now_ms()
-        if parsed.stream is not None:
+        if parsed.stream is not None and conn in self.current:
             self.watch.seen(parsed.stream, now)
         if parsed.unknown_fields:
             self._note_unknown(parsed.unknown_fields)
@@ -241,6 +245,7 @@ class Feeder:
     def _start_slot(self, plan: ConnectionPlan) -> Slot:
         conn, task = self._connection(plan)
         slot = Slot(plan, self._url(plan), conn, task)
+        self.current.add(conn)
         slot.rotate_at_ms = self._next_rotation(now_ms())
         return slot
 
@@ -309,6 +314,8 @@ class Feeder:
         if reason != "connection silent":  # a silent one has nothing more to deliver
             await self._catch_up(old, new)
         slot.conn, slot.task = new, task
+        self.current.discard(old)
+        self.current.add(new)
         slot.rotate_at_ms = self._next_rotation(now_ms())
         slot.resubscribed_at.clear()
         self.watch.reset(list(slot.plan.streams), now_ms())

@@ -26,7 +26,7 @@ from core.binance_rest import MarketRest
 from core.errors import RestError
 from core.redis_clients import sync_client
 from core.schemas import Candle, decode
-from tasks.broker import keys, settings
+from tasks.broker import keys, send_bounded, settings, trigger_bound
 from tasks.candle_store import COMPARED, EXCHANGE, write_exchange
 from tasks.signals import evaluate_signals
 
@@ -127,5 +127,5 @@ def _backfill(
         client, script, keys, shard, closed, retention=dict(settings.candles.retention),
         updates_maxlen=settings.candles.updates_maxlen, metrics=metrics, done=done, later=later,
     )  # fmt: skip
-    if signals_due:
-        evaluate_signals.send(shard)
+    if signals_due and not send_bounded(evaluate_signals, shard, bound=trigger_bound()):
+        client.hincrby(keys.candle_metrics(shard), "signals_refused", 1)

@@ -14,6 +14,10 @@ What differs from the defaults, and why (stack-notes A):
 * Heartbeat timeout 30 s: a dead worker's messages are requeued sooner. Our recovery does not
   wait for it anyway: the stream consumer re-triggers builds of entries left pending.
 * Namespaced keys under ``<ns>:dramatiq``, a blocking pool of known size, RESP2.
+* Dead letters carry their last attempt's traceback, and there are at most 10,000 per queue
+  (:class:`FinalTraceback`).
+* Bounded trigger queues (:func:`send_bounded`): a message that only says "shard N has work" is
+  not sent when its queue already holds a bound of waiting messages.
 * ``CurrentMessage`` for log context. The worker runs one process (``-p 1``, scale by adding
   processes) with ``--worker-shutdown-timeout 25000``, inside Heroku's 30 s.
 """
@@ -21,13 +25,16 @@ What differs from the defaults, and why (stack-notes A):
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import dramatiq
+from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
     CurrentMessage,
+    Middleware,
     Pipelines,
     Retries,
     ShutdownNotifications,
@@ -44,10 +51,57 @@ MAX_BACKOFF_MS = 10_000
 TIME_LIMIT_MS = 60_000
 HEARTBEAT_TIMEOUT_MS = 30_000
 DEAD_MESSAGE_TTL_MS = 3 * 86_400_000
+DEAD_LETTERS_MAX = 10_000  # per queue: past it the oldest dead letters go (FinalTraceback)
+TRIGGER_QUEUE_PER_SHARD = 4  # waiting build_candles / evaluate_signals messages, per shard
+BACKFILL_QUEUE_MAX = 2_000  # waiting backfill_klines messages
 
 
-def make_broker(settings: Settings) -> RedisBroker:
+class FinalTraceback(Middleware):
+    """Dead-letter a message with the traceback of its last attempt, and at most ``max_dead``
+    dead letters per queue.
+
+    Retries writes each failure's traceback into the message's options, but the Redis broker's
+    nack moves the payload as it was last *enqueued* into ``<queue>.XQ.msgs``: the ops page
+    would show the previous attempt's error, or none when the actor has no retries. After the
+    nack, this overwrites that payload with the message as it failed.
+
+    The broker keeps dead letters for a time (3 days), not a number: a failure storm (an
+    exchange down for a day, each message failing with a ~3 KB traceback) could fill Redis.
+    Past ``max_dead`` the oldest go, counted per queue in ``trimmed_key``.
+    """
+
+    def __init__(self, max_dead: int, trimmed_key: str) -> None:
+        self.max_dead = max_dead
+        self.trimmed_key = trimmed_key
+
+    def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        rid = message.options.get("redis_message_id")
+        if not isinstance(broker, RedisBroker) or rid is None:
+            return
+        queue = message.queue_name.removesuffix(".DQ")  # delayed retries dead-letter here too
+        xq = f"{broker.namespace}:{queue}.XQ"  # the broker's own layout (stack-notes A2)
+        with broker.client.pipeline(transaction=False) as pipe:
+            pipe.hset(f"{xq}.msgs", rid, message.encode())
+            pipe.zcard(xq)
+            count = pipe.execute()[1]
+        if count <= self.max_dead:
+            return
+        popped: Any = broker.client.zpopmin(xq, count - self.max_dead)  # [(id, score)]
+        oldest = [m for m, _ in popped]
+        if oldest:
+            with broker.client.pipeline(transaction=False) as pipe:
+                pipe.hdel(f"{xq}.msgs", *oldest)
+                pipe.hincrby(self.trimmed_key, queue, len(oldest))
+                pipe.execute()
+            logging.getLogger("tasks.broker").warning(
+                "queue %s: %d dead letters dropped, oldest first (bound %d)",
+                queue, len(oldest), self.max_dead,
+            )  # fmt: skip
+
+
+def make_broker(settings: Settings, *, dead_letters_max: int = DEAD_LETTERS_MAX) -> RedisBroker:
     """Return a Redis broker on REDIS_URL under this deployment's namespace."""
+    keys = Keys(settings.namespace, settings.stream_shards)
     client = sync_client(settings.require_redis_url(), max_connections=32, client_name="dramatiq")
     middleware = [
         AgeLimit(),
@@ -57,11 +111,12 @@ def make_broker(settings: Settings) -> RedisBroker:
         Pipelines(),
         Retries(max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS),
         CurrentMessage(),
+        FinalTraceback(dead_letters_max, keys.dead_letters_trimmed()),
     ]
     return RedisBroker(  # type: ignore[no-untyped-call]
         client=client,
         middleware=middleware,
-        namespace=Keys(settings.namespace, settings.stream_shards).dramatiq_namespace(),
+        namespace=keys.dramatiq_namespace(),
         heartbeat_timeout=HEARTBEAT_TIMEOUT_MS,
         dead_message_ttl=DEAD_MESSAGE_TTL_MS,
     )
@@ -72,3 +127,28 @@ settings = load_settings()
 keys = Keys(settings.namespace, settings.stream_shards)
 broker = make_broker(settings)
 dramatiq.set_broker(broker)
+
+
+def queue_depth(queue_name: str) -> int:
+    """Return how many messages wait in ``queue_name`` (fetched or delayed ones not counted)."""
+    return int(broker.client.llen(keys.dramatiq_queue(queue_name)))
+
+
+def send_bounded(actor: dramatiq.Actor[Any, Any], *args: Any, bound: int) -> bool:
+    """Send ``actor(*args)`` unless its queue already holds ``bound`` waiting messages.
+
+    Our trigger messages are sent again while no worker takes them (their flag expires after a
+    couple of seconds, in case a message was lost), so during a worker outage a queue would grow
+    by one message per shard every few seconds for as long as the outage lasts, and the workers
+    would come back to hours of redundant messages. One waiting message per shard does all of a
+    shard's work, so the surplus carries nothing: the caller counts the refusal and tries again
+    on its next trigger. Return whether the message was sent.
+    """
+    if queue_depth(actor.queue_name) >= bound:
+        return False
+    actor.send(*args)
+    return True
+
+
+def trigger_bound() -> int:
+    return TRIGGER_QUEUE_PER_SHARD * settings.stream_shards

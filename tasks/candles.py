@@ -39,7 +39,7 @@ from core.keys import ENTRY_FIELD, GROUP_CANDLES, Keys
 from core.redis_clients import sync_client
 from core.schemas import Candle, Kline, Trade, decode
 from core.timeframes import Timeframe
-from tasks.broker import keys, settings
+from tasks.broker import keys, send_bounded, settings, trigger_bound
 from tasks.candle_fold import Repair, SymbolCandles, close_due, fold_trades
 from tasks.candle_store import BUILD, COMPARED, READ, BuildWrite
 from tasks.signals import evaluate_signals
@@ -185,8 +185,8 @@ class ShardBuilder:
         outcome = w.execute(self.client, self.script)
         if not outcome:
             return None
-        if outcome == 2:
-            evaluate_signals.send(s)
+        if outcome == 2 and not send_bounded(evaluate_signals, s, bound=trigger_bound()):
+            self.client.hincrby(self.keys.candle_metrics(s), "signals_refused", 1)
         self.cursor = w.cursor
         report.written = len(changed)
         report.trades = len(trades)

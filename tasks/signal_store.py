@@ -67,6 +67,7 @@ for _, d in ipairs(a.dirty) do
   if redis.call('HGET', KEYS[1], d[1]) == d[2] then redis.call('HDEL', KEYS[1], d[1]) end
 end
 for _, m in ipairs(a.metrics) do redis.call('HINCRBY', KEYS[4], m[1], m[2]) end
+for _, g in ipairs(a.gauges) do redis.call('HSET', KEYS[4], g[1], g[2]) end
 if events > 0 then redis.call('HINCRBY', KEYS[4], 'events', events) end
 for _, e in ipairs(a.errors) do redis.call('HSET', KEYS[5], e[1], e[2]) end
 return #written
@@ -84,7 +85,8 @@ class SignalWrite:
     events_maxlen: int = 10_000
     results: list[list[Any]] = field(default_factory=list)
     dirty: list[list[str]] = field(default_factory=list)
-    metrics: dict[str, int] = field(default_factory=dict)
+    metrics: dict[str, int] = field(default_factory=dict)  # counters: added
+    gauges: dict[str, int] = field(default_factory=dict)  # levels: set
     errors: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -108,6 +110,7 @@ class SignalWrite:
 
     def execute(self, client: redis.Redis, script: Any) -> int:
         payload = {"results": self.results, "dirty": self.dirty, "history": self.history,
-                   "metrics": sorted(self.metrics.items()), "errors": sorted(self.errors.items()),
+                   "metrics": sorted(self.metrics.items()), "gauges": sorted(self.gauges.items()),
+                   "errors": sorted(self.errors.items()),
                    "maxlen": self.maxlen, "events_maxlen": self.events_maxlen}  # fmt: skip
         return int(script(keys=self._key.keys, args=[orjson.dumps(payload)], client=client))

@@ -22,7 +22,9 @@ enough candles for a window asks backfill for the missing history (a repair in t
 Cache: the worker keeps each series' recent candles in memory. A round reads the last two members
 of each dirty series; a new closed candle is read alone and appended; the whole window is re-read
 only when the copy holds a partial candle (it may have been repaired) or is older than
-``RELOAD_S``.
+``RELOAD_S``. The cache is bounded: at most ``TP_SIGNAL_CACHE_CANDLES`` candles per process
+(~1.2 KB each decoded), the least recently evaluated series evicted first (``cache_evictions``;
+the gauges ``cache_series`` and ``cache_candles`` in ``signal-metrics``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +54,6 @@ ROUND_PACE_MS = 100  # a shard's rounds start at most this often (builds trigger
 RELOAD_S = 60.0  # a cached window is re-read at least this often
 ASK_AGAIN_MS = 60_000  # a series still short of history asks backfill again after this,
 ASK_AGAIN_MAX_MS = 3_600_000  # doubling up to this (a new listing has no longer history)
-MAX_SERIES = 200_000  # cached series per worker process (symbols x timeframes: far fewer)
 
 
 def now_ms() -> int:
@@ -79,7 +81,9 @@ class ShardSignals:
         self.plan = plan
         self.shard = shard
         self.script = client.register_script(WRITE)
-        self.series: dict[str, _Series] = {}
+        # The windows, least recently evaluated first; at most cache_bound candles in all.
+        self.series: OrderedDict[str, _Series] = OrderedDict()
+        self.cache_bound = settings.signals.cache_candles // settings.stream_shards
         self.lock = threading.Lock()
         self.time_limit_s = settings.signals.time_limit_ms / 1000
         self.pace_ms = settings.signals.pace_ms  # per series, for provisional values
@@ -137,6 +141,12 @@ class ShardSignals:
                 self._ask_history(st, sym, tf, res.short, now)
             if provisional or not candles or candles[-1].closed:
                 w.evaluated(f, dirty[f])  # else: stays dirty for the paced provisional value
+        for f, _, _ in work:
+            self.series.move_to_end(f)
+        evicted, cached = self._evict()
+        w.count("cache_evictions", evicted)
+        w.gauges["cache_series"] = len(self.series)
+        w.gauges["cache_candles"] = cached
         w.count("rounds")
         w.maxlen = settings.candles.updates_maxlen
         written = w.execute(self.client, self.script)
@@ -162,8 +172,6 @@ class ShardSignals:
             tail: list[bytes] = next(replies)
             st = self.series.get(f)
             if st is None:
-                if len(self.series) >= MAX_SERIES:
-                    self.series.clear()
                 st = self.series[f] = _Series()
                 for p in self.plan.for_series(sym, tf):
                     top = next(replies)
@@ -192,6 +200,20 @@ class ShardSignals:
             st = self.series[f]
             kept = [c for c in st.candles if c.closed]
             self._load(f, next(replies), st.loaded_at, keep=kept, span=self._span(sym, tf))
+
+    def _evict(self) -> tuple[int, int]:
+        """Drop the least recently evaluated windows until the cache holds at most
+        ``cache_bound`` candles (TP_SIGNAL_CACHE_CANDLES over the shards); return how many
+        series went and how many candles stay.
+        An evicted series is read again from Redis, its last values from its history, when it
+        is next evaluated: eviction costs reads, never values."""
+        total = sum(len(st.candles) for st in self.series.values())
+        evicted = 0
+        while total > self.cache_bound:
+            _, st = self.series.popitem(last=False)
+            total -= len(st.candles)
+            evicted += 1
+        return evicted, total
 
     def _span(self, sym: str, tf: str) -> int:
         """Candles a series' window needs: the longest window, catch-up, the open candle."""

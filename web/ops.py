@@ -60,7 +60,8 @@ def failed_row(queue: str, rid: str, failed_at_ms: int, raw: bytes) -> dict[str,
     lines = [line for line in (tb or "").splitlines() if line.strip()]
     return {**row, "actor": m.actor_name, "message_id": m.message_id, "args": list(m.args),
             "kwargs": m.kwargs, "enqueued_at": m.message_timestamp,
-            "retries": options.get("retries", 0), "error": lines[-1] if lines else None,
+            # Retries counts every failure, the last too: the attempts that failed.
+            "attempts": options.get("retries", 0), "error": lines[-1] if lines else None,
             "traceback": tb, "options": options}  # fmt: skip
 
 
@@ -344,8 +345,10 @@ def health() -> Any:
     for role, key in (("web", k.web_health()), ("feeders", k.feed_health()),
                       ("consumers", k.consumer_health())):  # fmt: skip
         out[role] = health_reports(_hash(r, key), now)
+    trimmed = {q.decode(): int(n) for q, n in _hash(r, k.dead_letters_trimmed()).items()}
     out["queues"] = {q: {"ready": r.llen(f"{ns}:{q}"), "delayed": r.hlen(f"{ns}:{q}.DQ.msgs"),
-                         "failed": r.zcard(f"{ns}:{q}.XQ")} for q in queues(r, ns)}  # fmt: skip
+                         "failed": r.zcard(f"{ns}:{q}.XQ"), "trimmed": trimmed.get(q, 0)}
+                     for q in queues(r, ns)}  # fmt: skip
     out["shards"] = [{"shard": s, "dead": r.xlen(k.dead(s)),
                       "candle_metrics": counters(_hash(r, k.candle_metrics(s))),
                       "signal_metrics": counters(_hash(r, k.signal_metrics(s)))}

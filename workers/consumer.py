@@ -49,6 +49,7 @@ from core.schemas import Gap, decode
 from core.timeframes import Timeframe
 from core.universe import resolve_universe
 from tasks.backfill import backfill_klines
+from tasks.broker import BACKFILL_QUEUE_MAX, queue_depth, send_bounded, trigger_bound
 from tasks.candle_store import MARK_PARTIAL, mark_partial
 from tasks.candles import build_candles
 from tasks.signals import evaluate_signals
@@ -134,6 +135,10 @@ class ConsumerCounters:
     dead: int = 0
     repairs_sent: int = 0
     signals_sent: int = 0
+    # sends refused because the queue already held its bound (tasks/broker.py send_bounded)
+    builds_refused: int = 0
+    signals_refused: int = 0
+    repairs_held: int = 0  # due repairs left for later: the backfill queue was full
     history_windows: int = 0
     errors: int = 0
     lag: dict[str, int | None] = field(default_factory=dict)
@@ -230,9 +235,12 @@ class Consumer:
         for s in ordered:
             pipe.set(self.keys.build_queued(s), "1", nx=not force, px=FLAG_MS)
         for s, was_set in zip(ordered, pipe.execute(), strict=True):
-            if was_set:
-                build_candles.send(s)
+            if not was_set:
+                continue
+            if send_bounded(build_candles, s, bound=trigger_bound()):
                 self.counters.builds_sent += 1
+            else:  # the flag expires and the next trigger tries again
+                self.counters.builds_refused += 1
 
     def _shard_of(self, stream: Any) -> int:
         name = stream.decode() if isinstance(stream, bytes) else stream
@@ -248,9 +256,12 @@ class Consumer:
         for s in dirty:
             pipe.set(self.keys.signal_queued(s), "1", nx=True, px=FLAG_MS)
         for s, was_set in zip(dirty, pipe.execute(), strict=True):
-            if was_set:
-                evaluate_signals.send(s)
+            if not was_set:
+                continue
+            if send_bounded(evaluate_signals, s, bound=trigger_bound()):
                 self.counters.signals_sent += 1
+            else:
+                self.counters.signals_refused += 1
 
     # --- gaps ------------------------------------------------------------------------------
 
@@ -336,15 +347,25 @@ class Consumer:
     # --- repairs ---------------------------------------------------------------------------
 
     def _send_repairs(self) -> None:
+        """Send due repairs to backfill, leased for REPAIR_LEASE_MS, while the backfill queue
+        has room (BACKFILL_QUEUE_MAX); the rest stay due and are sent on a later round."""
         now = now_ms()
+        room = BACKFILL_QUEUE_MAX - queue_depth(backfill_klines.queue_name)
         for s in self.shards:
             key = self.keys.repairs(s)
             due: Any = self.client.zrangebyscore(key, "-inf", now, start=0, num=REPAIR_BATCH)
             if not due:
                 continue
             members = [m.decode() if isinstance(m, bytes) else m for m in due]
+            unknown = [m for m in members if m.split("|")[1] not in self.tf]  # not configured
             requests = coalesce([m for m in members if m.split("|")[1] in self.tf], self.tf)
-            self.client.zadd(key, dict.fromkeys(members, now + REPAIR_LEASE_MS), xx=True)
+            if len(requests) > room:
+                self.counters.repairs_held += sum(len(r.members) for r in requests[max(room, 0) :])
+                requests = requests[: max(room, 0)]
+            room -= len(requests)
+            leased = unknown + [m for r in requests for m in r.members]
+            if leased:
+                self.client.zadd(key, dict.fromkeys(leased, now + REPAIR_LEASE_MS), xx=True)
             for r in requests:
                 backfill_klines.send(s, r.symbol, r.timeframe, r.first_open_ms, r.last_open_ms,
                                      r.members)  # fmt: skip
@@ -404,8 +425,9 @@ class Consumer:
                     lag[f"trades:{s}"] = g.get("lag")  # None: Redis cannot tell
                     pending += g["pending"]
         self.counters.lag = lag  # else vars(self.counters) below would overwrite it with {}
+        queues = {q: queue_depth(q) for q in ("candles", "signals", "backfill")}
         health = {"name": self.name, "at_ms": now_ms(), "shards": self.shards,
-                  "pending": pending, **vars(self.counters)}  # fmt: skip
+                  "pending": pending, "queues": queues, **vars(self.counters)}  # fmt: skip
         self.client.hset(k.consumer_health(), self.name, orjson.dumps(health))
 
 

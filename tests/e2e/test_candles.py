@@ -8,15 +8,18 @@ have) a fold of the simulator's own record of every trade it emitted.
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
+import orjson
 import pytest
 
 from core.keys import ENTRY_FIELD, GROUP_CANDLES
-from core.schemas import Candle, Gap, decode
+from core.schemas import Candle, Gap, decode, encode
 from demo.redis_server import RedisServer
 from simulator.instruments import Instrument
 from tests.e2e.conftest import RunningSim
@@ -256,3 +259,110 @@ def test_backfill_answers_a_429_by_stopping_and_is_never_banned(
     assert ip["bans"] == 0, rest  # never a 418
     assert p.metrics().get("backfill_deferred", 0) > 0  # the 429 stopped every request
     assert p.redis.zcard(p.keys.repairs(0)) == 0
+
+
+def test_a_worker_outage_does_not_grow_the_trigger_queue_and_loses_no_trade(
+    sim_factory: Callable[..., RunningSim], start_pipeline: Callable[..., Pipeline]
+) -> None:
+    """With no worker taking them, build_candles messages are sent again every FLAG_MS; the
+    queue stops at its bound (tasks/broker.py send_bounded) however long the outage lasts, and
+    once a worker is back every trade of the outage is applied."""
+    sim = sim_factory(rate=0.0, symbol_count=8)
+    p = start_pipeline(sim)
+    p.worker.stop()
+    sim.admin("POST", "/sim/rate", {"rate": 200})
+    queue = p.keys.dramatiq_queue("candles")
+    bound = 4 * SHARDS  # tasks/broker.py TRIGGER_QUEUE_PER_SHARD (its module needs a deployment)
+
+    def consumer_health() -> dict[str, Any]:
+        raw = p.redis.hget(p.keys.consumer_health(), "c1")
+        return orjson.loads(raw) if raw else {}
+
+    deepest, deadline = 0, time.monotonic() + 60
+    while consumer_health().get("builds_refused", 0) < 2 * SHARDS:  # two rounds refused at least
+        assert time.monotonic() < deadline, f"no refusal: {consumer_health()}"
+        assert p.consumer.alive(), p.consumer.tail()
+        deepest = max(deepest, p.redis.llen(queue))
+        time.sleep(0.2)
+    health = consumer_health()
+    assert deepest <= bound < health["builds_sent"] + health["builds_refused"]
+    assert health["queues"]["candles"] == p.redis.llen(queue) <= bound
+    sim.admin("POST", "/sim/rate", {"rate": 0})
+    p.worker.start()
+    p.wait_for("every trade of the outage applied", p.settled, timeout_s=60)
+    written = sum(p.redis.xlen(p.keys.trades(s)) for s in range(SHARDS))
+    assert p.metrics()["trades_applied"] + p.metrics().get("duplicates", 0) >= written > 0
+    p.wait_for("the queue drained", lambda: p.redis.llen(queue) == 0, timeout_s=30)
+
+
+def test_repairs_wait_in_their_set_while_the_backfill_queue_is_full(
+    sim_factory: Callable[..., RunningSim], start_pipeline: Callable[..., Pipeline]
+) -> None:
+    """3,000 due repairs that cannot be merged, no worker: the consumer fills the backfill queue
+    to its bound and leaves the rest due in the repairs set, unleased, for a later round."""
+    sim = sim_factory(rate=0.0, symbol_count=8)
+    p = start_pipeline(sim)
+    p.worker.stop()
+    bound = 2_000  # tasks/broker.py BACKFILL_QUEUE_MAX
+    symbols = [i.symbol for i in sim.sim.model.instruments]
+    start = (time.time_ns() // 1_000_000 // 60_000 - 20_000) * 60_000
+    pipe = p.redis.pipeline(transaction=False)
+    for n in range(3_000):  # windows two minutes apart: never adjacent, one request each
+        sym = symbols[n % len(symbols)]
+        t = start + (n // len(symbols)) * 120_000
+        pipe.zadd(p.keys.repairs(p.keys.shard_of(sym)), {f"{sym}|1m|{t}|{t}": 0})
+    pipe.execute()
+    queue = p.keys.dramatiq_queue("backfill")
+
+    def held() -> int:
+        raw = p.redis.hget(p.keys.consumer_health(), "c1")
+        return orjson.loads(raw)["repairs_held"] if raw else 0
+
+    deadline = time.monotonic() + 30
+    while held() == 0:
+        assert time.monotonic() < deadline, "no repair was held back"
+        assert p.redis.llen(queue) <= bound
+        time.sleep(0.2)
+    time.sleep(2)  # more rounds: the queue stays at its bound
+    assert p.redis.llen(queue) == bound
+    due = sum(p.redis.zcount(p.keys.repairs(s), 0, 0) for s in range(SHARDS))
+    assert due >= 3_000 - bound  # never leased: sent as soon as the queue has room
+
+
+def test_a_flood_of_gaps_grows_the_repairs_by_the_periods_they_touch_not_by_their_number(
+    sim_factory: Callable[..., RunningSim], start_pipeline: Callable[..., Pipeline]
+) -> None:
+    """10,000 id-jump gaps over five minutes of four symbols, no worker to fetch them: each
+    becomes one repair per (symbol, timeframe, first period, last period), so the set holds what
+    five minutes of periods can make, however many gaps name them."""
+    sim = sim_factory(rate=0.0, symbol_count=4)
+    p = start_pipeline(sim)
+    p.worker.stop()
+    symbols = [i.symbol for i in sim.sim.model.instruments]
+    rng = random.Random(7)
+    t0 = (time.time_ns() // 1_000_000 // 300_000 - 2) * 300_000
+    expected = set()
+    pipe = p.redis.pipeline(transaction=False)
+    for n in range(10_000):
+        sym = symbols[n % len(symbols)]
+        start = t0 + rng.randrange(300_000)
+        end = start + rng.randrange(2_000)  # a jump between two trades: milliseconds apart
+        gap = Gap(sym, 10 * n, 10 * n + 3, start, end, "id_jump", end)
+        pipe.xadd(p.keys.gaps(p.keys.shard_of(sym)), {ENTRY_FIELD: encode(gap)})
+        for tf, ms in (("1m", 60_000), ("5m", 300_000)):  # TIMEFRAMES' klines (not 15s)
+            expected.add(f"{sym}|{tf}|{start // ms * ms}|{end // ms * ms}")
+    pipe.execute()
+
+    def health() -> dict[str, Any]:
+        raw = p.redis.hget(p.keys.consumer_health(), "c1")
+        return orjson.loads(raw) if raw else {}
+
+    deadline = time.monotonic() + 60
+    while health().get("gaps", 0) < 10_000:
+        assert time.monotonic() < deadline, f"gaps not taken: {health()}\n{p.consumer.tail()}"
+        time.sleep(0.3)
+    members = {m.decode() for s in range(SHARDS) for m in p.redis.zrange(p.keys.repairs(s), 0, -1)}
+    assert expected <= members
+    # The rest are the start-up history windows (TP_CANDLE_HISTORY), one per series.
+    assert len(members - expected) <= health()["history_windows"]
+    assert len(expected) <= 4 * (5 * 2 + 1 + 2)  # minutes, their seams, 5m: per symbol

@@ -270,7 +270,10 @@ def test_rotation_before_the_servers_cut_off_is_make_before_break(
     # The simulator cuts connections at 12 s; the feeder replaces them from about 4.5 s of age.
     # It also pings every second and drops a connection that has not answered within 5 s.
     limits = WsLimits(lifetime_s=12, ping_interval_s=1, pong_timeout_s=5)
-    sim, feeder = live_market(20, limits=limits, TP_FEED_ROTATE_S="5")
+    # Stall repair is not under test here: at the suite's 1.5 s floor a quiet symbol's natural
+    # pause is sometimes taken for a stall, and the resubscribe (unsubscribe, subscribe) can
+    # lose the trade that falls in between (recorded as a gap, but not what this test is about).
+    sim, feeder = live_market(20, limits=limits, TP_FEED_ROTATE_S="5", TP_FEED_SILENCE_MS="4000")
     run_market(sim, 1000, 14)
     silence(sim)
     health = feeder.wait_drained()
@@ -279,7 +282,10 @@ def test_rotation_before_the_servers_cut_off_is_make_before_break(
     assert health["counters"]["replacements"] >= 2
     # Never cut off by the server: pings answered, rotated in time.
     assert health["counters"]["reconnects"] == 0, sim.admin("GET", "/sim/state")["counters"]
-    assert result.gaps == {}  # the overlap's duplicates were removed, nothing was missed
+    # No stream judged silent (the overlap's duplicates once taught streams a pace of ~0 ms).
+    assert health["counters"]["resubscribes"] == 0, str(health["counters"])
+    # The overlap's duplicates were removed, nothing was missed.
+    assert result.gaps == {}, str(health["counters"])
 
 
 def test_a_stalled_stream_is_detected_repaired_and_its_loss_recorded(

@@ -5,8 +5,9 @@ dead-letter set exactly as a failing production actor's message does; the ops AP
 it back (once, however often it is asked) and deletes it. Dead-lettered stream entries, signal
 errors and health are written the way their producers write them.
 
-Dramatiq's Redis nack moves the payload as it was last *enqueued*, so the traceback a dead letter
-carries is the one its last retry was sent with (the probe's ``max_retries=1`` gives it one).
+Dramatiq's Redis nack moves the payload as it was last *enqueued*, with the traceback of the
+attempt before the last; ``tasks.broker.FinalTraceback`` replaces it with the last attempt's, which
+is what the page must show (the probe fails twice: ``max_retries=1``).
 """
 
 from __future__ import annotations
@@ -93,9 +94,9 @@ class Probe:
         self.worker: dramatiq.Worker | None = None
 
         def ops_probe(tag: str) -> None:
-            r.hincrby(self.attempts, tag, 1)
+            attempt = r.hincrby(self.attempts, tag, 1)
             if r.get(self.mode) != b"ok":
-                raise ValueError(f"probe {tag} failed on purpose")
+                raise ValueError(f"probe {tag} failed on purpose (attempt {attempt})")
             r.rpush(self.ran, tag)
 
         self.actor = dramatiq.actor(ops_probe, queue_name=QUEUE, broker=broker, max_retries=1,
@@ -194,6 +195,30 @@ def probe(settings: Settings, keys: Keys, r: redis.Redis, redis_url: str,
     p.broker.client.close()
 
 
+def test_dead_letters_past_the_bound_go_oldest_first_and_are_counted(
+    ops: Ops, settings: Settings, keys: Keys, r: redis.Redis, redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("TP_DEMO", "1")
+    from tasks.broker import make_broker
+
+    p = Probe(make_broker(settings, dead_letters_max=3), r, keys)  # the same middleware, bound 3
+    p.start()
+    try:
+        for n in range(8):  # a failure storm, one at a time so that their order is known
+            p.fail_one(f"s{n}")
+    finally:
+        p.stop()
+        p.broker.client.close()
+    assert r.zcard(p.xq) == r.hlen(f"{p.xq}.msgs") == 3
+    rows = ops.get("failed", queue=QUEUE)["failed"]
+    assert sorted(row["args"][0] for row in rows) == ["s5", "s6", "s7"]  # the newest kept
+    assert r.hget(keys.dead_letters_trimmed(), QUEUE) == b"5"
+    assert ops.get("health")["queues"][QUEUE] == {"ready": 0, "delayed": 0, "failed": 3,
+                                                  "trimmed": 5}  # fmt: skip
+
+
 def audit(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
     return [{k.decode(): v.decode() for k, v in fields.items()}
             for _, fields in r.xrange(keys.ops_audit())]  # fmt: skip
@@ -207,9 +232,9 @@ def test_failed_message_is_listed_retried_until_it_runs(
 
     (row,) = ops.get("failed", queue=QUEUE)["failed"]
     assert (row["queue"], row["id"], row["actor"], row["args"]) == (QUEUE, rid, "ops_probe", ["a"])
-    assert row["error"] == "ValueError: probe a failed on purpose"
+    assert row["error"] == "ValueError: probe a failed on purpose (attempt 2)"  # the last one
     assert "Traceback" in row["traceback"]
-    assert row["retries"] == 1
+    assert row["attempts"] == 2
     assert r.hget(probe.attempts, "a") == b"2"
     assert started_ms <= row["failed_at"] <= time.time_ns() // 1_000_000
     every = ops.get("failed")  # no queue: the project's queues and any other with failures
@@ -223,7 +248,8 @@ def test_failed_message_is_listed_retried_until_it_runs(
     assert ops.post("failed/retry", {"queue": QUEUE, "ids": [rid]})["results"] == {rid: "retried"}
     wait_for("a second failure", probe.failures)
     (again,) = ops.get("failed", queue=QUEUE)["failed"]
-    assert again["retries"] == 1
+    assert again["attempts"] == 2
+    assert again["error"] == "ValueError: probe a failed on purpose (attempt 4)"
     assert again["failed_at"] > row["failed_at"]
     assert again["message_id"] == row["message_id"]  # Dramatiq's retry gave it a new Redis id
     assert r.hget(probe.attempts, "a") == b"4"
@@ -331,7 +357,7 @@ def test_signal_errors_and_health(ops: Ops, r: redis.Redis, keys: Keys) -> None:
     assert health["web"] == {}
     assert health["shards"][1]["signal_metrics"] == {"errors:rsi_1m": 3, "rounds": 10}
     assert health["shards"][2]["candle_metrics"] == {"builds": 5}
-    assert health["queues"]["candles"] == {"ready": 0, "delayed": 0, "failed": 0}
+    assert health["queues"]["candles"] == {"ready": 0, "delayed": 0, "failed": 0, "trimmed": 0}
 
 
 def test_only_operators_with_ops_tokens_get_in(client: FlaskClient, operator: LocalAccount) -> None:
@@ -405,7 +431,7 @@ def test_the_page_signs_in_and_retries_with_confirmation(
     failed = page.locator("#failed tr")
     expect(failed).to_have_count(1)
     expect(failed.first).to_contain_text("ops_probe")
-    expect(failed.first).to_contain_text("ValueError: probe p failed on purpose")
+    expect(failed.first).to_contain_text("ValueError: probe p failed on purpose (attempt 2)")
     expect(page.locator("#queues")).to_contain_text(QUEUE)
 
     r.set(probe.mode, "ok")

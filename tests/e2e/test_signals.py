@@ -23,6 +23,10 @@ from tests.e2e.pipeline import Pipeline
 
 PLUGIN = "tests.e2e.plugins.acme_formulas"
 HISTORY = 12  # closed values kept per series and signal: the run makes more
+# Candles the worker caches, 60 per shard (4 shards): a 1 s series needs 33, and shard 0 holds two
+# symbols (ETHUSDT, XRPUSDT), so its windows are evicted and read again all the time while the
+# other shards keep theirs. The values must not tell the difference.
+CACHE = 240
 # Small windows on 1 s candles, so that they fill within seconds.
 PARAMS = {"ema_cross": {"fast": 3, "slow": 5}, "rsi": {"period": 5}, "macd": {"fast": 3, "slow": 6,
           "signal": 3}, "bollinger": {"period": 5}, "donchian": {"period": 5},
@@ -64,7 +68,8 @@ def test_signals_never_repaint_and_a_bad_formula_hurts_no_other(
     config = signals_file(tmp_path / "signals.toml")
     p = start_pipeline(sim, TP_TIMEFRAMES="1s,1m", TP_SIGNALS_FILE=str(config),
                        TP_FORMULA_MODULES=PLUGIN, TP_FORMULA_TIME_LIMIT_MS="100",
-                       TP_SIGNAL_PACE_MS="500", TP_SIGNAL_HISTORY=str(HISTORY))  # fmt: skip
+                       TP_SIGNAL_PACE_MS="500", TP_SIGNAL_HISTORY=str(HISTORY),
+                       TP_SIGNAL_CACHE_CANDLES=str(CACHE))  # fmt: skip
     symbols = [i.symbol for i in sim.sim.model.instruments]
     sim.admin("POST", "/sim/rate", {"rate": 60})
     longest = [p.keys.signal_history(s, "1s", "macd_1s") for s in symbols]  # 27 candles
@@ -143,6 +148,11 @@ def test_signals_never_repaint_and_a_bad_formula_hurts_no_other(
                 (c.open_time_ms, c.state) for c in changes
             ], (sym, name)
     assert checked >= 4 * 7 * 6
+    # The cache stayed within its bound by evicting.
+    assert m.get("cache_evictions", 0) > 0, m
+    cached = [int(p.redis.hget(p.keys.signal_metrics(s), "cache_candles") or 0) for s in range(4)]
+    assert max(cached) <= CACHE // 4, cached
+    assert sum(c > 0 for c in cached) >= 2, cached  # the shards of one symbol kept their windows
     assert full > 0  # some made more values than the history keeps: the bound held
     # History first: the 1m signal needs 78 candles, the history holds 3: never evaluated.
     assert not any(p.redis.zcard(p.keys.signal_history(s, "1m", "ema_1m")) for s in symbols)

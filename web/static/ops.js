@@ -197,6 +197,7 @@ async function loadHealth() {
         el("td", { class: "num", text: q.ready }),
         el("td", { class: "num", text: q.delayed }),
         el("td", { class: q.failed ? "num error" : "num", text: q.failed }),
+        el("td", { class: q.trimmed ? "num error" : "num", text: q.trimmed ?? 0 }),
       ),
     ),
   );
@@ -238,9 +239,9 @@ function rowBox(kind, index) {
   return el("td", {}, box);
 }
 
-// Dramatiq dead-letters the payload as last enqueued: a message that failed on its first attempt
-// carries no traceback, a retried one the traceback of the attempt before its last.
-const NO_TRACEBACK = "(no traceback stored: it failed on its first attempt)";
+// tasks.broker.FinalTraceback stores the last attempt's traceback with every dead letter; one
+// dead-lettered without it (before that middleware, or by another sender) may have none.
+const NO_TRACEBACK = "(no traceback stored)";
 
 function failure(row) {
   return more(row.error ?? NO_TRACEBACK, row.traceback ?? row.raw);
@@ -286,7 +287,7 @@ async function loadFailed() {
         el("td", { text: row.queue }),
         el("td", { class: "mono", text: row.actor ?? "(undecodable)" }),
         el("td", { class: "mono", text: utc(row.failed_at) }),
-        el("td", { class: "num", text: row.retries ?? "–" }),
+        el("td", { class: "num", text: row.attempts ?? "–" }),
         el("td", { class: "mono error" }, failure(row)),
         el("td", { class: "mono" }, more(brief(row.args), details(row))),
         rowActions(row, actOnFailed),
