@@ -5,11 +5,11 @@ Path of an event (all on one asyncio loop, no queue between the socket and the o
     FeedConnection (parse) -> Feeder.on_event -> TradeSequencer / LatestFilter -> Outbox
         -> StreamWriter (pipelined XADD) -> <ns>:{sN}:trades | klines | book | gaps
 
-Supervision, once a second: a stream that stopped while its connection stays open is
-resubscribed, and if it stays silent the connection is replaced; a connection that delivers
-nothing at all, or that nears Binance's 24 h cut-off, is replaced make-before-break (the new one
-is subscribed and delivering before the old one closes; the sequencer drops the overlap's
-duplicates). Health goes to ``<ns>:feed:health`` every two seconds.
+Supervision, once a second: a connection with a stream that stopped while the connection stays
+open, a connection that delivers nothing at all, and one that nears Binance's 24 h cut-off are
+replaced make-before-break (the new one is subscribed and delivering before the old one closes;
+the sequencer drops the overlap's duplicates), so a repair loses nothing.
+Health goes to ``<ns>:feed:health`` every two seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -54,8 +54,8 @@ class FeedCounters:
     malformed: int = 0
     unknown_fields: int = 0
     foreign_symbols: int = 0  # events for symbols outside this feeder's universe
-    stalls: int = 0
-    resubscribes: int = 0
+    stalls: int = 0  # streams (or whole connections) found silent
+    reconnects: int = 0  # connections lost and subscribed again
     replacements: int = 0  # connections replaced make-before-break (stall, silence, rotation)
     rotations: int = 0  # of which for age (Binance's 24 h limit)
     catch_up_timeouts: int = 0  # replaced connections closed before delivering all they had
@@ -71,8 +71,7 @@ class Slot:
     task: asyncio.Task[None]
     rotate_at_ms: int = 0
     replacing: bool = False
-    resubscribed_at: dict[str, int] = field(default_factory=dict)
-    repaired_at_ms: int = 0
+    repaired_at_ms: int = 0  # last replacement for silent streams
 
 
 class Feeder:
@@ -95,8 +94,7 @@ class Feeder:
         self.plans = plan_connections(symbols, kinds, max_streams=self.feed.max_streams)
         self.sequencer = TradeSequencer(reorder_window_ms=self.feed.reorder_ms)
         # Each slot's current connection. During a replacement both connections deliver every
-        # event; streams learn their pace from the current one only, or the duplicates, ms
-        # apart, would make a quiet stream look silent (and its resubscribe lose trades).
+        # event; streams learn their pace from the current one only, not from the duplicates.
         self.current: set[FeedConnection] = set()
         self.latest = LatestFilter()
         self.outbox = Outbox(self.feed.buffer_max)
@@ -159,7 +157,9 @@ class Feeder:
 
     def on_subscribed(self, conn: FeedConnection) -> None:
         """A connection is subscribed: after a reconnect (or a restart), name what it missed."""
+        self.watch.reset(list(conn.streams), now_ms())  # its silence while away was no stall
         if conn.reconnects:
+            self.counters.reconnects += 1
             self._outage(self._trade_symbols(conn.streams))
         elif self._restored:  # the first connection of a restarted feeder
             symbols = [s for s in self._trade_symbols(conn.streams) if s in self._restored]
@@ -276,19 +276,13 @@ class Feeder:
             stalled = self.watch.stalled(list(slot.plan.streams), now)
             if not stalled or now - slot.repaired_at_ms < 4 * self.feed.silence_ms:
                 continue
+            # Not unsubscribe-subscribe on this connection: a trade falling between the two
+            # would be lost, and the stream may be merely quiet. A new connection subscribes
+            # afresh while this one keeps delivering until the new one has caught up.
             self.counters.stalls += len(stalled)
-            again = [s for s in stalled if s in slot.resubscribed_at]
-            if again:
-                log.warning("%s: still silent after resubscribing: %s", conn.name, again[:5])
-                slot.repaired_at_ms = now
-                self._replace(slot, "streams still silent")
-                continue
-            log.warning("%s: silent streams, resubscribing: %s", conn.name, stalled[:5])
-            self.counters.resubscribes += len(stalled)
-            for s in stalled:
-                slot.resubscribed_at[s] = now
-            self.watch.reset(stalled, now)
-            asyncio.create_task(conn.resubscribe(stalled))  # noqa: RUF006 - bounded by supervision
+            log.warning("%s: silent streams, replacing: %s", conn.name, stalled[:5])
+            slot.repaired_at_ms = now
+            self._replace(slot, "streams silent")
 
     def _replace(self, slot: Slot, reason: str) -> None:
         slot.replacing = True
@@ -317,7 +311,6 @@ class Feeder:
         self.current.discard(old)
         self.current.add(new)
         slot.rotate_at_ms = self._next_rotation(now_ms())
-        slot.resubscribed_at.clear()
         self.watch.reset(list(slot.plan.streams), now_ms())
         self.counters.replacements += 1
         await old.stop()
@@ -375,7 +368,6 @@ class Feeder:
                 **vars_of(self.sequencer.counters),
                 **vars_of(self.outbox.counters),
                 **vars_of(self.writer.counters),
-                "reconnects": sum(s.conn.reconnects for s in self.slots),
                 "filtered_stale": self.latest.dropped,
             },
             "outbox": {

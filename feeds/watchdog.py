@@ -48,7 +48,7 @@ class SilenceWatch:
         p.events += 1
 
     def reset(self, streams: list[str], now_ms: int) -> None:
-        """Start judging ``streams`` afresh from ``now_ms`` (after a resubscribe or reconnect)."""
+        """Start judging ``streams`` afresh from ``now_ms`` (after a reconnect or replacement)."""
         for stream in streams:
             p = self._pace.get(stream)
             if p is not None:

@@ -120,20 +120,6 @@ class FeedConnection:
         if self._ws is not None:
             await self._ws.close()
 
-    async def resubscribe(self, streams: Sequence[str]) -> None:
-        """Unsubscribe and subscribe ``streams`` again on the open connection (a stall repair)."""
-        ws = self._ws
-        if ws is None:
-            return
-        with contextlib.suppress(WebSocketException):
-            await self._send_control(ws, "UNSUBSCRIBE", streams)
-            await self._send_control(ws, "SUBSCRIBE", streams)
-
-    async def reconnect(self) -> None:
-        """Drop the connection; run() reconnects and subscribes again."""
-        if self._ws is not None:
-            await self._ws.close(code=1000, reason="feeder repair")
-
     async def _send_control(
         self,
         ws: ClientConnection,

@@ -270,22 +270,20 @@ def test_rotation_before_the_servers_cut_off_is_make_before_break(
     # The simulator cuts connections at 12 s; the feeder replaces them from about 4.5 s of age.
     # It also pings every second and drops a connection that has not answered within 5 s.
     limits = WsLimits(lifetime_s=12, ping_interval_s=1, pong_timeout_s=5)
-    # Stall repair is not under test here: at the suite's 1.5 s floor a quiet symbol's natural
-    # pause is sometimes taken for a stall, and the resubscribe (unsubscribe, subscribe) can
-    # lose the trade that falls in between (recorded as a gap, but not what this test is about).
-    sim, feeder = live_market(20, limits=limits, TP_FEED_ROTATE_S="5", TP_FEED_SILENCE_MS="4000")
+    # The suite's 1.5 s silence floor also takes quiet symbols' natural pauses (hot symbols,
+    # quiet regimes) for stalls: those connections are replaced as well, and must lose nothing.
+    sim, feeder = live_market(20, limits=limits, TP_FEED_ROTATE_S="5")
     run_market(sim, 1000, 14)
     silence(sim)
     health = feeder.wait_drained()
     result = compare(sim, feeder)
-    assert health["counters"]["rotations"] >= 2
-    assert health["counters"]["replacements"] >= 2
+    counters = health["counters"]
+    assert counters["rotations"] >= 2
+    assert counters["replacements"] >= 2
     # Never cut off by the server: pings answered, rotated in time.
-    assert health["counters"]["reconnects"] == 0, sim.admin("GET", "/sim/state")["counters"]
-    # No stream judged silent (the overlap's duplicates once taught streams a pace of ~0 ms).
-    assert health["counters"]["resubscribes"] == 0, str(health["counters"])
-    # The overlap's duplicates were removed, nothing was missed.
-    assert result.gaps == {}, str(health["counters"])
+    assert counters["reconnects"] == 0, sim.admin("GET", "/sim/state")["counters"]
+    # The overlaps' duplicates were removed, nothing was missed.
+    assert result.gaps == {}, str(counters)
 
 
 def test_a_stalled_stream_is_detected_repaired_and_its_loss_recorded(
@@ -302,7 +300,7 @@ def test_a_stalled_stream_is_detected_repaired_and_its_loss_recorded(
     compare(sim, feeder)
     counters = health["counters"]
     assert counters["stalls"] >= 1
-    assert counters["resubscribes"] + counters["replacements"] >= 1
+    assert counters["replacements"] >= 1
 
 
 def test_redis_down_under_load_keeps_memory_bounded_and_resumes_by_itself(
