@@ -5,6 +5,7 @@ Run by hand (not part of the test suite)::
     .venv/bin/python bench/candles_rate.py aggregate --batches 0,250 --profile   # 1. throughput
     .venv/bin/python bench/candles_rate.py e2e --rate 9500 --seconds 30         # 2. latency
     .venv/bin/python bench/candles_rate.py e2e --rate 9500 --rss-minutes 30     # 3. memory
+    .venv/bin/python bench/candles_rate.py e2e --upstream writer --signals off  # 4. the stage
 
 **aggregate**: trades/s that one process folds into every default timeframe. A private
 redis-server (CPU 1) is filled with ``--trades`` aggTrades of ``--symbols`` simulator instruments
@@ -30,6 +31,22 @@ trade written in it; the simulator is then paused (rate 0) while this process re
 back, so that reading never competes with the pipeline. CPU% is per process tree; ``other CPU``
 is what processes outside the benchmark used meanwhile (this machine is shared); ``shed`` counts
 trades the feeder dropped (a window with shed > 0 measures an overloaded feeder).
+
+**e2e --upstream writer**: the candle stage on its own, as it runs in a deployment where the
+feeder and the exchange are not on its machine. In place of the simulator's market and the
+feeder, a writer process (``PIN["writer"]``) runs the simulator's market model (``--steady``, same
+instruments and weights) on the wall clock and writes what the feeder would, straight into the
+streams: each aggTrade as a ``Trade`` and a ``BookTicker`` per trade, one ``XADD_MANY`` per stream
+per 10-ms slice. No websocket, no JSON parsing: CPU 1 then carries Redis and a writer lighter than
+simulator + feeder. The simulator still runs, at rate 0, for the REST calls (exchangeInfo,
+backfill). ``E`` is the writer's clock when it made the trade, so ``p50``..``max`` add only the
+writer's slice (≤ 10 ms) to ``stage``; the feeder's own latency is measured by
+``bench/feeder_rate.py``.
+
+**e2e --signals process|worker|off**: where ``evaluate_signals`` runs: in a process of its own
+(``PIN["signals"]``), as the Procfile's ``signals`` process type (default); in the worker's
+process, as before session 7; or nowhere (its queue is left alone): the candle stage as it runs
+when the signals process has a machine of its own.
 
 **e2e --rss-minutes M**: the same pipeline with the product's stream bounds, for M minutes; every
 30 s the RSS of the consumer and worker trees and Redis's used_memory, then the Redis memory held
@@ -66,14 +83,17 @@ sys.path.insert(0, str(ROOT))
 from core.config import Settings  # noqa: E402
 from core.keys import ENTRY_FIELD, GROUP_CANDLES, Keys  # noqa: E402
 from core.redis_clients import sync_client  # noqa: E402
-from core.schemas import Candle, Trade, decode, encode  # noqa: E402
+from core.schemas import BookTicker, Candle, Trade, decode, encode  # noqa: E402
 from demo.redis_server import RedisServer, free_port  # noqa: E402
 from feeds.writer import XADD_MANY  # noqa: E402
 from simulator.instruments import load_instruments  # noqa: E402
+from simulator.model import MarketModel, SystemClock  # noqa: E402
 
 SHARDS = 8
-PIN: dict[str, int | None] = {"worker": 0, "consumer": 0, "redis": 1, "simulator": 1,
-                              "feeder": 1, "bench": 1}  # fmt: skip
+PIN: dict[str, int | None] = {"worker": 0, "consumer": 0, "signals": 0, "redis": 1,
+                              "simulator": 1, "feeder": 1, "writer": 1, "bench": 1}  # fmt: skip
+WRITER_RATE_KEY = "bench:writer:rate"  # the writer's aggTrades/s, set by Pipeline.rate
+WRITER_LATE_KEY = "bench:writer:late-ms"  # the writer's worst lag behind its slices
 # Deliver up to ARGV[1] new entries to group 'candles' (pending, as the consumer's read leaves
 # them) and return only how many, so that delivering costs the benchmark process nothing.
 DELIVER = """
@@ -235,11 +255,50 @@ def aggregate(args: argparse.Namespace, tmp: Path) -> None:
 # --- 2 and 3. the real pipeline ----------------------------------------------------------------
 
 
-class Pipeline:
-    """redis-server, simulator, feeder, consumer and worker, each pinned as in PIN."""
+def write_market(redis_url: str, symbols: int, maxlen: int) -> None:
+    """The ``writer`` upstream: the simulator's market model written as the feeder would."""
+    r = redis.Redis.from_url(redis_url)
+    keys = Keys("tp", SHARDS)
+    insts = load_instruments(count=symbols)  # the simulator's, with its default seed
+    shard = [keys.shard_of(i.symbol) for i in insts]
+    model = MarketModel(insts, SystemClock(), rate=0, steady=True, trade_retention=100,
+                        bar_retention=10, max_catchup_ms=1_000)  # fmt: skip
+    xadd = r.register_script(XADD_MANY)
+    late_max, next_poll = 0, 0.0
+    while True:
+        now = time.time_ns() // 1_000_000
+        if now >= next_poll:  # the rate, and the worst lag since the last poll
+            model.set_rate(float(r.get(WRITER_RATE_KEY) or 0))
+            r.set(WRITER_LATE_KEY, late_max)
+            next_poll, late_max = now + 100, 0
+        trades: list[list[bytes]] = [[] for _ in range(SHARDS)]
+        book: list[list[bytes]] = [[] for _ in range(SHARDS)]
+        for ev in model.step(now).events:
+            inst, a = insts[ev.i], ev.agg
+            trades[shard[ev.i]].append(encode(Trade(
+                inst.symbol, a.a, a.f, a.l, inst.price_decimal(a.p), inst.qty_decimal(a.q), a.m,
+                a.T, now, now)))  # fmt: skip
+            bid, ask = inst.price_decimal(ev.bid), inst.price_decimal(ev.ask)
+            book[shard[ev.i]].append(encode(BookTicker(
+                inst.symbol, ev.u, bid, inst.qty_decimal(ev.bid_qty), ask,
+                inst.qty_decimal(ev.ask_qty), a.T, now, now)))  # fmt: skip
+            late_max = max(late_max, now - a.T)
+        with r.pipeline(transaction=False) as pipe:
+            for s in range(SHARDS):
+                if trades[s]:
+                    xadd(keys=[keys.trades(s)], args=[maxlen, *trades[s]], client=pipe)
+                    xadd(keys=[keys.book(s)], args=[maxlen, *book[s]], client=pipe)
+            pipe.execute()
+        time.sleep(max(0.0, 0.010 - (time.time_ns() // 1_000_000 - now) / 1000))
 
-    def __init__(self, symbols: int, tmp: Path, env: dict[str, str]) -> None:
+
+class Pipeline:
+    """redis-server, simulator, feeder (or writer), consumer and worker, pinned as in PIN."""
+
+    def __init__(self, symbols: int, tmp: Path, env: dict[str, str], upstream: str = "feeder",
+                 signals: str = "process") -> None:  # fmt: skip
         self.tmp = tmp
+        self.upstream = upstream
         self.redis = RedisServer(tmp / "redis")
         self.redis.start()
         self.pids = {"redis": self.redis._proc.pid}  # type: ignore[union-attr]
@@ -258,15 +317,29 @@ class Pipeline:
                "TP_REST_URL": f"http://127.0.0.1:{rest}", "TP_WS_URL": f"ws://127.0.0.1:{ws}",
                "TP_LOG_LEVEL": "WARNING", "TP_CANDLE_HISTORY": "0",
                "dramatiq_queue_prefetch": "8", **env}  # fmt: skip
-        self.spawn("feeder", ["-m", "feeds"], env)
+        if upstream == "writer":
+            maxlen = env.get(
+                "TP_STREAM_MAXLEN", str(Settings.from_env({"TP_DEMO": "1"}).stream_maxlen)
+            )
+            self.spawn("writer", [str(Path(__file__).resolve()), "_writer", "--redis-url",
+                                  self.redis.url, "--symbols", str(symbols), "--maxlen", maxlen],
+                       None)  # fmt: skip
+        else:
+            self.spawn("feeder", ["-m", "feeds"], env)
         self.spawn("consumer", ["-m", "workers.consumer"], env)
-        self.spawn("worker", ["-m", "dramatiq", "tasks.candles", "tasks.backfill",  # Procfile
-                              "--processes", "1", "--threads", "8",
-                              "--worker-shutdown-timeout", "25000"], env)  # fmt: skip
+        dramatiq = ["-m", "dramatiq", "--processes", "1", "--worker-shutdown-timeout", "25000"]
+        queues = [] if signals == "worker" else ["--queues", "candles", "backfill"]
+        # The Procfile's worker (with its --queues unless signals=worker).
+        self.spawn("worker", [*dramatiq, "tasks.candles", "tasks.backfill", "tasks.signals",
+                              *queues, "--threads", "8"], env)  # fmt: skip
+        if signals == "process":  # the Procfile's signals process type
+            self.spawn("signals", [*dramatiq, "tasks.signals", "--queues", "signals",
+                                   "--threads", "4"], env)  # fmt: skip
         self.r = redis.Redis.from_url(self.redis.url)
         self.keys = Keys("tp", SHARDS)
         while not (
-            self.r.hlen(self.keys.feed_health()) and self.r.hlen(self.keys.consumer_health())
+            (upstream == "writer" or self.r.hlen(self.keys.feed_health()))
+            and self.r.hlen(self.keys.consumer_health())
         ):
             time.sleep(0.2)
 
@@ -284,7 +357,10 @@ class Pipeline:
             return False
 
     def rate(self, aggtrades_per_s: float) -> None:
-        self.http.post("/sim/rate", json={"rate": aggtrades_per_s})
+        if self.upstream == "writer":
+            self.r.set(WRITER_RATE_KEY, aggtrades_per_s)
+        else:
+            self.http.post("/sim/rate", json={"rate": aggtrades_per_s})
 
     def cpu(self) -> dict[str, float]:
         return {name: cpu_s(pid) for name, pid in self.pids.items()}
@@ -297,12 +373,18 @@ class Pipeline:
         return {"t": time.time(), "busy": busy_s(), "cpu": self.cpu(),
                 "builds": sum(int(b or 0) for b, _ in metrics),
                 "applied": sum(int(t or 0) for _, t in metrics),
-                "shed": feeder["counters"]["shed_trades"]}  # fmt: skip
+                "shed": feeder["counters"]["shed_trades"] if feeder else 0}  # fmt: skip
 
     def report(self) -> None:
         """Print the consumer's health and where Redis's memory is."""
         for name, raw in self.r.hgetall(self.keys.consumer_health()).items():
             print(f"consumer health {name.decode()}: {raw.decode()}")
+        totals: dict[str, int] = {}
+        for s in range(SHARDS):
+            for k, v in self.r.hgetall(self.keys.candle_metrics(s)).items():
+                if v.isdigit():
+                    totals[k.decode()] = totals.get(k.decode(), 0) + int(v)
+        print(f"candle metrics (all shards): {totals}")
         info = self.r.info("memory")
         print(f"redis used_memory={info['used_memory'] / 2**20:.1f} MiB  "
               f"peak={info['used_memory_peak'] / 2**20:.1f} MiB  "
@@ -313,12 +395,15 @@ class Pipeline:
             names = [getattr(self.keys, kind)(s) for s in range(SHARDS)]
             used = sum(self.r.memory_usage(n, samples=0) or 0 for n in names) / 2**20
             length = sum(self.r.xlen(n) for n in names)
-            at_bound = f"  at TP_UPDATES_MAXLEN={bound:,}: ~{used / length * bound * SHARDS:,.0f}"
-            print(f"  {kind:<15} {length:>9,} entries {used:8.1f} MiB"
-                  + (at_bound + " MiB" if kind == "candle_updates" and length else ""))  # fmt: skip
+            at_bound = ""
+            if kind == "candle_updates" and length:
+                full = used / length * bound * SHARDS
+                at_bound = f"  at TP_UPDATES_MAXLEN={bound:,}: ~{full:,.0f} MiB"
+            print(f"  {kind:<15} {length:>9,} entries {used:8.1f} MiB{at_bound}")
 
     def close(self) -> None:
-        order = [n for n in ("worker", "consumer", "feeder", "simulator") if n in self.procs]
+        order = [n for n in ("worker", "signals", "consumer", "feeder", "writer", "simulator")
+                 if n in self.procs]  # fmt: skip
         for name in order:
             self.procs[name].terminate()
         for name in order:
@@ -335,6 +420,10 @@ def latencies(p: Pipeline, since_ms: int, until_ms: int) -> tuple[list[int], lis
     exchange, stage, missing = [], [], 0
     for s in range(SHARDS):
         seen: dict[str, tuple[list[int], list[int]]] = {}  # symbol -> (entry ms, running max id)
+        oldest = p.r.xrange(p.keys.candle_updates(s), count=1)
+        if oldest and int(oldest[0][0].split(b"-")[0]) > since_ms:  # would inflate latencies
+            raise SystemExit(f"shard {s}: candle-updates trimmed into the window (raise the "
+                             "bench's TP_UPDATES_MAXLEN)")  # fmt: skip
         updates = p.r.xrange(p.keys.candle_updates(s), f"{since_ms}-0", f"{until_ms + 3000}-0")
         for entry_id, fields in updates:
             ms = int(entry_id.split(b"-")[0])
@@ -357,7 +446,8 @@ def latencies(p: Pipeline, since_ms: int, until_ms: int) -> tuple[list[int], lis
 
 def e2e(args: argparse.Namespace, tmp: Path) -> None:
     # Streams long enough to still hold the window when it is read back.
-    p = Pipeline(args.symbols, tmp, {"TP_STREAM_MAXLEN": "200000"})
+    bounds = {"TP_STREAM_MAXLEN": "200000", "TP_UPDATES_MAXLEN": "50000"}
+    p = Pipeline(args.symbols, tmp, bounds, args.upstream, args.signals)
     pin(os.getpid(), PIN["bench"])
     try:
         rows = []
@@ -399,7 +489,7 @@ def e2e(args: argparse.Namespace, tmp: Path) -> None:
 
 
 def rss(args: argparse.Namespace, tmp: Path) -> None:
-    p = Pipeline(args.symbols, tmp, {})  # the product's stream bounds
+    p = Pipeline(args.symbols, tmp, {}, args.upstream, args.signals)  # the product's bounds
     pin(os.getpid(), PIN["bench"])
     try:
         p.rate(args.rate)
@@ -424,7 +514,18 @@ def rss(args: argparse.Namespace, tmp: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("aggregate", "e2e"))
+    parser.add_argument("what", choices=("aggregate", "e2e", "_writer"))
+    parser.add_argument(
+        "--upstream",
+        choices=("feeder", "writer"),
+        default="feeder",
+        help="e2e: simulator + feeder, or a writer process (the candle stage)",
+    )
+    parser.add_argument("--signals", choices=("process", "worker", "off"), default="process",
+                        help="e2e: evaluate_signals in a process of its own (the Procfile's; "
+                        "PIN['signals']), in the worker's, or not at all")  # fmt: skip
+    parser.add_argument("--redis-url", help="_writer: the pipeline's Redis")
+    parser.add_argument("--maxlen", type=int, default=200_000, help="_writer: stream MAXLEN ~")
     parser.add_argument("--symbols", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pin", default="", help="e.g. worker=0,feeder=1 or 'none' (see PIN)")
@@ -438,6 +539,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="e2e: measured window")
     parser.add_argument("--rss-minutes", type=float, default=0, help="e2e: sample memory instead")
     args = parser.parse_args()
+    if args.what == "_writer":  # a Pipeline's upstream process (--upstream writer)
+        write_market(args.redis_url, args.symbols, args.maxlen)
+        return
     for part in filter(None, args.pin.split(",")):
         name, _, cpu = part.partition("=")
         PIN.update(dict.fromkeys(PIN) if name == "none" else {name: int(cpu)})

@@ -1,4 +1,5 @@
-"""Our own processes for end-to-end tests: feeder, consumer and Dramatiq worker on one simulator.
+"""Our own processes for end-to-end tests: feeder, consumer and the Dramatiq workers (candles,
+signals) on one simulator.
 
 Each runs as a real process in its own process group (kill -9 takes its children too), with its
 output in the test's temporary directory.
@@ -23,8 +24,11 @@ from tests.e2e.conftest import RunningSim
 ROOT = Path(__file__).resolve().parents[2]
 SHARDS = 4
 TIMEFRAMES = "15s,1m,5m"
-WORKER = ["-m", "dramatiq", "tasks.candles", "tasks.backfill", "tasks.signals", "--processes", "1",
-          "--threads", "4", "--worker-shutdown-timeout", "5000"]  # fmt: skip
+# As in the Procfile: candles and backfill in `worker`, signals in a process type of their own.
+WORKER = ["-m", "dramatiq", "tasks.candles", "tasks.backfill", "--queues", "candles", "backfill",
+          "--processes", "1", "--threads", "4", "--worker-shutdown-timeout", "5000"]  # fmt: skip
+SIGNALS = ["-m", "dramatiq", "tasks.signals", "--queues", "signals", "--processes", "1",
+           "--threads", "2", "--worker-shutdown-timeout", "5000"]  # fmt: skip
 
 
 class Service:
@@ -37,7 +41,7 @@ class Service:
 
     @property
     def name(self) -> str:
-        return self.args[1]
+        return self.log_path.stem  # feeder, consumer, worker, signals
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -68,7 +72,7 @@ class Service:
 
 
 class Pipeline:
-    """Feeder, consumer and worker on one simulator and one Redis."""
+    """Feeder, consumer, worker and signals worker on one simulator and one Redis."""
 
     def __init__(
         self, sim: RunningSim, redis_url: str, namespace: str, log_dir: Path, **env: str
@@ -89,9 +93,10 @@ class Pipeline:
         self.consumer = Service(["-m", "workers.consumer", "--name", "c1"], self.env,
                                 log_dir / "consumer.log")  # fmt: skip
         self.worker = Service(WORKER, self.env, log_dir / "worker.log")
+        self.signals = Service(SIGNALS, self.env, log_dir / "signals.log")
 
     def services(self) -> list[Service]:
-        return [self.feeder, self.consumer, self.worker]
+        return [self.feeder, self.consumer, self.worker, self.signals]
 
     def stop(self) -> None:
         for s in self.services():

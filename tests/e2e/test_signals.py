@@ -1,8 +1,8 @@
 """Signals end to end: simulator -> feeder -> candles -> evaluate_signals -> values and events.
 
 Real processes and Redis. The proof of "no look-ahead, no repainting": every closed-candle value
-the running pipeline wrote (through a kill -9 of the worker) equals an offline evaluation of the
-same formula on the closed candles up to that candle, read from Redis after the run; and the
+the running pipeline wrote (through a kill -9 of the signals worker) equals an offline evaluation
+of the same formula on the closed candles up to that candle, read from Redis after the run; and the
 state-change events are exactly the changes in that history.
 """
 
@@ -23,9 +23,9 @@ from tests.e2e.pipeline import Pipeline
 
 PLUGIN = "tests.e2e.plugins.acme_formulas"
 HISTORY = 12  # closed values kept per series and signal: the run makes more
-# Candles the worker caches, 60 per shard (4 shards): a 1 s series needs 33, and shard 0 holds two
-# symbols (ETHUSDT, XRPUSDT), so its windows are evicted and read again all the time while the
-# other shards keep theirs. The values must not tell the difference.
+# Candles the signals worker caches, 60 per shard (4 shards): a 1 s series needs 33, and shard 0
+# holds two symbols (ETHUSDT, XRPUSDT), so its windows are evicted and read again all the time
+# while the other shards keep theirs. The values must not tell the difference.
 CACHE = 240
 # Small windows on 1 s candles, so that they fill within seconds.
 PARAMS = {"ema_cross": {"fast": 3, "slow": 5}, "rsi": {"period": 5}, "macd": {"fast": 3, "slow": 6,
@@ -83,9 +83,9 @@ def test_signals_never_repaint_and_a_bad_formula_hurts_no_other(
 
     p.wait_for("a provisional value", provisional_published, timeout_s=10)
     killed_ms = time.time_ns() // 1_000_000
-    p.worker.kill9()  # mid-round: whatever it was writing is written once or not at all
+    p.signals.kill9()  # mid-round: whatever it was writing is written once or not at all
     time.sleep(1)
-    p.worker.start()
+    p.signals.start()
     names = [f"{f}_1s" for f in BUILTIN_FORMULAS] + ["cvo"]
 
     def every_signal_went_on() -> bool:  # values of candles opened after the kill
@@ -95,7 +95,7 @@ def test_signals_never_repaint_and_a_bad_formula_hurts_no_other(
                     pipe.zcount(p.keys.signal_history(sym, "1s", name), killed_ms, "+inf")
             return min(pipe.execute()) >= 6
 
-    p.wait_for("six new closed values of every signal from the restarted worker",
+    p.wait_for("six new closed values of every signal from the restarted signals worker",
                every_signal_went_on, timeout_s=90)  # fmt: skip
     sim.admin("POST", "/sim/rate", {"rate": 0})
     time.sleep(4)
