@@ -93,7 +93,6 @@ SHARDS = 8
 PIN: dict[str, int | None] = {"worker": 0, "consumer": 0, "signals": 0, "redis": 1,
                               "simulator": 1, "feeder": 1, "writer": 1, "bench": 1}  # fmt: skip
 WRITER_RATE_KEY = "bench:writer:rate"  # the writer's aggTrades/s, set by Pipeline.rate
-WRITER_LATE_KEY = "bench:writer:late-ms"  # the writer's worst lag behind its slices
 # Deliver up to ARGV[1] new entries to group 'candles' (pending, as the consumer's read leaves
 # them) and return only how many, so that delivering costs the benchmark process nothing.
 DELIVER = """
@@ -264,13 +263,12 @@ def write_market(redis_url: str, symbols: int, maxlen: int) -> None:
     model = MarketModel(insts, SystemClock(), rate=0, steady=True, trade_retention=100,
                         bar_retention=10, max_catchup_ms=1_000)  # fmt: skip
     xadd = r.register_script(XADD_MANY)
-    late_max, next_poll = 0, 0.0
+    next_poll = 0
     while True:
         now = time.time_ns() // 1_000_000
-        if now >= next_poll:  # the rate, and the worst lag since the last poll
+        if now >= next_poll:
             model.set_rate(float(r.get(WRITER_RATE_KEY) or 0))
-            r.set(WRITER_LATE_KEY, late_max)
-            next_poll, late_max = now + 100, 0
+            next_poll = now + 100
         trades: list[list[bytes]] = [[] for _ in range(SHARDS)]
         book: list[list[bytes]] = [[] for _ in range(SHARDS)]
         for ev in model.step(now).events:
@@ -282,7 +280,6 @@ def write_market(redis_url: str, symbols: int, maxlen: int) -> None:
             book[shard[ev.i]].append(encode(BookTicker(
                 inst.symbol, ev.u, bid, inst.qty_decimal(ev.bid_qty), ask,
                 inst.qty_decimal(ev.ask_qty), a.T, now, now)))  # fmt: skip
-            late_max = max(late_max, now - a.T)
         with r.pipeline(transaction=False) as pipe:
             for s in range(SHARDS):
                 if trades[s]:
