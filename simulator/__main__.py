@@ -8,7 +8,8 @@ import signal
 import sys
 
 from core.logs import setup_logging
-from simulator.app import SimConfig, Simulator, config_from_args
+from simulator.app import SimConfig, Simulator
+from simulator.cli import config_from_args
 
 
 async def serve(config: SimConfig) -> None:

@@ -14,10 +14,16 @@ down           close every websocket, refuse new TCP connections and take REST d
 refuse         reject websocket handshakes with HTTP 503
 rest           answer REST with ``status`` (500, 502, 503, 429, 418 ...); optional ``code``,
                ``msg``, ``path`` prefix and ``count`` (answers left)
+order_unknown  execute the next ``count`` (default 1) ``POST /fapi/v1/order`` (``symbol``
+               filter) but lose the answer: ``mode`` "503" (default), "408", or "timeout"
+               (the answer is held ``ms``, default 30000)
+lookup_lag     ``GET /fapi/v1/order`` answers -2013 for ``ms`` after an order's creation
+listenkey_expire  expire now the listen key of ``apiKey`` (or every key)
 =============  ==========================================================================
 
-Every kind but ``drop`` lasts ``seconds`` (absent: until cleared), or ``count`` requests for
-``rest``. This module holds state and answers questions; the servers act on the answers.
+``drop`` and ``listenkey_expire`` act once; every other kind lasts ``seconds`` (absent: until
+cleared), or ``count`` requests for ``rest`` and ``order_unknown``. This module holds state and
+answers questions; the servers act on the answers.
 """
 
 from __future__ import annotations
@@ -29,7 +35,12 @@ from typing import Any
 
 from simulator.model import Clock
 
-KINDS = ("drop", "stall", "delay", "duplicate", "reorder", "down", "refuse", "rest")
+KINDS = (
+    "drop", "stall", "delay", "duplicate", "reorder", "down", "refuse", "rest",
+    "order_unknown", "lookup_lag", "listenkey_expire",
+)  # fmt: skip
+ONE_SHOT = frozenset({"drop", "listenkey_expire"})  # act when added, are not kept
+UNKNOWN_MODES = ("503", "408", "timeout")
 _ALLOWED = {
     "drop": {"path", "stream", "abort"},
     "stall": {"stream", "symbol", "seconds"},
@@ -39,6 +50,9 @@ _ALLOWED = {
     "down": {"seconds"},
     "refuse": {"seconds"},
     "rest": {"status", "code", "msg", "path", "count", "seconds"},
+    "order_unknown": {"mode", "ms", "symbol", "count", "seconds"},
+    "lookup_lag": {"ms", "symbol", "seconds"},
+    "listenkey_expire": {"apiKey"},
 }
 _ids = itertools.count(1)
 
@@ -107,6 +121,18 @@ def validate(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         raise ValueError("rest needs a status between 400 and 599")
     if kind == "duplicate" and params.get("every", 1) < 1:
         raise ValueError("every must be >= 1")
+    for key in ("symbol", "apiKey"):
+        if key in params and not isinstance(params[key], str):
+            raise ValueError(f"{key} must be a string")
+    if kind == "order_unknown":
+        params["mode"] = str(params.get("mode", "503"))  # --fault mode=503 parses as a number
+        if params["mode"] not in UNKNOWN_MODES:
+            raise ValueError(f"mode must be one of {', '.join(UNKNOWN_MODES)}")
+        params.setdefault("count", 1)
+        if params["count"] < 1:
+            raise ValueError("count must be >= 1")
+    if kind == "lookup_lag" and "ms" not in params:
+        raise ValueError("lookup_lag needs ms")
     return kind, params
 
 
@@ -119,12 +145,12 @@ class Faults:
         self.frame_faults = False  # fast path for the hub: any stall/delay/duplicate/reorder?
 
     def add(self, spec: Mapping[str, Any]) -> Fault:
-        """Activate a fault (``drop`` is returned but not kept); raise ValueError if invalid."""
+        """Activate a fault (one-shot kinds are returned, not kept); raise ValueError if invalid."""
         kind, params = validate(spec)
         seconds = params.get("seconds")
         until = None if seconds is None else self.clock.now_ms() + int(seconds * 1000)
         fault = Fault(kind, params, until)
-        if kind != "drop":
+        if kind not in ONE_SHOT:
             self._faults.append(fault)
             self._refresh()
         return fault
@@ -199,17 +225,38 @@ class Faults:
     def take_rest_fault(self, path: str) -> Fault | None:
         """Return the REST fault that answers a request to ``path`` (consuming one ``count``)."""
         for f in self.active("rest"):
-            if not path.startswith(f.params.get("path", "")):
-                continue
-            count = f.params.get("count")
-            if count is not None:
-                if count <= 0:
-                    continue
-                f.params["count"] = count - 1
-                if count - 1 == 0:
-                    self._faults.remove(f)
-            return f
+            if path.startswith(f.params.get("path", "")) and self._consume(f):
+                return f
         return None
+
+    def take_order_unknown(self, symbol: str | None) -> Fault | None:
+        """Return the ``order_unknown`` fault for a new order on ``symbol`` (consuming one)."""
+        for f in self.active("order_unknown"):
+            wanted = f.params.get("symbol")
+            if (wanted is None or wanted == symbol) and self._consume(f):
+                return f
+        return None
+
+    def lookup_lag_ms(self, symbol: str) -> int:
+        """Return how long after its creation an order of ``symbol`` stays unknown to queries."""
+        lags = [
+            int(f.params["ms"])
+            for f in self.active("lookup_lag")
+            if f.params.get("symbol") in (None, symbol)
+        ]
+        return max(lags, default=0)
+
+    def _consume(self, f: Fault) -> bool:
+        """Use one of the fault's ``count`` answers; False when none is left."""
+        count = f.params.get("count")
+        if count is None:
+            return True
+        if count <= 0:
+            return False
+        f.params["count"] = count - 1
+        if count - 1 == 0:
+            self._faults.remove(f)
+        return True
 
 
 def _matches(f: Fault, path: str, streams: frozenset[str] | set[str]) -> bool:

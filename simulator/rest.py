@@ -23,6 +23,7 @@ from aiohttp import web
 from simulator.faults import Fault
 from simulator.ledger import INTERVALS, SymbolLedger
 from simulator.model import Clock
+from simulator.order_faults import is_new_order, place_order
 from simulator.payloads import agg_trade_row, kline_row
 
 if TYPE_CHECKING:
@@ -257,7 +258,10 @@ class RestApi:
             resp = binance_error(418, -1003, banned_msg(verdict.banned_until_ms))
         else:
             try:
-                resp_any = await handler(request)
+                if is_new_order(request):  # the order_unknown fault may replace the answer
+                    resp_any = await place_order(self.sim.faults, handler, request)
+                else:
+                    resp_any = await handler(request)
             except _BadParam as exc:
                 resp_any = exc.response
             except web.HTTPException as exc:

@@ -8,6 +8,7 @@ market loop calls ``engine.on_book(symbol)``; the websocket server pumps
 from __future__ import annotations
 
 from simulator.trading.accounts import Account
+from simulator.trading.ed25519 import sign_ed25519
 from simulator.trading.engine import TradingEngine
 from simulator.trading.errors import ApiError
 from simulator.trading.market_view import MarketView
@@ -25,4 +26,5 @@ __all__ = [
     "UserStreamClosedError",
     "request_weight",
     "sign",
+    "sign_ed25519",
 ]

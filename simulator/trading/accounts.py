@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from simulator.trading.orders import Order
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from simulator.trading.orders import Order, Trade
 
 ZERO = Decimal(0)
 MarkFn = Callable[[str], Decimal | None]
@@ -71,19 +73,28 @@ class Position:
 
 
 MAX_ORDERS_KEPT = 2_000  # per account, open ones always included
+MAX_TRADES_KEPT = 50_000  # per account and symbol
 
 
 @dataclass
 class Account:
-    """One paper-trading account: API credentials, USDT wallet, positions and orders."""
+    """One paper-trading account: API credentials, USDT wallet, positions, orders and fills.
+
+    An HMAC key has a ``secret_key``; an Ed25519 key has a ``public_key`` and no secret.
+    """
 
     api_key: str
-    secret_key: str
+    secret_key: str | None
     wallet_balance: Decimal
     default_leverage: int = 20
+    public_key: Ed25519PublicKey | None = None
+    can_trade: bool = True  # false: a key whose futures trading is not enabled
     leverage: dict[str, int] = field(default_factory=dict)
+    isolated: set[str] = field(default_factory=set)  # symbols set to ISOLATED (else CROSSED)
     positions: dict[str, Position] = field(default_factory=dict)
     orders: dict[tuple[str, int], Order] = field(default_factory=dict)
+    trades: dict[str, list[Trade]] = field(default_factory=dict)  # per symbol, ascending id
+    trade_count: int = 0
     update_time_ms: int = 0
 
     def add_order(self, order: Order) -> None:
@@ -98,6 +109,22 @@ class Account:
             return
         for key in [k for k, o in self.orders.items() if not o.is_open][:excess]:
             del self.orders[key]
+
+    def add_trade(self, trade: Trade) -> None:
+        """Keep one fill; past MAX_TRADES_KEPT per symbol, forget the oldest half-percent."""
+        rows = self.trades.setdefault(trade.symbol, [])
+        rows.append(trade)
+        if len(rows) > MAX_TRADES_KEPT:
+            del rows[: MAX_TRADES_KEPT // 200]  # in chunks: not a list shift per fill
+        self.trade_count += 1
+
+    def orders_of(self, symbol: str) -> list[Order]:
+        """Return the kept orders of one symbol, in any state."""
+        return [o for o in self.orders.values() if o.symbol == symbol]
+
+    def margin_type(self, symbol: str) -> str:
+        """Return ``ISOLATED`` or ``CROSSED`` for the symbol (CROSSED unless changed)."""
+        return "ISOLATED" if symbol in self.isolated else "CROSSED"
 
     def position(self, symbol: str) -> Position:
         """Return the symbol's position, creating a flat one on first use."""
@@ -195,20 +222,31 @@ class AccountBook:
         self._default_leverage = default_leverage
 
     def create(
-        self, balance: Decimal, *, api_key: str | None = None, secret_key: str | None = None
+        self,
+        balance: Decimal,
+        *,
+        api_key: str | None = None,
+        secret_key: str | None = None,
+        public_key: Ed25519PublicKey | None = None,
+        can_trade: bool = True,
     ) -> Account:
-        """Create an account holding ``balance`` USDT; generate the key pair unless given.
+        """Create an account holding ``balance`` USDT; generate the keys that are not given.
 
-        Raises ValueError when the API key is already in use.
+        With ``public_key`` the account has an Ed25519 key and no secret. Raises ValueError
+        when the API key is already in use, or for a secret key with a public key.
         """
         key = api_key or secrets.token_hex(32)
         if key in self._by_key:
             raise ValueError("API key already in use")
+        if public_key is not None and secret_key is not None:
+            raise ValueError("an Ed25519 key has no secret key")
         account = Account(
             api_key=key,
-            secret_key=secret_key or secrets.token_hex(32),
+            secret_key=None if public_key is not None else secret_key or secrets.token_hex(32),
             wallet_balance=balance,
             default_leverage=self._default_leverage,
+            public_key=public_key,
+            can_trade=can_trade,
         )
         self._by_key[key] = account
         return account

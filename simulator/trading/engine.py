@@ -15,25 +15,24 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from simulator.trading import payloads
+from simulator.trading import history, payloads
+from simulator.trading.account_config import set_leverage, set_margin_type
 from simulator.trading.accounts import Account, AccountBook
+from simulator.trading.emitter import EventEmitter
+from simulator.trading.entry_checks import check_entry, price_bound
 from simulator.trading.errors import ApiError
-from simulator.trading.filters import (
-    SymbolRules,
-    check_min_notional,
-    check_percent_price,
-    percent_price_bounds,
-)
+from simulator.trading.filters import SymbolRules
 from simulator.trading.market_view import MarketView
 from simulator.trading.matching import Fill, TopOfBook, crossing_qty, is_marketable, take
 from simulator.trading.order_limits import DEFAULT_LIMITS, OrderCounter
-from simulator.trading.order_params import NewOrder, order_ref, parse_new_order, symbol_rules
-from simulator.trading.orders import Order
-from simulator.trading.userstream import EventClock, ListenKeys, UserStream
+from simulator.trading.order_params import order_ref, parse_new_order, symbol_rules
+from simulator.trading.orders import Order, Trade
+from simulator.trading.userstream import ListenKeys, UserStream
 from simulator.trading.weights import ROUTE_WEIGHTS
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +58,7 @@ class TradingEngine:
         max_synthetic_levels: int = 50,
         order_limits: tuple[tuple[str, int, int, str], ...] = DEFAULT_LIMITS,
         clock_secs: Callable[[], float] = time.monotonic,
+        lookup_lag_ms: Callable[[str], int] = lambda _symbol: 0,
     ) -> None:
         self.market = market
         self.taker_fee = taker_fee
@@ -71,9 +71,12 @@ class TradingEngine:
             clock_secs=clock_secs,
             now_ms=market.now_ms,
         )
+        self.events = EventEmitter(
+            self.listen_keys, now_ms=market.now_ms, mark_price=market.mark_price
+        )
+        self.lookup_lag_ms = lookup_lag_ms  # REST read lag of GET /fapi/v1/order, per symbol
         self._order_limits = order_limits
         self._counters: dict[str, OrderCounter] = {}
-        self._clocks: dict[str, EventClock] = {}
         self._rules: dict[str, SymbolRules] = {}
         self._next_order_id: dict[str, int] = {}
         self._next_trade_id: dict[str, int] = {}
@@ -87,10 +90,24 @@ class TradingEngine:
         *,
         api_key: str | None = None,
         secret_key: str | None = None,
+        public_key: Ed25519PublicKey | None = None,
+        can_trade: bool = True,
     ) -> Account:
-        """Create a paper account with ``balance`` USDT; raise ValueError for a used API key."""
-        account = self.accounts.create(balance, api_key=api_key, secret_key=secret_key)
-        log.info("paper account created", extra={"balance": str(balance)})
+        """Create a paper account with ``balance`` USDT (HMAC, or Ed25519 with ``public_key``).
+
+        Raises ValueError for a used API key, or a secret key given with a public key.
+        """
+        account = self.accounts.create(
+            balance,
+            api_key=api_key,
+            secret_key=secret_key,
+            public_key=public_key,
+            can_trade=can_trade,
+        )
+        log.info(
+            "paper account created",
+            extra={"balance": str(balance), "ed25519": public_key is not None},
+        )
         return account
 
     def add_routes(self, app: web.Application) -> None:
@@ -102,6 +119,10 @@ class TradingEngine:
     def open_user_stream(self, listen_key: str, events: frozenset[str] | None) -> UserStream | None:
         """Attach a reader to a live listen key; None for unknown or expired keys."""
         return self.listen_keys.open(listen_key, events)
+
+    def expire_listen_keys(self, api_key: str | None = None) -> int:
+        """Expire now the live listen key of one account (or of all); return how many."""
+        return self.listen_keys.expire_now(api_key)
 
     def now_ms(self) -> int:
         """Return the exchange clock."""
@@ -140,7 +161,15 @@ class TradingEngine:
         symbol, now = req.symbol, self.now_ms()
         mark = self.market.mark_price(symbol)
         book = self.book(symbol)
-        self._check_entry(account, req, rules, mark, book)
+        check_entry(
+            account,
+            req,
+            rules,
+            mark,
+            book,
+            marks=self.market.mark_price,
+            max_levels=self.max_synthetic_levels,
+        )
         order = Order(
             order_id=self._new_id(self._next_order_id, symbol),
             client_order_id=req.client_order_id
@@ -158,8 +187,8 @@ class TradingEngine:
         )
         account.add_order(order)
         ack = payloads.order_object(order, rules)
-        self._emit_order(account, order, "NEW")
-        bound = self._price_bound(rules, req.side, mark)
+        self.events.order(account, order, "NEW")
+        bound = price_bound(rules, req.side, mark)
         fills: list[Fill] = []
         if book is not None and (req.type == "MARKET" or is_marketable(req.side, req.price, book)):
             fills = take(
@@ -179,90 +208,6 @@ class TradingEngine:
                 self._resting.setdefault(symbol, []).append((account, order))
         log.debug("order %s %s %s", symbol, order.order_id, order.status)
         return ack if req.resp_type == "ACK" else payloads.order_object(order, rules)
-
-    def _check_entry(
-        self,
-        account: Account,
-        req: NewOrder,
-        rules: SymbolRules,
-        mark: Decimal | None,
-        book: TopOfBook | None,
-    ) -> None:
-        """Apply the checks that need the market or the account, in Binance's spirit."""
-        symbol = req.symbol
-        if req.type == "LIMIT":
-            check_percent_price(rules, req.side, req.price, mark)
-        ref_price = req.price if req.type == "LIMIT" else self._market_price(req.side, book, mark)
-        if not req.reduce_only and ref_price is not None:
-            check_min_notional(
-                rules, req.price if req.type == "LIMIT" else mark or ref_price, req.qty
-            )
-        if req.client_order_id is not None and any(
-            o.client_order_id == req.client_order_id for o in account.open_orders(symbol)
-        ):
-            raise ApiError(-4116, "ClientOrderId is duplicated.")
-        if sum(1 for _ in account.open_orders(symbol)) >= rules.max_num_orders:
-            raise ApiError(-2025, "Reach max open order limit.")
-        amount = account.position(symbol).amount
-        if req.reduce_only and (amount == 0 or (amount > 0) == (req.side == "BUY")):
-            raise ApiError(-2022, "ReduceOnly Order is rejected.")
-        if req.type == "MARKET" and book is not None and mark is not None:
-            best = book.ask if req.side == "BUY" else book.bid
-            bound = self._price_bound(rules, req.side, mark)
-            if bound is not None and (best > bound if req.side == "BUY" else best < bound):
-                raise ApiError(
-                    -4131,
-                    "The counterparty's best price does not meet the PERCENT_PRICE filter limit.",
-                )
-        if (
-            req.time_in_force == "GTX"
-            and book is not None
-            and is_marketable(req.side, req.price, book)
-        ):
-            raise ApiError(
-                -5022,
-                "Due to the order could not be executed as maker, the Post Only "
-                "order will be rejected. The order will not be recorded in the order "
-                "history",
-            )
-        if req.time_in_force == "FOK" and req.type == "LIMIT":
-            fills = (
-                []
-                if book is None
-                else take(
-                    req.side,
-                    req.qty,
-                    book,
-                    tick=rules.tick,
-                    limit_price=req.price,
-                    bound=self._price_bound(rules, req.side, mark),
-                    max_levels=self.max_synthetic_levels,
-                )
-            )
-            if sum((f.qty for f in fills), ZERO) < req.qty:
-                raise ApiError(
-                    -5021,
-                    "Due to the order could not be filled immediately, the FOK "
-                    "order has been rejected. The order will not be recorded in the "
-                    "order history",
-                )
-        if not req.reduce_only and ref_price is not None:
-            probe = Order(
-                0,
-                "",
-                symbol,
-                req.side,
-                req.type,
-                req.time_in_force,
-                ref_price,
-                req.qty,
-                False,
-                0,
-                0,
-            )
-            needed = account.open_order_margin(symbol, probe) - account.open_order_margin(symbol)
-            if needed > account.available_balance(self.market.mark_price):
-                raise ApiError(-2019, "Margin is insufficient.")
 
     def cancel_order(self, account: Account, params: Mapping[str, str]) -> dict[str, Any]:
         """Cancel one open order; raise -2011 when there is no such open order."""
@@ -286,7 +231,7 @@ class TradingEngine:
         rules = symbol_rules(params, self.rules)
         order_id, client_id = order_ref(params)
         order = account.find_order(rules.symbol, order_id, client_id)
-        if order is None:
+        if order is None or self.now_ms() - order.time_ms < self.lookup_lag_ms(rules.symbol):
             raise ApiError(-2013, "Order does not exist.")
         return payloads.order_object(order, rules, with_time=True)
 
@@ -297,6 +242,33 @@ class TradingEngine:
             payloads.order_object(o, self._rules_of(o.symbol), with_time=True)
             for o in account.open_orders(symbol)
         ]
+
+    def all_orders(self, account: Account, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Answer GET /fapi/v1/allOrders (orders of one symbol in any state)."""
+        rules = symbol_rules(params, self.rules)
+        return history.all_orders(account.orders_of(rules.symbol), params, rules, self.now_ms())
+
+    def user_trades(self, account: Account, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Answer GET /fapi/v1/userTrades (fills of one symbol)."""
+        rules = symbol_rules(params, self.rules)
+        trades = account.trades.get(rules.symbol, [])
+        return history.user_trades(trades, params, rules, self.now_ms())
+
+    def every_trade(self, account: Account) -> list[dict[str, Any]]:
+        """Return every kept fill of the account across symbols (``/sim/accounts/{key}/trades``)."""
+        return history.every_trade(account.trades, self._rules_of)
+
+    # -- settings -------------------------------------------------------------------------------
+
+    def change_leverage(self, account: Account, params: Mapping[str, str]) -> dict[str, Any]:
+        """Answer POST /fapi/v1/leverage and emit ACCOUNT_CONFIG_UPDATE."""
+        answer = set_leverage(account, params, self.rules)
+        self.events.leverage(account, answer["symbol"], answer["leverage"])
+        return answer
+
+    def change_margin_type(self, account: Account, params: Mapping[str, str]) -> dict[str, Any]:
+        """Answer POST /fapi/v1/marginType (recorded and reported; margin stays cross)."""
+        return set_margin_type(account, params, self.rules)
 
     # -- matching -------------------------------------------------------------------------------
 
@@ -337,18 +309,34 @@ class TradingEngine:
             account.wallet_balance += realized - fee
             account.update_time_ms = now
             order.record_fill(fill.price, qty, now)
-            self._emit_order(
+            trade_id = self._new_id(self._next_trade_id, order.symbol)
+            account.add_trade(
+                Trade(
+                    seq=account.trade_count,
+                    id=trade_id,
+                    order_id=order.order_id,
+                    symbol=order.symbol,
+                    side=order.side,
+                    price=fill.price,
+                    qty=qty,
+                    commission=fee,
+                    realized_pnl=realized,
+                    maker=maker,
+                    time_ms=now,
+                )
+            )
+            self.events.order(
                 account,
                 order,
                 "TRADE",
                 last_qty=qty,
                 last_price=fill.price,
                 commission=fee,
-                trade_id=self._new_id(self._next_trade_id, order.symbol),
+                trade_id=trade_id,
                 maker=maker,
                 realized=realized,
             )
-            self._emit_account(account, order.symbol)
+            self.events.account(account, order.symbol)
         if fills:
             self._expire_reduce_only(account, order.symbol)
 
@@ -363,37 +351,7 @@ class TradingEngine:
         order.status = status
         order.expiry_reason = expiry_reason
         order.update_time_ms = self.now_ms()
-        self._emit_order(account, order, status)
-
-    # -- events ---------------------------------------------------------------------------------
-
-    def _stamp(self, account: Account, event_type: str) -> tuple[int, int]:
-        clock = self._clocks.get(account.api_key)
-        if clock is None:
-            clock = self._clocks[account.api_key] = EventClock()
-        return clock.stamp(event_type, self.now_ms())
-
-    def _emit_order(self, account: Account, order: Order, execution: str, **kw: Any) -> None:
-        if not self.listen_keys.has_streams(account.api_key):
-            return
-        event_ms, trans_ms = self._stamp(account, "ORDER_TRADE_UPDATE")
-        event = payloads.order_trade_update(
-            order, account, event_ms=event_ms, trans_ms=trans_ms, execution=execution, **kw
-        )
-        self.listen_keys.publish(account.api_key, event)
-
-    def _emit_account(self, account: Account, symbol: str) -> None:
-        if not self.listen_keys.has_streams(account.api_key):
-            return
-        event_ms, trans_ms = self._stamp(account, "ACCOUNT_UPDATE")
-        event = payloads.account_update(
-            account,
-            account.position(symbol),
-            self.market.mark_price(symbol),
-            event_ms=event_ms,
-            trans_ms=trans_ms,
-        )
-        self.listen_keys.publish(account.api_key, event)
+        self.events.order(account, order, status)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -408,18 +366,3 @@ class TradingEngine:
         value = counters.get(symbol, 100_000_000) + 1  # ids increase per symbol, like Binance's
         counters[symbol] = value
         return value
-
-    @staticmethod
-    def _price_bound(rules: SymbolRules, side: str, mark: Decimal | None) -> Decimal | None:
-        if mark is None or rules.multiplier_up <= 0:
-            return None
-        low, high = percent_price_bounds(rules, mark)
-        return high if side == "BUY" else low
-
-    @staticmethod
-    def _market_price(side: str, book: TopOfBook | None, mark: Decimal | None) -> Decimal | None:
-        if book is not None:
-            price = book.ask if side == "BUY" else book.bid
-            if price > 0:
-                return price
-        return mark

@@ -1,4 +1,4 @@
-"""The order record the engine keeps, and its lifecycle states."""
+"""The order and trade records the engine keeps, and the order lifecycle states."""
 
 from __future__ import annotations
 
@@ -61,3 +61,20 @@ class Order:
         self.fills.append((price, qty))
         self.update_time_ms = now_ms
         self.status = "FILLED" if self.executed_qty >= self.orig_qty else "PARTIALLY_FILLED"
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One fill of one order, as the account's trade history reports it."""
+
+    seq: int  # per account, in execution order (across symbols)
+    id: int  # per symbol, the ORDER_TRADE_UPDATE "t"
+    order_id: int
+    symbol: str
+    side: str
+    price: Decimal
+    qty: Decimal
+    commission: Decimal
+    realized_pnl: Decimal
+    maker: bool
+    time_ms: int

@@ -158,13 +158,18 @@ def account_update(
                     "bep": plain(position.break_even_price),
                     "cr": plain(position.realized_pnl),
                     "up": plain(position.unrealized(mark)),
-                    "mt": "cross",
+                    "mt": margin_type_name(account, position.symbol),
                     "iw": "0",
                     "ps": "BOTH",
                 }
             ],
         },
     }
+
+
+def margin_type_name(account: Account, symbol: str) -> str:
+    """Return the margin type as positions report it: ``cross`` or ``isolated``."""
+    return "isolated" if symbol in account.isolated else "cross"
 
 
 def listen_key_expired(listen_key: str, event_ms: int) -> dict[str, Any]:
@@ -220,7 +225,7 @@ def account_info(
     if not v3:
         head = {
             "feeTier": 0,
-            "canTrade": True,
+            "canTrade": account.can_trade,
             "canDeposit": True,
             "canWithdraw": True,
             "multiAssetsMargin": False,
@@ -302,7 +307,7 @@ def position_risk(
         }
     return {
         **common,
-        "marginType": "cross",
+        "marginType": margin_type_name(account, symbol),
         "isAutoAddMargin": "false",
         "leverage": str(account.leverage_of(symbol)),
         "maxNotionalValue": "1000000",

@@ -1,17 +1,17 @@
 """aiohttp handlers of the trading REST API: authentication, then the engine, then JSON.
 
 ApiError becomes Binance's ``{"code": ..., "msg": ...}`` here and only here. Security types:
-orders and account endpoints are SIGNED (API key + HMAC over the raw query string and body),
-listenKey endpoints need the API key only, ``POST /sim/accounts`` is an open admin endpoint.
+orders and account endpoints are SIGNED (API key + HMAC or Ed25519 signature over the raw query
+string and body), TRADE ones also need a key that may trade (else 401 -2015), listenKey
+endpoints need the API key only; the ``/sim/accounts`` admin routes (``admin.py``) are open.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,7 +19,8 @@ from aiohttp import web
 
 from simulator.trading import payloads
 from simulator.trading.accounts import Account
-from simulator.trading.errors import ApiError, invalid, mandatory
+from simulator.trading.ed25519 import verify_ed25519
+from simulator.trading.errors import ApiError
 from simulator.trading.order_params import symbol_rules
 from simulator.trading.signing import check_timestamp, parse_params, verify_signature
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 API_KEY_FORMAT = re.compile(r"^[A-Za-z0-9]{64}$")
+REJECTED_KEY = "Invalid API-key, IP, or permissions for action."
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
@@ -63,20 +65,29 @@ class TradingApi:
     def __init__(self, engine: TradingEngine) -> None:
         self.engine = engine
 
-    async def _auth(self, request: web.Request, *, signed: bool) -> tuple[Account, dict[str, str]]:
+    async def _auth(
+        self, request: web.Request, *, signed: bool, trade: bool = False
+    ) -> tuple[Account, dict[str, str]]:
         api_key = request.headers.get("X-MBX-APIKEY", "")
         if not API_KEY_FORMAT.fullmatch(api_key):
             raise ApiError(-2014, "API-key format invalid.", status=401)
         account = self.engine.accounts.get(api_key)
         if account is None:
-            raise ApiError(-2015, "Invalid API-key, IP, or permissions for action.", status=401)
+            raise ApiError(-2015, REJECTED_KEY, status=401)
         # raw bytes as sent: never re-encode what the client signed
         query = request.raw_path.partition("?")[2].encode("utf-8", "surrogateescape")
         body = await request.read()
         params = parse_params(query, body)
         if signed:
-            verify_signature(account.secret_key, query, body)
+            if account.public_key is not None:
+                verify_ed25519(account.public_key, query, body)
+            elif account.secret_key is not None:
+                verify_signature(account.secret_key, query, body)
+            else:  # no key material: nothing can verify
+                raise ApiError(-1022, "Signature for this request is not valid.")
             check_timestamp(params, self.engine.now_ms())
+        if trade and not account.can_trade:  # futures trading not enabled for this key
+            raise ApiError(-2015, REJECTED_KEY, status=401)
         return account, params
 
     def _marks(self, symbol: str) -> Decimal | None:
@@ -85,7 +96,7 @@ class TradingApi:
     # -- orders --------------------------------------------------------------------------------
 
     async def new_order(self, request: web.Request) -> web.Response:
-        account, params = await self._auth(request, signed=True)
+        account, params = await self._auth(request, signed=True, trade=True)
         headers = self.engine.order_counter(account).hit(self.engine.now_ms())
         try:
             body = self.engine.place_order(account, params)
@@ -95,7 +106,7 @@ class TradingApi:
         return json_response(body, headers=headers)
 
     async def cancel_order(self, request: web.Request) -> web.Response:
-        account, params = await self._auth(request, signed=True)
+        account, params = await self._auth(request, signed=True, trade=True)
         return json_response(self.engine.cancel_order(account, params))
 
     async def query_order(self, request: web.Request) -> web.Response:
@@ -107,8 +118,16 @@ class TradingApi:
         return json_response(self.engine.open_orders(account, params))
 
     async def cancel_all(self, request: web.Request) -> web.Response:
-        account, params = await self._auth(request, signed=True)
+        account, params = await self._auth(request, signed=True, trade=True)
         return json_response(self.engine.cancel_all(account, params))
+
+    async def all_orders(self, request: web.Request) -> web.Response:
+        account, params = await self._auth(request, signed=True)
+        return json_response(self.engine.all_orders(account, params))
+
+    async def user_trades(self, request: web.Request) -> web.Response:
+        account, params = await self._auth(request, signed=True)
+        return json_response(self.engine.user_trades(account, params))
 
     # -- account -------------------------------------------------------------------------------
 
@@ -158,17 +177,12 @@ class TradingApi:
         return await self._position_risk(request, v3=True)
 
     async def leverage(self, request: web.Request) -> web.Response:
-        account, params = await self._auth(request, signed=True)
-        rules = symbol_rules(params, self.engine.rules)
-        raw = params.get("leverage", "")
-        if not raw.isdigit():
-            raise mandatory("leverage")
-        if not 1 <= int(raw) <= 125:
-            raise ApiError(-4028, f"Leverage {raw} is not valid")
-        account.leverage[rules.symbol] = int(raw)
-        return json_response(
-            {"leverage": int(raw), "maxNotionalValue": "1000000", "symbol": rules.symbol}
-        )
+        account, params = await self._auth(request, signed=True, trade=True)
+        return json_response(self.engine.change_leverage(account, params))
+
+    async def margin_type(self, request: web.Request) -> web.Response:
+        account, params = await self._auth(request, signed=True, trade=True)
+        return json_response(self.engine.change_margin_type(account, params))
 
     async def position_mode(self, request: web.Request) -> web.Response:
         await self._auth(request, signed=True)
@@ -196,50 +210,20 @@ class TradingApi:
         self.engine.listen_keys.close(account.api_key)
         return json_response({})
 
-    # -- simulator admin -----------------------------------------------------------------------
-
-    async def create_account(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            body = json.loads(raw or b"{}", parse_float=Decimal)
-        except ValueError:
-            raise ApiError(-1130, "Request body is not valid JSON.") from None
-        if not isinstance(body, dict):
-            raise ApiError(-1130, "Request body must be a JSON object.")
-        try:
-            balance = Decimal(str(body.get("balance", "10000")))
-        except InvalidOperation:
-            raise invalid("balance") from None
-        if not balance.is_finite() or balance < 0:
-            raise invalid("balance")
-        api_key, secret_key = body.get("apiKey"), body.get("secretKey")
-        for name, value in (("apiKey", api_key), ("secretKey", secret_key)):
-            if value is not None and not (
-                isinstance(value, str) and API_KEY_FORMAT.fullmatch(value)
-            ):
-                raise invalid(name)
-        try:
-            account = self.engine.create_account(balance, api_key=api_key, secret_key=secret_key)
-        except ValueError:
-            raise invalid("apiKey") from None
-        return json_response(
-            {
-                "apiKey": account.api_key,
-                "secretKey": account.secret_key,
-                "balance": payloads.money(account.wallet_balance),
-            }
-        )
-
 
 def add_routes(app: web.Application, engine: TradingEngine) -> None:
-    """Register every trading route of ``engine`` on ``app``."""
-    api = TradingApi(engine)
+    """Register every trading route of ``engine`` on ``app``, and the admin routes."""
+    from simulator.trading.admin import AdminApi
+
+    api, admin = TradingApi(engine), AdminApi(engine)
     table: list[tuple[str, str, Handler]] = [
         ("POST", "/fapi/v1/order", api.new_order),
         ("DELETE", "/fapi/v1/order", api.cancel_order),
         ("GET", "/fapi/v1/order", api.query_order),
         ("GET", "/fapi/v1/openOrders", api.open_orders),
         ("DELETE", "/fapi/v1/allOpenOrders", api.cancel_all),
+        ("GET", "/fapi/v1/allOrders", api.all_orders),
+        ("GET", "/fapi/v1/userTrades", api.user_trades),
         ("GET", "/fapi/v2/account", api.account_v2),
         ("GET", "/fapi/v3/account", api.account_v3),
         ("GET", "/fapi/v2/balance", api.balance),
@@ -247,11 +231,13 @@ def add_routes(app: web.Application, engine: TradingEngine) -> None:
         ("GET", "/fapi/v2/positionRisk", api.position_risk_v2),
         ("GET", "/fapi/v3/positionRisk", api.position_risk_v3),
         ("POST", "/fapi/v1/leverage", api.leverage),
+        ("POST", "/fapi/v1/marginType", api.margin_type),
         ("GET", "/fapi/v1/positionSide/dual", api.position_mode),
         ("POST", "/fapi/v1/listenKey", api.listen_key_start),
         ("PUT", "/fapi/v1/listenKey", api.listen_key_keepalive),
         ("DELETE", "/fapi/v1/listenKey", api.listen_key_close),
-        ("POST", "/sim/accounts", api.create_account),
+        ("POST", "/sim/accounts", admin.create_account),
+        ("GET", "/sim/accounts/{api_key}/trades", admin.account_trades),
     ]
     for method, path, handler in table:
         app.router.add_route(method, path, _binance_errors(handler))

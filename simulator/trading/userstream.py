@@ -150,6 +150,8 @@ class ListenKey:
         self._kill(DELETED_REASON, None)
 
     def _kill(self, reason: str, last: bytes | None) -> None:
+        if self.dead:  # a second expiry or delete of the same key does nothing
+            return
         for stream in list(self.streams):
             stream._end(reason, drop_queue=False, last=last)
         self.dead = True
@@ -214,6 +216,24 @@ class ListenKeys:
             return False
         key.delete()
         return True
+
+    def expire_now(self, account_key: str | None = None) -> int:
+        """Expire the live key of one account (or every live key); return how many ended.
+
+        Its streams get ``listenKeyExpired`` and then nothing; ``PUT`` answers -1125 and
+        ``POST`` creates a new key. Expiring again when no key is live does nothing.
+        """
+        keys = [
+            k
+            for account, k in self._by_account.items()
+            if account_key is None or account == account_key
+        ]
+        expired = 0
+        for key in keys:
+            if not key.dead:
+                key.expire()
+                expired += 1
+        return expired
 
     def open(self, listen_key: str, events: frozenset[str] | None) -> UserStream | None:
         """Attach a new stream to a live key; None for unknown or expired keys."""

@@ -13,6 +13,8 @@ ROUTE_WEIGHTS: Mapping[tuple[str, str], int] = {
     ("GET", "/fapi/v1/order"): 1,
     ("GET", "/fapi/v1/openOrders"): 1,  # 40 without symbol: see request_weight()
     ("DELETE", "/fapi/v1/allOpenOrders"): 1,
+    ("GET", "/fapi/v1/allOrders"): 5,
+    ("GET", "/fapi/v1/userTrades"): 5,
     ("GET", "/fapi/v2/account"): 5,
     ("GET", "/fapi/v3/account"): 5,
     ("GET", "/fapi/v2/balance"): 5,
@@ -20,6 +22,7 @@ ROUTE_WEIGHTS: Mapping[tuple[str, str], int] = {
     ("GET", "/fapi/v2/positionRisk"): 5,
     ("GET", "/fapi/v3/positionRisk"): 5,
     ("POST", "/fapi/v1/leverage"): 1,
+    ("POST", "/fapi/v1/marginType"): 1,
     ("GET", "/fapi/v1/positionSide/dual"): 30,
     ("POST", "/fapi/v1/listenKey"): 1,
     ("PUT", "/fapi/v1/listenKey"): 1,
