@@ -21,9 +21,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from binance.parse import ControlReply, Parsed, parse_frame
+from binance.streams import control_messages
 from core.errors import FrameError
-from feeds.binance.parse import ControlReply, Parsed, parse_frame
-from feeds.binance.streams import control_messages
 
 log = logging.getLogger(__name__)
 State = Literal["connecting", "subscribing", "live", "backoff", "stopped"]

@@ -9,7 +9,6 @@ defaults is in README.md.
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import difflib
 import os
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit
 
 from core.errors import ConfigError
 from core.timeframes import Timeframe, parse_timeframe
+from core.vault import parse_keyring
 
 PREFIX = "TP_"
 MarketSource = Literal["sim", "testnet", "live"]
@@ -150,6 +150,18 @@ class WebSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecutionSettings:
+    """The trading path's knobs (TP_EXEC_*, TP_TRADE_*)."""
+
+    recv_window_ms: int  # recvWindow of every order: bounds how late an unknown order can go live
+    timeout_ms: int  # an exchange call unanswered this long leaves its outcome unknown
+    keepalive_s: int  # listenKey keepalive period (Binance: valid 60 min; libraries ping at 30)
+    reconcile_s: int  # open orders, positions and balances re-read from REST this often
+    commands_per_minute: int  # per user, checked by the web tier before anything is queued
+    reply_timeout_ms: int  # a REST trade command waits this long for its outcome, then answers 202
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Frozen configuration of one process. Build it with :meth:`from_env`."""
 
@@ -162,13 +174,14 @@ class Settings:
     stream_shards: int
     stream_maxlen: int  # approximate MAXLEN of each market-data stream shard
     jwt_keys: tuple[tuple[str, str], ...]  # (kid, secret); the first one signs
-    key_encryption_key: str  # Fernet key (urlsafe base64 of 32 bytes) for exchange API secrets
+    key_encryption_key: str  # keyring `kid:key,...` (core/vault.py) for exchange credentials
     demo: bool
     log_level: str
     feed: FeedSettings
     candles: CandleSettings
     signals: SignalSettings
     web: WebSettings
+    execution: ExecutionSettings
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -218,6 +231,16 @@ class Settings:
                 pace_ms=r.get("TP_SIGNAL_PACE_MS", "1000", _int_range(0, 60_000)),
                 cache_candles=r.get(
                     "TP_SIGNAL_CACHE_CANDLES", "250000", _int_range(0, 100_000_000)
+                ),
+            ),
+            execution=ExecutionSettings(
+                recv_window_ms=r.get("TP_EXEC_RECV_WINDOW_MS", "3000", _int_range(500, 60_000)),
+                timeout_ms=r.get("TP_EXEC_TIMEOUT_MS", "5000", _int_range(100, 60_000)),
+                keepalive_s=r.get("TP_EXEC_KEEPALIVE_S", "1800", _int_range(1, 3_300)),
+                reconcile_s=r.get("TP_EXEC_RECONCILE_S", "60", _int_range(1, 86_400)),
+                commands_per_minute=r.get("TP_TRADE_PER_MINUTE", "120", _int_range(1, 100_000)),
+                reply_timeout_ms=r.get(
+                    "TP_TRADE_REPLY_TIMEOUT_MS", "8000", _int_range(100, 60_000)
                 ),
             ),
         )
@@ -297,6 +320,8 @@ KNOWN = frozenset(
             "CANDLE_MAX_DELIVERIES CLAIM_IDLE_MS REST_WEIGHT_BUDGET UPDATES_MAXLEN "
             "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS "
             "SIGNAL_CACHE_CANDLES "
+            "EXEC_RECV_WINDOW_MS EXEC_TIMEOUT_MS EXEC_KEEPALIVE_S EXEC_RECONCILE_S "
+            "TRADE_PER_MINUTE TRADE_REPLY_TIMEOUT_MS "
             "WEB_ORIGIN SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S REFRESH_TTL_S "
             "WEB_MAX_SUBSCRIPTIONS WEB_TICK_MS WEB_CLIENT_BACKLOG WEB_SLOW_MS WEB_SEND_BUFFER "
             "WEB_SNAPSHOT_CANDLES LOGIN_PER_MINUTE_IP LOGIN_PER_MINUTE_ADDRESS OPS_ADDRESSES "
@@ -527,12 +552,7 @@ def _parse_jwt_keys(raw: str) -> tuple[tuple[str, str], ...]:
 
 
 def _parse_kek(raw: str) -> str:
-    try:
-        key = base64.urlsafe_b64decode(raw.encode())
-    except (binascii.Error, ValueError):
-        raise ValueError("not urlsafe base64 (generate one with Fernet.generate_key())") from None
-    if len(key) != 32:
-        raise ValueError(f"decodes to {len(key)} bytes, a Fernet key is 32")
+    parse_keyring(raw)  # raises ValueError naming the entry and what is wrong, never the key
     return raw
 
 

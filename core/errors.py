@@ -9,7 +9,10 @@
         ├── RateLimited      429: over the exchange's weight limit; every process backs off
         ├── Banned           418: the IP is banned until ``until_ms``; nothing is sent till then
         ├── Throttled        our shared weight budget is spent; the request was not sent
-        └── RestUnavailable  5xx, timeout or connection error: retry later
+        ├── RestUnavailable  5xx, timeout or connection error: retry later
+        │   └── OutcomeUnknown   a request that changes state may have been executed: look it up
+        └── NotSent          the request never left (connection refused): nothing happened
+    VaultError           a stored credential does not decrypt for its owner (core/vault.py)
 
 ``retryable`` on a RestError class says whether trying again later can succeed (a bad symbol
 never will); ``retry_after_ms``, when not None, says how long to wait first.
@@ -99,5 +102,19 @@ class Throttled(RestError):
 
 class RestUnavailable(RestError):
     """5xx, a timeout or a connection error: the request may or may not have been served."""
+
+    retryable = True
+
+
+class OutcomeUnknown(RestUnavailable):
+    """The exchange may or may not have executed the request (timeout, -1006, -1007, 408, 5xx).
+
+    For an order this is not a failure: the order is resolved by looking it up by its client
+    order id and from the user data stream, never by sending it again (execution-notes §1).
+    """
+
+
+class NotSent(RestError):
+    """The request never reached the exchange (the connection could not be made)."""
 
     retryable = True

@@ -35,6 +35,19 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:auth:rate:<kind>:<who>:<minute>     string   login attempts per IP or address
     <ns>:ops:audit                           stream   ops-page actions (MAXLEN ~ 1,000)
     <ns>:socketio                            channel  Flask-SocketIO message queue (pub/sub)
+    <ns>:accounts:<address>                  hash     a user's linked exchange account (encrypted)
+    <ns>:orders:commands                     stream   trade commands, web -> execution
+    <ns>:orders:events                       stream   outcomes and order/account updates -> web
+    <ns>:orders:audit                        stream   every command and its outcome (bounded)
+    <ns>:orders:request:<address>:<req id>   string   a request id's client order id (idempotency)
+    <ns>:orders:reply:<request id>           list     the outcome a waiting web request pops
+    <ns>:orders:live:<address>               hash     client order id -> order not yet final
+    <ns>:orders:done:<address>               list     final orders, newest first (bounded)
+    <ns>:orders:fills:<address>              zset     fills by time, member unique per trade
+    <ns>:orders:state:<address>              hash     balances, positions, stream status
+    <ns>:orders:rate:<kind>:<address>:<win>  string   per-user command and order-budget counters
+    <ns>:instruments                         string   JSON symbol -> trading filters
+    <ns>:execution:health                    hash     execution process health
     <ns>:dramatiq:*                          Dramatiq broker keys (its own layout)
     <ns>:dead-letters-trimmed                hash     queue -> dead letters dropped past the bound
 
@@ -51,6 +64,7 @@ import zlib
 from dataclasses import dataclass
 
 # Consumer groups, named for the role that reads.
+GROUP_EXECUTION = "execution"  # trade commands -> the execution process
 GROUP_CANDLES = "candles"  # stream consumer: trades and klines -> candle actors
 GROUP_BACKFILL = "backfill"  # stream consumer: gaps -> backfill actors
 
@@ -186,6 +200,51 @@ class Keys:
     def ops_audit(self) -> str:
         """Stream: one entry per ops-page action (who, what, ids, results)."""
         return f"{self.namespace}:ops:audit"
+
+    # --- trading (control Redis: user data, kept across restarts) ---
+    def account(self, address: str) -> str:
+        """Hash: a user's linked exchange account; credentials only as ciphertext (core/vault)."""
+        return f"{self.namespace}:accounts:{address.lower()}"
+
+    def accounts_pattern(self) -> str:
+        return f"{self.namespace}:accounts:*"
+
+    def order_commands(self) -> str:
+        return f"{self.namespace}:orders:commands"
+
+    def order_events(self) -> str:
+        return f"{self.namespace}:orders:events"
+
+    def order_audit(self) -> str:
+        return f"{self.namespace}:orders:audit"
+
+    def order_request(self, address: str, request_id: str) -> str:
+        return f"{self.namespace}:orders:request:{address.lower()}:{request_id}"
+
+    def order_reply(self, request_id: str, address: str) -> str:
+        return f"{self.namespace}:orders:reply:{address.lower()}:{request_id}"
+
+    def orders_live(self, address: str) -> str:
+        return f"{self.namespace}:orders:live:{address.lower()}"
+
+    def orders_done(self, address: str) -> str:
+        return f"{self.namespace}:orders:done:{address.lower()}"
+
+    def order_fills(self, address: str) -> str:
+        return f"{self.namespace}:orders:fills:{address.lower()}"
+
+    def account_state(self, address: str) -> str:
+        return f"{self.namespace}:orders:state:{address.lower()}"
+
+    def order_rate(self, kind: str, address: str, window: int) -> str:
+        return f"{self.namespace}:orders:rate:{kind}:{address.lower()}:{window}"
+
+    def instruments(self) -> str:
+        """String: JSON ``{symbol: filters}`` of the tradable symbols (execution writes it)."""
+        return f"{self.namespace}:instruments"
+
+    def execution_health(self) -> str:
+        return f"{self.namespace}:execution:health"
 
     def socketio_channel(self) -> str:
         return f"{self.namespace}:socketio"

@@ -17,6 +17,9 @@ import orjson
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
 
+QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "websockets.client", "rlp.codec")
+
+
 class JsonFormatter(logging.Formatter):
     """Format a record as one JSON line: ts, level, logger, msg, extra fields, exc."""
 
@@ -51,3 +54,7 @@ def setup_logging(level: str, *, process: str) -> None:
         return record
 
     logging.setLogRecordFactory(factory)
+    # httpx logs every request's URL at INFO (a signed request's query with it) and httpcore
+    # every step at DEBUG: neither is ours to report, and both would drown what is.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

@@ -15,13 +15,11 @@ import signal
 import sys
 import zlib
 
-import httpx
-
+from binance.exchange_info import load_universe
 from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.logs import setup_logging
 from core.redis_clients import async_client
-from core.universe import resolve_universe
 from feeds.feeder import Feeder
 
 log = logging.getLogger("feeds")
@@ -40,28 +38,7 @@ def shard_symbols(symbols: list[str], k: int, n: int) -> list[str]:
     return [s for s in symbols if zlib.crc32(s.encode()) % n == k - 1]
 
 
-async def fetch_universe(settings: Settings) -> list[str]:
-    """Return the configured symbols, checked against exchangeInfo; retry until it answers."""
-    delay = 1.0
-    async with httpx.AsyncClient(base_url=settings.market.rest_url, timeout=10) as http:
-        while True:
-            try:
-                response = await http.get("/fapi/v1/exchangeInfo")
-                response.raise_for_status()
-                info = response.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                log.warning("exchangeInfo unavailable (%s); retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
-                continue
-            try:
-                return resolve_universe(settings.symbols, info)
-            except ValueError as exc:
-                raise ConfigError([("TP_SYMBOLS", str(exc))]) from None
-
-
-async def main_async(settings: Settings, shard: tuple[int, int]) -> None:
-    symbols = shard_symbols(await fetch_universe(settings), *shard)
+async def main_async(settings: Settings, symbols: list[str], shard: tuple[int, int]) -> None:
     client = async_client(settings.require_redis_url(), max_connections=4, client_name="feeder")
     feeder = Feeder(settings, symbols, client, feeder_id=f"feeder-{shard[0]}of{shard[1]}")
     task = asyncio.create_task(feeder.run())
@@ -81,7 +58,8 @@ def main() -> int:
     settings = load_settings()
     setup_logging(settings.log_level, process="feeder")
     try:
-        asyncio.run(main_async(settings, args.shard))
+        symbols = shard_symbols(load_universe(settings), *args.shard)
+        asyncio.run(main_async(settings, symbols, args.shard))
     except ConfigError as exc:  # e.g. a configured symbol the exchange does not trade
         for var, what in exc.problems:
             print(f"configuration error: {var}: {what}", file=sys.stderr)

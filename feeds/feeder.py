@@ -24,12 +24,12 @@ from typing import Any
 import orjson
 import redis.asyncio
 
+from binance.market_ws import FeedConnection, now_ms
+from binance.parse import Ignored, Parsed
+from binance.streams import ConnectionPlan, plan_connections
 from core.config import Settings
 from core.keys import Keys
 from core.schemas import BookTicker, Gap, Kline, Trade, encode
-from feeds.binance.client import FeedConnection, now_ms
-from feeds.binance.parse import Ignored, Parsed
-from feeds.binance.streams import ConnectionPlan, plan_connections
 from feeds.outbox import Outbox
 from feeds.sequencer import LatestFilter, TradeSequencer
 from feeds.watchdog import SilenceWatch

@@ -7,7 +7,7 @@ here, coalesced per symbol and timeframe and leased for a minute, so a window is
 twice at once; a duplicate delivery is also turned away by a per-series lock.
 
 One request per message, within the REST weight budget shared by every process
-(``core.binance_rest``). When the budget is spent, on 429 and during a 418 ban the repairs are
+(``binance.rest``). When the budget is spent, on 429 and during a 418 ban the repairs are
 put back with the time they may be retried, and the message ends: no worker thread sleeps on a
 rate limit. Bars still open on the exchange are left for later; the closed ones are written as
 final (``tasks.candle_store.EXCHANGE``) and every difference from what was stored is counted.
@@ -22,7 +22,7 @@ import time
 import dramatiq
 import redis
 
-from core.binance_rest import MarketRest
+from binance.rest import MarketRest
 from core.errors import RestError
 from core.redis_clients import sync_client
 from core.schemas import Candle, decode

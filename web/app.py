@@ -15,11 +15,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from core.config import Settings
 from core.keys import Keys
 from core.redis_clients import gevent_client, sync_client
+from web.commands import Trading
 from web.fanout import Pump
 from web.market import Market
 from web.rooms import Client, Registry
 from web.sessions import Sessions
 from web.tokens import Keyring
+from web.trade_events import OrderEvents
 from web.transport import text_frame, whole_frames
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ class Web:
     keyring: Keyring
     registry: Registry
     pump: Pump
+    trading: Trading
+    order_events: OrderEvents
 
 
 def web() -> Web:
@@ -51,7 +55,7 @@ def web() -> Web:
 
 def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     """Build the app for ``settings``; start the fan-out pump unless told not to (unit tests)."""
-    from web import api, auth, ops, sockets  # noqa: F401  # sockets registers its events
+    from web import api, auth, ops, sockets, trade_api  # noqa: F401  # sockets registers events
 
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
@@ -128,12 +132,14 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     app.extensions["tp"] = Web(
         settings=settings, keys=keys, redis=client, market=Market(client, settings),
         sessions=sessions, keyring=Keyring(settings.jwt_keys, issuer=w.origin),
-        registry=registry, pump=pump,
+        registry=registry, pump=pump, trading=Trading(client, settings, keys),
+        order_events=OrderEvents(client, keys, socketio.emit),
     )  # fmt: skip
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
+    app.register_blueprint(trade_api.bp)
 
     @app.get("/")
     def index() -> Any:
@@ -156,6 +162,7 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
 
     if start_pump:
         socketio.start_background_task(pump.run)
+        socketio.start_background_task(app.extensions["tp"].order_events.run)
     return app
 
 

@@ -8,6 +8,7 @@ snapshot has been queued, so a client always sees its snapshot before the live u
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from flask import request
@@ -16,6 +17,7 @@ from flask_socketio import ConnectionRefusedError, emit, join_room
 from web.app import socketio, web
 from web.rooms import CHANNELS, Client, room_name
 from web.tokens import TokenError
+from web.trade_events import user_room
 from web.transport import WholeFrameSocket
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ def on_connect(auth: Any = None) -> None:
         client.address, client.family = claims.address, claims.family
         client.expires_at_s = claims.expires_at_s
         join_room(f"f:{claims.family}")  # revocation reaches it from any web process
+        join_room(user_room(claims.address))  # its order events (web/trade_events.py)
     w.registry.connect(client)
 
 
@@ -145,3 +148,27 @@ def on_reauth(data: Any = None) -> dict[str, Any]:
     client.address, client.family = claims.address, claims.family
     client.expires_at_s = claims.expires_at_s
     return {"ok": True, "expires_at": claims.expires_at_s * 1000}
+
+
+@socketio.on("trade")
+def on_trade(data: Any = None) -> dict[str, Any]:
+    """A trade command: ``{"action": place|cancel|cancel_all|close|leverage|margin_type, ...}``
+    with the fields of the matching REST call; the ack is the REST answer's body."""
+    w = web()
+    client = w.registry.clients.get(request.sid)  # type: ignore[attr-defined]
+    if client is None or client.address is None:
+        return _no("unauthorized", "sign in first: connect with auth {token}")
+    if client.expires_at_s is not None and client.expires_at_s * 1000 < _now_ms():
+        return _no("token_expired", "the access token expired: reauth first")
+    if client.family is None or not w.sessions.alive(client.family):
+        return _no("token_revoked", "this session was signed out or revoked")
+    action = data.get("action") if isinstance(data, dict) else None
+    if action not in ("place", "cancel", "cancel_all", "close", "leverage", "margin_type"):
+        return _no("bad_action", "action must be place, cancel, cancel_all, close, leverage or "
+                   "margin_type")  # fmt: skip
+    _, answer = w.trading.execute(client.address, str(action), data)
+    return answer
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -36,18 +36,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 import redis
 
+from binance.exchange_info import load_universe
 from core.config import Settings, load_settings
-from core.errors import SchemaError
+from core.errors import ConfigError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_BACKFILL, GROUP_CANDLES, Keys
 from core.logs import setup_logging
 from core.redis_clients import MAX_BLOCK_MS, sync_client
 from core.schemas import Gap, decode
 from core.timeframes import Timeframe
-from core.universe import resolve_universe
 from tasks.backfill import backfill_klines
 from tasks.broker import BACKFILL_QUEUE_MAX, queue_depth, send_bounded, trigger_bound
 from tasks.candle_store import MARK_PARTIAL, mark_partial
@@ -431,22 +430,6 @@ class Consumer:
         self.client.hset(k.consumer_health(), self.name, orjson.dumps(health))
 
 
-def fetch_symbols(settings: Settings, stop: threading.Event) -> list[str] | None:
-    """Return the universe from exchangeInfo, retrying until it answers (None if stopped)."""
-    delay = 1.0
-    while not stop.is_set():
-        try:
-            with httpx.Client(base_url=settings.market.rest_url, timeout=10) as http:
-                response = http.get("/fapi/v1/exchangeInfo")
-                response.raise_for_status()
-                return resolve_universe(settings.symbols, response.json())
-        except (httpx.HTTPError, ValueError) as exc:
-            log.warning("exchangeInfo unavailable (%s); retrying in %.0f s", exc, delay)
-            stop.wait(delay)
-            delay = min(delay * 2, 30)
-    return None
-
-
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -459,7 +442,11 @@ def serve(settings: Settings, shards: list[int], name: str) -> None:
         signal.signal(sig, lambda *_: consumer.stop.set())
 
     def history() -> None:
-        symbols = fetch_symbols(settings, consumer.stop)
+        try:
+            symbols = load_universe(settings, stop=consumer.stop)
+        except ConfigError as exc:  # the feeder stops on it; here only the start-up work is lost
+            log.error("no universe and no history: %s", exc)
+            return
         if symbols is not None:
             client.set(consumer.keys.universe(), orjson.dumps(symbols))  # the web tier's list
             consumer.add_history(symbols)

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from core.binance_rest import JITTER_MS, MarketRest, klines_weight
+from binance.rest import JITTER_MS, MarketRest, klines_weight
 from core.errors import Banned, RateLimited, RestError, RestUnavailable, Throttled
 from core.keys import Keys
 from core.redis_clients import sync_client

@@ -1,10 +1,17 @@
-"""The symbol universe from the real exchangeInfo."""
+"""The symbol universe from the real exchangeInfo, and its loader's retries."""
 
 from __future__ import annotations
 
+import logging
+import threading
+
+import httpx
+import orjson
 import pytest
 
-from core.universe import resolve_universe, trading_perpetuals
+from binance.exchange_info import load_universe, resolve_universe, trading_perpetuals
+from core.config import Settings
+from core.errors import ConfigError
 from tests.conftest import exchange_info
 
 
@@ -25,3 +32,73 @@ def test_explicit_list_is_checked_against_the_exchange() -> None:
     assert resolve_universe(("ETHUSDT", "BTCUSDT"), info) == ["ETHUSDT", "BTCUSDT"]
     with pytest.raises(ValueError, match="NOPEUSDT"):
         resolve_universe(("BTCUSDT", "NOPEUSDT"), info)
+
+
+class RecordedWaits(threading.Event):
+    """A stop event that is never set and returns at once, recording how long it was asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return False
+
+
+def settings(symbols: str) -> Settings:
+    return Settings.from_env({"TP_DEMO": "1", "TP_SYMBOLS": symbols})
+
+
+def test_loader_waits_for_the_exchange_then_returns_the_configured_symbols(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    answers = iter(["down", 503, "not json", 503, 503, 503, 200])
+    requests: list[str] = []
+
+    def exchange(request: httpx.Request) -> httpx.Response:
+        requests.append(request.url.path)
+        answer = next(answers)
+        if answer == "down":
+            raise httpx.ConnectError("connection refused", request=request)
+        if answer == "not json":
+            return httpx.Response(200, content=b"<html>")
+        return httpx.Response(answer, content=orjson.dumps(exchange_info()))
+
+    stop = RecordedWaits()
+    with caplog.at_level(logging.WARNING):
+        symbols = load_universe(
+            settings("ETHUSDT,BTCUSDT"), stop=stop, transport=httpx.MockTransport(exchange)
+        )
+    assert symbols == ["ETHUSDT", "BTCUSDT"]
+    assert requests == ["/fapi/v1/exchangeInfo"] * 7
+    assert stop.waits == [1, 2, 4, 8, 16, 30]
+    assert all(m.startswith("exchangeInfo unavailable") for m in caplog.messages)
+    assert len(caplog.messages) == 6
+
+
+def test_loader_stops_at_once_on_a_symbol_the_exchange_does_not_trade() -> None:
+    calls = 0
+
+    def exchange(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(200, content=orjson.dumps(exchange_info()))
+
+    with pytest.raises(ConfigError) as raised:
+        load_universe(settings("BTCUSDT,NOPEUSDT"), transport=httpx.MockTransport(exchange))
+    [(var, what)] = raised.value.problems
+    assert var == "TP_SYMBOLS"
+    assert "NOPEUSDT" in what
+    assert calls == 1  # no retry can fix a configuration
+
+
+def test_loader_returns_none_once_stopped() -> None:
+    stop = threading.Event()
+
+    def exchange(request: httpx.Request) -> httpx.Response:
+        stop.set()  # e.g. SIGTERM while the exchange is down
+        return httpx.Response(503)
+
+    transport = httpx.MockTransport(exchange)
+    assert load_universe(settings("all"), stop=stop, transport=transport) is None

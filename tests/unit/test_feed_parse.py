@@ -8,9 +8,9 @@ from decimal import Decimal
 import orjson
 import pytest
 
+from binance.parse import ControlReply, Ignored, parse_frame
 from core.errors import FrameError
 from core.schemas import BookTicker, Kline, Trade
-from feeds.binance.parse import ControlReply, Ignored, parse_frame
 from tests.conftest import FIXTURES
 
 

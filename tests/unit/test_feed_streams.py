@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from feeds.binance.streams import (
+from binance.streams import (
     MAX_STREAMS_PER_CONNECTION,
     control_messages,
     plan_connections,

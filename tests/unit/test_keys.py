@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from redis.crc import key_slot
 
+from binance.exchange_info import trading_perpetuals
 from core.keys import Keys, shard_of
-from core.universe import trading_perpetuals
 from tests.conftest import exchange_info
 
 

@@ -1,0 +1,173 @@
+"""A USD-M user data stream for one account: listenKey kept alive, replaced, resynced (async).
+
+Lifecycle (reference/binance-usdm.md §4, execution-notes §1 "listenKey"):
+
+1. ``POST /fapi/v1/listenKey``, connect ``<ws>/private/ws/<listenKey>``;
+2. only then call ``on_resync()`` (the caller's REST snapshot of open orders, positions, fills):
+   whatever happens after the connection opened is on the stream, whatever happened before is
+   in the snapshot, so nothing falls between; events buffered meanwhile are applied after it
+   (the caller's updates are monotonic, so an older event cannot undo the snapshot);
+3. ``PUT`` every ``keepalive_s``; a -1125 ("listenKey does not exist") or a
+   ``listenKeyExpired`` event ends this key: back to 1 (a second expiry notice for a key already
+   replaced is ignored);
+4. a dropped connection: back to 1 after a jittered backoff (1 s doubling to 30 s);
+5. before the server's 24-hour cut (``max_age_s``) a second connection to the same key is
+   opened and read first, then the old one is closed: make-before-break, as the feeder does;
+   the overlap can repeat events, which the caller's idempotent updates absorb.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from binance.account import AccountClient
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 1 << 20
+MAX_QUEUE_FRAMES = 256  # websocket receive queue: pushes back through TCP when full
+
+
+class UserStream:
+    """Run one account's user data stream until cancelled."""
+
+    def __init__(
+        self,
+        client: AccountClient,
+        ws_private_url: str,
+        *,
+        on_event: Callable[[dict[str, Any]], Awaitable[None]],
+        on_resync: Callable[[], Awaitable[None]],
+        keepalive_s: float = 1800,
+        max_age_s: float = 23 * 3600,
+        label: str = "",
+    ) -> None:
+        self._client = client
+        self._url = ws_private_url
+        self._on_event = on_event
+        self._on_resync = on_resync
+        self._keepalive_s = keepalive_s
+        self._max_age_s = max_age_s
+        self._label = label
+        self.listen_key = ""
+        self.connected = False
+        self.stats = {
+            "connects": 0,
+            "drops": 0,
+            "expired": 0,
+            "keepalives": 0,
+            "replaced": 0,
+            "malformed": 0,
+        }
+
+    async def run(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self._one_key()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: a new key and connection
+                self.stats["drops"] += 1
+                log.warning(
+                    "user stream %s lost (%s); reconnecting in %.1f s",
+                    self._label,
+                    type(exc).__name__,
+                    backoff,
+                    extra={"account": self._label},
+                )
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # noqa: S311
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                self.connected = False
+
+    async def _one_key(self) -> None:
+        key = await self._client.new_listen_key()
+        self.listen_key = key
+        ws = await self._connect(key)
+        log.debug("user stream %s connected; resyncing", self._label)
+        keepalive = asyncio.create_task(self._keepalive(key))
+        try:
+            await self._on_resync()
+            log.debug("user stream %s resynced", self._label)
+            self.connected = True
+            opened = time.monotonic()
+            while True:
+                if time.monotonic() - opened > self._max_age_s:
+                    ws = await self._replace(ws, key)
+                    opened = time.monotonic()
+                if keepalive.done():
+                    keepalive.result()  # raises the keepalive's error (the key is gone)
+                    return
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), timeout=1.0)
+                except TimeoutError:
+                    continue
+                if not await self._handle(raw, key):
+                    return  # listenKeyExpired: start again with a new key
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _connect(self, key: str) -> ClientConnection:
+        ws = await websockets.connect(
+            f"{self._url}/ws/{key}",
+            max_size=MAX_FRAME_BYTES,
+            max_queue=MAX_QUEUE_FRAMES,
+            open_timeout=10,
+            close_timeout=2,
+        )
+        self.stats["connects"] += 1
+        return ws
+
+    async def _replace(self, old: ClientConnection, key: str) -> ClientConnection:
+        new = await self._connect(key)
+        # Drain what the old connection already holds, then read only the new one.
+        with contextlib.suppress(Exception):
+            while True:
+                raw = await asyncio.wait_for(old.recv(), timeout=0.05)
+                await self._handle(raw, key)
+        with contextlib.suppress(Exception):
+            await old.close()
+        self.stats["replaced"] += 1
+        return new
+
+    async def _handle(self, raw: str | bytes, key: str) -> bool:
+        try:
+            event = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.stats["malformed"] += 1
+            return True
+        if not isinstance(event, dict):
+            self.stats["malformed"] += 1
+            return True
+        if event.get("e") == "listenKeyExpired":
+            if event.get("listenKey", key) != key:
+                return True  # a notice about a key already replaced
+            self.stats["expired"] += 1
+            log.warning(
+                "listenKey of %s expired; replacing it", self._label, extra={"account": self._label}
+            )
+            return False
+        await self._on_event(event)
+        return True
+
+    async def _keepalive(self, key: str) -> None:
+        while True:
+            await asyncio.sleep(self._keepalive_s)
+            if self.listen_key != key:
+                return
+            await self._client.keepalive_listen_key()  # -1125 raises: the key is replaced
+            self.stats["keepalives"] += 1

@@ -1,0 +1,174 @@
+"""Redis I/O of the execution process: orders, fills, account state, events, audit, replies.
+
+Layout in core/keys.py and docs/architecture.md. Every write that must not be lost with the
+process (an order's status, a fill) is in Redis before its event is published.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio
+
+from core.keys import Keys
+from core.trading import Order, OrderEvent, encode_event
+
+log = logging.getLogger(__name__)
+
+EVENTS_MAXLEN = 100_000
+AUDIT_MAXLEN = 10_000
+DONE_KEPT = 500  # final orders kept per user (newest first)
+FILLS_KEPT = 1_000  # fills kept per user
+REPLY_TTL_S = 120
+
+# KEYS[1] live hash. ARGV: cid, expected status, new json. Compare-and-set on the status: only one
+# process (or one redelivery) moves an order from PENDING to SENDING, so only one sends it.
+_CAS_STATUS = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+if cjson.decode(cur)['status'] ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+# KEYS[1] live hash, KEYS[2] done list. ARGV: cid, json, kept. A final order leaves `live`.
+_FINISH = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+return 1
+"""
+# KEYS[1] fills hash, KEYS[2] fills index zset. ARGV: id, json, time, kept. Idempotent per trade.
+_ADD_FILL = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local n = redis.call('ZCARD', KEYS[2])
+if n > tonumber(ARGV[4]) then
+  for _, old in ipairs(redis.call('ZPOPMIN', KEYS[2], n - tonumber(ARGV[4]))) do
+    redis.call('HDEL', KEYS[1], old)
+  end
+end
+return 1
+"""
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Store:
+    """The execution process's view of Redis (asyncio client)."""
+
+    def __init__(self, r: redis.asyncio.Redis, keys: Keys) -> None:
+        self.r = r
+        self.keys = keys
+        self._cas = r.register_script(_CAS_STATUS)
+        self._finish = r.register_script(_FINISH)
+        self._add_fill = r.register_script(_ADD_FILL)
+
+    # --- orders -------------------------------------------------------------------------------
+
+    async def order(self, address: str, cid: str) -> Order | None:
+        raw = await self.r.hget(self.keys.orders_live(address), cid)
+        return Order.from_json(raw) if raw else None
+
+    async def live_orders(self, address: str) -> dict[str, Order]:
+        raw: Any = await self.r.hgetall(self.keys.orders_live(address))
+        return {k.decode(): Order.from_json(v) for k, v in raw.items()}
+
+    async def done_order(self, address: str, cid: str) -> Order | None:
+        for raw in await self.r.lrange(self.keys.orders_done(address), 0, DONE_KEPT):
+            order = Order.from_json(raw)
+            if order.client_order_id == cid:
+                return order
+        return None
+
+    async def claim(self, address: str, order: Order, expected: str) -> bool:
+        """Store ``order`` only if the stored one still has status ``expected``."""
+        done = await self._cas(
+            keys=[self.keys.orders_live(address)],
+            args=[order.client_order_id, expected, order.to_json()],
+        )
+        return bool(done)
+
+    async def save(self, address: str, order: Order) -> None:
+        if order.final:
+            await self._finish(
+                keys=[self.keys.orders_live(address), self.keys.orders_done(address)],
+                args=[order.client_order_id, order.to_json(), DONE_KEPT],
+            )
+        else:
+            await self.r.hset(
+                self.keys.orders_live(address), order.client_order_id, order.to_json()
+            )
+
+    async def add_fill(self, address: str, fill: dict[str, Any]) -> bool:
+        fill_id = f"{fill['symbol']}:{fill['trade_id']}"
+        added = await self._add_fill(
+            keys=[self.keys.order_fills(address), self.keys.order_fills(address) + ":index"],
+            args=[fill_id, orjson.dumps(fill), fill["time"], FILLS_KEPT],
+        )
+        return bool(added)
+
+    async def fill_cursor(self, address: str, symbol: str) -> int | None:
+        raw = await self.r.hget(self.keys.account_state(address), f"trade_cursor:{symbol}")
+        return int(raw) if raw else None
+
+    async def set_fill_cursor(self, address: str, symbol: str, trade_id: int) -> None:
+        await self.r.hset(self.keys.account_state(address), f"trade_cursor:{symbol}", trade_id)
+
+    # --- account state ------------------------------------------------------------------------
+
+    async def set_state(self, address: str, **fields: Any) -> None:
+        await self.r.hset(
+            self.keys.account_state(address),
+            mapping={k: orjson.dumps(v) for k, v in fields.items()},
+        )
+
+    async def state(self, address: str, name: str) -> Any:
+        raw = await self.r.hget(self.keys.account_state(address), name)
+        return orjson.loads(raw) if raw else None
+
+    # --- events, replies, audit ---------------------------------------------------------------
+
+    async def emit(self, event: OrderEvent, *, reply: bool = False) -> None:
+        data = encode_event(event)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(self.keys.order_events(), {"d": data}, maxlen=EVENTS_MAXLEN, approximate=True)
+        if reply and event.request_id:
+            key = self.keys.order_reply(event.request_id, event.address)
+            pipe.rpush(key, data)
+            pipe.ltrim(key, -1, -1)
+            pipe.expire(key, REPLY_TTL_S)
+        await pipe.execute()
+
+    async def audit(
+        self, address: str, request_id: str, action: str, outcome: str, detail: str = ""
+    ) -> None:
+        await self.r.xadd(
+            self.keys.order_audit(),
+            {
+                "address": address.lower(),
+                "request_id": request_id,
+                "action": action,
+                "outcome": outcome,
+                "detail": detail[:500],
+                "by": "execution",
+                "ms": _ms(),
+            },
+            maxlen=AUDIT_MAXLEN,
+            approximate=True,
+        )
+
+    async def accounts(self) -> list[str]:
+        out = []
+        key: Any
+        async for key in self.r.scan_iter(match=self.keys.accounts_pattern(), count=500):
+            out.append(key.decode().rsplit(":", 1)[1])
+        return out
+
+    async def account_record(self, address: str) -> dict[str, str]:
+        raw: Any = await self.r.hgetall(self.keys.account(address))
+        return {k.decode(): v.decode() for k, v in raw.items()}

@@ -1,0 +1,278 @@
+"""Orders stay right when the exchange is not: retries, lost answers, a killed process, a lost
+user stream. Each test counts the orders on the exchange itself (the simulator)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.e2e.conftest import RunningSim
+from tests.e2e.tradestack import SYMBOLS, Trader, TradeStack, rid, start_trade_stack
+
+
+@pytest.fixture
+def stack_factory(
+    sim_factory: Callable[..., RunningSim], redis_url: str, namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., TradeStack]]:
+    started: list[TradeStack] = []
+
+    def start(**env: str) -> TradeStack:
+        sim = sim_factory(rate=50.0, symbols=SYMBOLS)
+        stack = start_trade_stack(sim, redis_url, namespace, tmp_path, **env)
+        started.append(stack)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.stop()
+
+
+def linked_trader(stack: TradeStack) -> tuple[Trader, dict[str, Any]]:
+    trader = Trader(stack)
+    exchange = stack.exchange_account()
+    resp = trader.link_hmac(exchange)
+    assert resp.status_code == 200, resp.text
+    return trader, exchange
+
+
+def exchange_orders(stack: TradeStack, exchange: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(stack.signed(exchange, "GET", "/fapi/v1/allOrders", symbol="BTCUSDT"))
+
+
+def market_buy(trader: Trader, request_id: str | None = None) -> Any:
+    return trader.call("POST", "/api/orders", {
+        "request_id": request_id or rid(), "symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
+        "quantity": "0.010"})  # fmt: skip
+
+
+def test_one_request_id_sent_five_times_concurrently_places_one_order(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    stack = stack_factory()
+    trader, exchange = linked_trader(stack)
+    request_id = rid()
+    answers: list[Any] = []
+    start = threading.Barrier(5)
+
+    def send() -> None:
+        start.wait()
+        answers.append(market_buy(trader, request_id))
+
+    threads = [threading.Thread(target=send) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    cids = {a.json()["order"]["client_order_id"] for a in answers}
+    assert len(cids) == 1, [a.text for a in answers]
+    assert sum(1 for a in answers if a.json().get("duplicate")) == 4
+    # ... and later retries of it too, over REST or the socket.
+    assert market_buy(trader, request_id).json()["duplicate"] is True
+    ack = trader.trade({"action": "place", "request_id": request_id, "symbol": "BTCUSDT",
+                        "side": "BUY", "type": "MARKET", "quantity": "0.010"})  # fmt: skip
+    assert ack["duplicate"] is True
+    assert ack["order"]["client_order_id"] in cids
+    stack.wait("the fill", lambda: trader.order(cids.pop() if False else next(iter(cids))))
+    orders = exchange_orders(stack, exchange)
+    assert len(orders) == 1, orders
+    assert orders[0]["status"] == "FILLED", orders
+
+
+@pytest.mark.parametrize("mode", ["503", "408", "timeout"])
+def test_an_order_whose_answer_is_lost_is_resolved_never_resent(
+    stack_factory: Callable[..., TradeStack], mode: str
+) -> None:
+    stack = stack_factory()
+    trader, exchange = linked_trader(stack)
+    stack.fault(type="order_unknown", mode=mode, ms=4000)
+    resp = market_buy(trader)
+    assert resp.status_code in (200, 202), resp.text  # unknown at first, or already resolved
+    cid = resp.json()["order"]["client_order_id"]
+    final = stack.wait("resolution", lambda: (trader.order(cid) or {}).get("status") == "FILLED")
+    assert final
+    orders = exchange_orders(stack, exchange)
+    assert len(orders) == 1, orders
+    assert orders[0]["clientOrderId"] == cid, orders
+    assert trader.order(cid)["executed_qty"] == "0.01"  # type: ignore[index]
+
+
+def test_an_order_unknown_to_the_exchange_past_its_recv_window_is_rejected_not_resent(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    stack = stack_factory(TP_EXEC_RECV_WINDOW_MS="500")
+    trader, exchange = linked_trader(stack)
+    # The answer is lost and lookups say "does not exist" for 2 s: a read lag, not an absence.
+    stack.fault(type="lookup_lag", ms=2000)
+    stack.fault(type="order_unknown", mode="503")
+    cid = market_buy(trader).json()["order"]["client_order_id"]
+    stack.wait("resolution", lambda: (trader.order(cid) or {}).get("status") == "FILLED")
+    assert len(exchange_orders(stack, exchange)) == 1
+
+
+def test_execution_killed_between_sending_and_the_answer_places_exactly_one_order(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    stack = stack_factory(TP_EXEC_TIMEOUT_MS="20000")
+    trader, exchange = linked_trader(stack)
+    stack.fault(type="order_unknown", mode="timeout", ms=15000)
+    # ... and its user stream down, so that nothing tells the process before it dies.
+    stack.fault(type="refuse", seconds=15)
+    stack.fault(type="drop", path="/private")
+    result: list[Any] = []
+
+    def send() -> None:
+        try:
+            result.append(market_buy(trader))
+        except Exception as exc:
+            result.append(exc)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+
+    def sending() -> bool:
+        live = stack.redis.hvals(stack.keys.orders_live(trader.address))
+        return any(orjson.loads(v)["status"] == "SENDING" for v in live)
+
+    stack.wait("the order in flight", lambda: sending() or result)
+    assert not result, result
+    assert stack.execution is not None
+    stack.execution.kill9()  # the exchange has it; we never saw the answer
+    stack.start_execution()
+    thread.join(30)
+    cid = result[0].json()["order"]["client_order_id"]
+    stack.wait("reconciled", lambda: (trader.order(cid) or {}).get("status") == "FILLED")
+    orders = exchange_orders(stack, exchange)
+    assert [o["clientOrderId"] for o in orders] == [cid]
+
+    def resolved_by_lookup() -> bool:
+        raw = stack.redis.hget(stack.keys.execution_health(), "exec-test")
+        stats = orjson.loads(raw or b"{}").get("accounts", {}).get(trader.address.lower(), {})
+        return bool(stats.get("resolved", 0) >= 1 or stats.get("reconciles", 0) >= 1)
+
+    stack.wait("the restarted process's own lookup", resolved_by_lookup)
+
+
+def test_no_fill_is_missed_when_the_user_stream_drops_or_its_key_expires(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    stack = stack_factory(TP_EXEC_RECONCILE_S="600")  # only the stream and its resyncs
+    trader, exchange = linked_trader(stack)
+
+    def connects() -> int:
+        raw = stack.redis.hget(stack.keys.execution_health(), "exec-test")
+        stats = orjson.loads(raw or b"{}").get("accounts", {}).get(trader.address.lower(), {})
+        return int(stats.get("stream_connects", 0))
+
+    def buy(n: int) -> None:
+        for _ in range(n):
+            assert market_buy(trader).status_code in (200, 202)
+
+    buy(3)
+    stack.fault(type="drop", path="/private")
+    buy(3)  # while the stream is down: fills only REST can tell
+    stack.wait("the stream back after the drop", lambda: connects() >= 2)
+    stack.fault(type="listenkey_expire", apiKey=exchange["apiKey"])
+    stack.fault(type="listenkey_expire", apiKey=exchange["apiKey"])  # twice: harmless
+    buy(3)
+    stack.wait("a new key after the expiry", lambda: connects() >= 3)
+    buy(1)
+    truth = stack.exchange_trades(exchange["apiKey"])
+    assert len(truth) >= 10
+
+    def ours() -> set[int]:
+        return {f["trade_id"] for f in trader.call("GET", "/api/fills?limit=500").json()["fills"]}
+
+    stack.wait("every fill", lambda: ours() >= {int(t["id"]) for t in truth}, timeout_s=60)
+    fills = trader.call("GET", "/api/fills?limit=500").json()["fills"]
+    assert len(fills) == len(truth)  # none twice
+    assert sum(Decimal(f["qty"]) for f in fills) == sum(Decimal(t["qty"]) for t in truth)
+
+
+def test_users_see_and_touch_only_their_own_orders(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    stack = stack_factory()
+    alice, _ = linked_trader(stack)
+    bob, _ = linked_trader(stack)
+    resp = alice.post("/api/orders", symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010")
+    cid = resp.json()["order"]["client_order_id"]
+    price = resp.json()["order"]["avg_price"]
+    resting = alice.post(
+        "/api/orders",
+        symbol="BTCUSDT",
+        side="BUY",
+        type="LIMIT",
+        quantity="0.010",
+        price=str(round(Decimal(price) * Decimal("0.9"), 1)),
+    )
+    assert resting.status_code == 200, resting.text
+    resting_cid = resting.json()["order"]["client_order_id"]
+    stack.wait("alice's events", lambda: alice.order_events())
+    time.sleep(0.5)
+    assert bob.events == [] or all(e["kind"] != "order" for e in bob.events)
+    assert bob.call("GET", "/api/orders/open").json()["orders"] == []
+    assert bob.call("GET", "/api/fills").json()["fills"] == []
+    steal = bob.post("/api/orders/cancel", symbol="BTCUSDT", client_order_id=resting_cid)
+    assert steal.status_code == 404
+    assert steal.json()["error"] == "unknown_order"
+    assert alice.order(resting_cid)["status"] == "NEW"  # type: ignore[index]
+    assert cid not in repr(bob.call("GET", "/api/orders/history").json())
+    assert bob.call("GET", "/api/audit").json()["entries"][0]["address"] == bob.address.lower()
+
+
+def test_tokens_accounts_and_bad_commands_are_refused_before_the_exchange(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    stack = stack_factory()
+    trader, exchange = linked_trader(stack)
+    forged = trader.http.post("/api/orders", headers={"Authorization": "Bearer x.y.z"},
+                              json={"request_id": rid()})  # fmt: skip
+    assert forged.status_code == 401
+    anonymous = Trader.__new__(Trader)  # noqa: F841  # (a socket without a token: below)
+    import socketio
+
+    sio = socketio.Client(reconnection=False)
+    sio.connect(stack.base_url, transports=["websocket"])
+    assert sio.call("trade", {"action": "place"}, timeout=10)["error"] == "unauthorized"
+    sio.disconnect()
+    unlinked = Trader(stack)
+    no = unlinked.post("/api/orders", symbol="BTCUSDT", side="BUY", type="MARKET", quantity="1")
+    assert no.status_code == 409
+    assert "link a Binance account" in no.json()["message"]
+
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"symbol": "NOPEUSDT", "side": "BUY", "type": "MARKET", "quantity": "1"},
+         "unknown_symbol"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0"}, "bad_quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "-1"}, "bad_quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "NaN"}, "bad_quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "1e30"},
+         "bad_quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": 0.01}, "bad_quantity"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "99999"}, "max_qty"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.0101"},
+         "step_size"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": "0.010",
+          "price": "30000.001"}, "tick_size"),
+        ({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "quantity": "0.001",
+          "price": "1000.0"}, "min_notional"),
+        ({"symbol": "BTCUSDT", "side": "HOLD", "type": "MARKET", "quantity": "1"}, "bad_side"),
+        ({"symbol": ["BTCUSDT"], "side": "BUY", "type": "MARKET", "quantity": "1"}, "bad_symbol"),
+    ]  # fmt: skip
+    for body, code in bad:
+        resp = trader.call("POST", "/api/orders", {"request_id": rid(), **body})
+        assert resp.status_code in (400, 404), (body, resp.text)
+        assert resp.json()["error"] == code, (body, resp.text)
+        assert resp.json()["message"]
+    for body in ([1, 2], "text", None):
+        resp = trader.call("POST", "/api/orders", body)
+        assert resp.status_code == 400
+        assert resp.json()["error"] in ("bad_request", "bad_request_id")
+    assert exchange_orders(stack, exchange) == []  # nothing reached the exchange
