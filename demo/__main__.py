@@ -1,7 +1,12 @@
 """Run the whole system in one terminal: ``python -m demo`` (what ``make demo`` does).
 
 1. Read the settings in demo mode: missing secrets are generated for this run.
-2. Without ``REDIS_URL``, start an embedded redis-server on a free loopback port.
+2. Without ``REDIS_URL``, start an embedded redis-server on a free loopback port, its data in
+   ``.demo/redis`` with the append-only file on: linked accounts and orders are user data and
+   survive a restart of the demo. Market data is not kept: a demo run starts it afresh (the
+   simulator's market starts afresh too), so every other key of the namespace is deleted.
+   The generated secrets are kept in ``.demo/secrets.json`` (mode 0600) for the same reason: a
+   new key-encryption key would leave the stored credentials unreadable.
 3. Start every process type of the Procfile with honcho (prefixed, coloured logs), giving each
    the same REDIS_URL and secrets; the ``simulator`` type runs only when the market is ``sim``.
 4. Ctrl-C or SIGTERM: honcho sends SIGTERM to every child's process group (SIGKILL after 5 s),
@@ -10,13 +15,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
+import redis
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
@@ -25,6 +32,41 @@ from core.keys import Keys
 from demo.redis_server import RedisServer, RedisServerError
 
 ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".demo"
+KEPT = ("accounts", "orders")  # user data: the key families a demo restart keeps
+
+
+def persisted_secrets(env: dict[str, str], path: Path = DATA / "secrets.json") -> dict[str, str]:
+    """Return the demo's secrets: from ``env`` if set, else from ``path``, else new (saved)."""
+    names = ("TP_JWT_KEYS", "TP_KEY_ENCRYPTION_KEY")
+    if all(env.get(n) for n in names):
+        return {}
+    saved: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if not all(saved.get(n) for n in names):
+        import base64
+
+        saved = {
+            "TP_JWT_KEYS": f"demo-{secrets.token_hex(4)}:{secrets.token_urlsafe(48)}",
+            "TP_KEY_ENCRYPTION_KEY": "demo:"
+            + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(saved, f)
+    return {n: saved[n] for n in names if not env.get(n)}
+
+
+def forget_market_data(redis_url: str, keys: Keys) -> int:
+    """Delete every key of the namespace but the user data; return how many."""
+    r = redis.Redis.from_url(redis_url)
+    kept = tuple(f"{keys.namespace}:{family}:".encode() for family in KEPT)
+    doomed = [k for k in r.scan_iter(match=keys.all_keys_pattern(), count=1000)
+              if not k.startswith(kept)]  # fmt: skip
+    for i in range(0, len(doomed), 500):
+        r.delete(*doomed[i : i + 500])
+    r.close()
+    return len(doomed)
 
 
 def process_types(procfile: Path, settings: Settings) -> dict[str, str]:
@@ -72,37 +114,38 @@ def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     env = dict(os.environ, TP_DEMO="1")
+    env.update(persisted_secrets(env))
     settings = load_settings(env)
     processes = process_types(ROOT / "Procfile", settings)
     server: RedisServer | None = None
-    with tempfile.TemporaryDirectory(prefix="tp-demo-redis-") as tmp:
-        try:
-            if settings.redis_url is None:
-                server = RedisServer(Path(tmp))
-                server.start()
-            redis_url = server.url if server else settings.require_redis_url()
-            # `python` in the Procfile must be this interpreter (the venv's), as on Heroku.
-            path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-            child_env = {**env, **settings.secret_env(), "REDIS_URL": redis_url, "PATH": path,
-                         "PORT": str(settings.port), "PYTHONUNBUFFERED": "1"}  # fmt: skip
-            print(banner(settings, redis_url, processes, embedded=server is not None), flush=True)
-            manager = Manager()
-            for name, cmd in processes.items():
-                manager.add_process(name, cmd, env=child_env, cwd=str(ROOT))
-            if not processes:
-                while not stop.wait(0.5):
-                    pass
-            if stop.is_set():
-                return 0
-            manager.loop()  # its own handlers first, then the children; returns when all stopped
-            # Stopped by Ctrl-C or SIGTERM (honcho's 130/143): a clean exit. Else a child failed.
-            return 0 if manager.returncode in (None, 130, 143) else int(manager.returncode)
-        except RedisServerError as exc:
-            print(f"demo: cannot start the embedded Redis: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            if server is not None:
-                server.stop(save=False)
+    try:
+        if settings.redis_url is None:
+            server = RedisServer(DATA / "redis", appendonly=True)
+            server.start()
+            forget_market_data(server.url, Keys(settings.namespace, settings.stream_shards))
+        redis_url = server.url if server else settings.require_redis_url()
+        # `python` in the Procfile must be this interpreter (the venv's), as on Heroku.
+        path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        child_env = {**env, **settings.secret_env(), "REDIS_URL": redis_url, "PATH": path,
+                     "PORT": str(settings.port), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        print(banner(settings, redis_url, processes, embedded=server is not None), flush=True)
+        manager = Manager()
+        for name, cmd in processes.items():
+            manager.add_process(name, cmd, env=child_env, cwd=str(ROOT))
+        if not processes:
+            while not stop.wait(0.5):
+                pass
+        if stop.is_set():
+            return 0
+        manager.loop()  # its own handlers first, then the children; returns when all stopped
+        # Stopped by Ctrl-C or SIGTERM (honcho's 130/143): a clean exit. Else a child failed.
+        return 0 if manager.returncode in (None, 130, 143) else int(manager.returncode)
+    except RedisServerError as exc:
+        print(f"demo: cannot start the embedded Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if server is not None:
+            server.stop(save=True)
 
 
 if __name__ == "__main__":

@@ -71,8 +71,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class RedisServer:
     """One redis-server process with its data in ``data_dir``; the port survives restarts."""
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, binary: Path | None = None):
+    def __init__(self, data_dir: Path, *, port: int | None = None, binary: Path | None = None,
+                 appendonly: bool = False):  # fmt: skip
         self.data_dir = data_dir
+        self.appendonly = appendonly  # every write logged (fsync each second): survives a crash
         self.port = port or free_port()
         self.binary = binary or find_binary()
         self.version = server_version(self.binary)
@@ -100,7 +102,8 @@ class RedisServer:
             "--dir", str(self.data_dir),
             "--dbfilename", "dump.rdb",
             "--save", "",  # no background snapshots; stop() saves once so a restart keeps data
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
             "--maxmemory-policy", "noeviction",  # streams and the broker must never be evicted
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip

@@ -86,5 +86,13 @@ def health() -> Any:
         fresh = [r for r in reports.values() if not r["stale"]]
         ok = ok and bool(fresh)
         out[role] = reports
+    # Execution is reported, and counted once it has reported: a deployment may not trade.
+    raw_exec: dict[bytes, bytes] = w.redis.hgetall(w.keys.execution_health())  # type: ignore[assignment]
+    execution = {k.decode(): orjson.loads(v) for k, v in raw_exec.items()}
+    for report in execution.values():
+        report["stale"] = now - int(report.get("at_ms", 0)) > STALE_HEALTH_MS
+    if execution:
+        ok = ok and any(not r["stale"] for r in execution.values())
+    out["execution"] = execution
     out["status"] = "ok" if ok else "degraded"
     return jsonify(out), (200 if ok else 503)

@@ -343,8 +343,11 @@ def health() -> Any:
     r, k, ns = w.redis, w.keys, w.keys.dramatiq_namespace()
     out: dict[str, Any] = {"now": now, "stale_after_ms": STALE_HEALTH_MS}
     for role, key in (("web", k.web_health()), ("feeders", k.feed_health()),
-                      ("consumers", k.consumer_health())):  # fmt: skip
+                      ("consumers", k.consumer_health()),
+                      ("execution", k.execution_health())):  # fmt: skip
         out[role] = health_reports(_hash(r, key), now)
+    out["orders"] = {"commands": r.xlen(k.order_commands()), "events": r.xlen(k.order_events()),
+                     "audit": r.xlen(k.order_audit())}  # fmt: skip
     trimmed = {q.decode(): int(n) for q, n in _hash(r, k.dead_letters_trimmed()).items()}
     out["queues"] = {q: {"ready": r.llen(f"{ns}:{q}"), "delayed": r.hlen(f"{ns}:{q}.DQ.msgs"),
                          "failed": r.zcard(f"{ns}:{q}.XQ"), "trimmed": trimmed.get(q, 0)}
@@ -367,4 +370,22 @@ def audit() -> Any:
         row["at_ms"] = int(row.get("at_ms", 0))
         row["ids"], row["results"] = orjson.loads(row["ids"]), orjson.loads(row["results"])
         rows.append(row)
+    return jsonify(audit=rows)
+
+
+@bp.get("/api/orders-audit")
+@require("ops")
+def orders_audit() -> Any:
+    """Every trade command and its outcome, newest first (``?address=`` for one user)."""
+    w, rows = web(), []
+    who = request.args.get("address", "").lower()
+    entries: Any = w.redis.xrevrange(w.keys.order_audit(), count=10_000 if who else _limit(100))
+    for eid, fields in entries:
+        row: dict[str, Any] = {f.decode(): v.decode() for f, v in fields.items()}
+        if who and row.get("address") != who:
+            continue
+        row["id"] = eid.decode()
+        rows.append(row)
+        if len(rows) >= _limit(100):
+            break
     return jsonify(audit=rows)

@@ -276,3 +276,18 @@ def test_tokens_accounts_and_bad_commands_are_refused_before_the_exchange(
         assert resp.status_code == 400
         assert resp.json()["error"] in ("bad_request", "bad_request_id")
     assert exchange_orders(stack, exchange) == []  # nothing reached the exchange
+
+
+def test_a_user_over_their_command_rate_is_refused_with_the_limit_named(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    stack = stack_factory(TP_TRADE_PER_MINUTE="3")
+    trader, exchange = linked_trader(stack)
+    answers = [trader.post("/api/leverage", symbol="BTCUSDT", leverage=5 + i) for i in range(4)]
+    assert [a.status_code for a in answers[:3]] == [200, 200, 200], [a.text for a in answers]
+    assert answers[3].status_code == 429
+    assert answers[3].json()["error"] == "rate_limited"
+    assert "3 trade commands per minute" in answers[3].json()["message"]
+    # the refused command never reached the exchange: the leverage is the third one's
+    rows = stack.signed(exchange, "GET", "/fapi/v2/positionRisk")
+    assert next(r for r in rows if r["symbol"] == "BTCUSDT")["leverage"] == "7"
