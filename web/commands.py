@@ -148,7 +148,14 @@ class Trading:
         )
         pipe.hsetnx(key, "status", "pending")
         pipe.execute()
-        return {"public_key": public_pem, "status": self.account(address)["status"]}
+        return {
+            "public_key": public_pem,
+            "status": self.account(address)["status"],
+            "instructions": "Register this public key on Binance (API Management, create an API "
+            "key, self-generated/Ed25519), enable futures trading, leave withdrawals off, "
+            "restrict it to this server's IP addresses, then link it with the API key Binance "
+            "shows (kind ed25519). The private key never leaves this server.",
+        }
 
     def link(self, address: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Store candidate credentials and have execution verify them against the exchange."""
