@@ -27,16 +27,72 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import redis.asyncio
 
-from binance.rest import _ban_until_ms, _binance_error, _retry_after_ms
+from binance.rest import (
+    _BACKOFF,
+    _BAN,
+    _RAISE_TO,
+    _RESERVE,
+    WEIGHT_TTL_MS,
+    _ban_until_ms,
+    _binance_error,
+    _retry_after_ms,
+)
 from binance.signing import Signer
-from core.errors import Banned, NotSent, OutcomeUnknown, RateLimited, RestError
+from core.errors import Banned, NotSent, OutcomeUnknown, RateLimited, RestError, Throttled
+from core.keys import Keys
+from core.timeframes import MINUTE_MS
 
 log = logging.getLogger(__name__)
 
 TIME_SYNC_S = 600.0
 UNKNOWN_CODES = frozenset({-1006, -1007})  # "execution status unknown" (reference §2.5)
-RESPONSE_TIMEOUT_S = 5.0
+# IP request weight per call (reference §3.4; positionSide/dual: execution-notes §1). Placing an
+# order weighs 0 on the IP (it counts on the account's order limits instead).
+WEIGHTS = {
+    ("POST", "/fapi/v1/order"): 0, ("GET", "/fapi/v1/openOrders"): 40,
+    ("GET", "/fapi/v2/account"): 5, ("GET", "/fapi/v2/positionRisk"): 5,
+    ("GET", "/fapi/v1/userTrades"): 5, ("GET", "/fapi/v1/positionSide/dual"): 30,
+}  # fmt: skip
+
+
+class SharedWeight:
+    """The IP's request-weight budget and ban state, shared with every process through Redis.
+
+    The same keys and scripts as binance/rest.py's MarketRest: a reconciliation of many accounts
+    cannot spend the weight the candle backfill needs, and a 429 or 418 seen here stops every
+    process until it ends.
+    """
+
+    def __init__(self, r: redis.asyncio.Redis, keys: Keys, budget: int) -> None:
+        self.budget = budget
+        self._r = r
+        self._weight_key, self._ban_key = keys.rest_weight(), keys.rest_ban()
+        self._reserve = r.register_script(_RESERVE)
+        self._raise_to = r.register_script(_RAISE_TO)
+
+    async def admit(self, weight: int, now_ms: int) -> None:
+        """Reserve ``weight``; raise Banned, RateLimited or Throttled (nothing sent) if not."""
+        ban_raw, backoff_raw = await self._r.hmget(self._ban_key, [_BAN, _BACKOFF])
+        ban_until, backoff_until = int(ban_raw or 0), int(backoff_raw or 0)
+        if ban_until > now_ms:
+            raise Banned(ban_until, ban_until - now_ms, f"IP banned until {ban_until}")
+        if backoff_until > now_ms:
+            raise RateLimited(backoff_until - now_ms, f"backing off until {backoff_until}")
+        if not weight:
+            return
+        minute = now_ms // MINUTE_MS
+        reserved, _ = await self._reserve(
+            keys=[self._weight_key], args=[minute, weight, self.budget, WEIGHT_TTL_MS]
+        )
+        if not reserved:
+            raise Throttled((minute + 1) * MINUTE_MS - now_ms, "IP weight budget spent")
+
+    async def stop(self, field: str, until_ms: int, now_ms: int) -> None:
+        await self._raise_to(
+            keys=[self._ban_key], args=[field, until_ms, max(until_ms - now_ms, 1)]
+        )
 
 
 def _local_ms() -> int:
@@ -54,8 +110,10 @@ class AccountClient:
         recv_window_ms: int = 3000,
         timeout_ms: int = 5000,
         http: httpx.AsyncClient | None = None,
+        weight: SharedWeight | None = None,
     ) -> None:
         self._signer = signer
+        self._weight = weight
         self._recv_window_ms = recv_window_ms
         self._own_http = http is None
         timeout = httpx.Timeout(timeout_ms / 1000, connect=min(timeout_ms / 1000, 3.0))
@@ -66,6 +124,7 @@ class AccountClient:
         self._offset_ms = 0
         self._synced_at = 0.0
         self.order_count_10s = 0  # X-MBX-ORDER-COUNT-10S of the latest order answer
+        self._pending_stop: tuple[str, int, int] | None = None
 
     def __repr__(self) -> str:
         return f"AccountClient({self._base}, {self._signer!r})"
@@ -192,10 +251,13 @@ class AccountClient:
         if time.monotonic() - self._synced_at > TIME_SYNC_S:
             await self.sync_time()
         for attempt in (1, 2):
+            timestamp = self.now_ms()
+            if self._weight is not None:
+                await self._weight.admit(WEIGHTS.get((method, path), 1), timestamp)
             stamped: dict[str, str | int] = {
                 **params,
                 "recvWindow": self._recv_window_ms,
-                "timestamp": self.now_ms(),
+                "timestamp": timestamp,
             }
             query = self._signer.sign_query(stamped)
             try:
@@ -206,6 +268,9 @@ class AccountClient:
                     log.warning("clock offset re-measured after -1021 on %s", path)
                     await self.sync_time()
                     continue
+                # The timestamp signed (exchange clock as estimated then): with recvWindow, the
+                # latest moment an order whose answer was lost can go live.
+                exc.sent_at_ms = timestamp
                 raise
         raise AssertionError("unreachable")
 
@@ -231,17 +296,29 @@ class AccountClient:
                 return resp.json()
             except ValueError as exc:
                 raise OutcomeUnknown(200, None, f"{method} {path}: unreadable answer") from exc
-        self._fail(resp)
+        try:
+            self._fail(resp)
+        finally:
+            stop, self._pending_stop = self._pending_stop, None
+            if stop is not None and self._weight is not None:
+                log.warning("REST %s on %s: every process stops until %d", resp.status_code, path,
+                            stop[1])  # fmt: skip
+                await self._weight.stop(*stop)
 
     def _fail(self, resp: httpx.Response) -> Any:
         status = resp.status_code
         code, text = _binance_error(resp)
         retry_after = _retry_after_ms(resp)
+        now = self.now_ms()
         if status == 429:
-            raise RateLimited(retry_after if retry_after is not None else 60_000, text)
+            wait = retry_after if retry_after is not None else 60_000
+            if self._weight is not None:
+                self._pending_stop = (_BACKOFF, now + wait, now)
+            raise RateLimited(wait, text)
         if status == 418:
-            now = self.now_ms()
             until = _ban_until_ms(text, now) or now + (retry_after or 120_000)
+            if self._weight is not None:
+                self._pending_stop = (_BAN, until, now)
             raise Banned(until, until - now, text)
         if status == 408 or status >= 500 or code in UNKNOWN_CODES:
             raise OutcomeUnknown(status, code, text, retry_after_ms=retry_after)

@@ -61,6 +61,7 @@ class RestError(PipelineError):
     """
 
     retryable: ClassVar[bool] = False
+    sent_at_ms: int | None = None  # a signed request's timestamp, once it was sent
 
     def __init__(
         self, status: int | None, code: int | None, msg: str, *, retry_after_ms: int | None = None

@@ -41,6 +41,7 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:orders:audit                        stream   every command and its outcome (bounded)
     <ns>:orders:request:<address>:<req id>   string   a request id's client order id (idempotency)
     <ns>:orders:reply:<request id>           list     the outcome a waiting web request pops
+    <ns>:orders:result:<address>:<req id>    string   a command's outcome (TTL 1 day)
     <ns>:orders:live:<address>               hash     client order id -> order not yet final
     <ns>:orders:done:<address>               list     final orders, newest first (bounded)
     <ns>:orders:fills:<address>              zset     fills by time, member unique per trade
@@ -223,6 +224,10 @@ class Keys:
 
     def order_reply(self, request_id: str, address: str) -> str:
         return f"{self.namespace}:orders:reply:{address.lower()}:{request_id}"
+
+    def order_result(self, request_id: str, address: str) -> str:
+        """String: the outcome of a command (its `result` event), for repeats of its request id."""
+        return f"{self.namespace}:orders:result:{address.lower()}:{request_id}"
 
     def orders_live(self, address: str) -> str:
         return f"{self.namespace}:orders:live:{address.lower()}"

@@ -253,3 +253,12 @@ def balances_view(account: dict[str, Any]) -> dict[str, dict[str, str]]:
             "margin_balance": _norm(asset.get("marginBalance")),
         }
     return out
+
+
+def applier(body: dict[str, Any]) -> Any:
+    """Return a function applying the REST order object ``body`` to an order."""
+
+    def apply(order: Order) -> bool:
+        return apply_rest(order, body)
+
+    return apply

@@ -16,6 +16,13 @@ from core.redis_clients import sync_client
 from core.vault import Vault, VaultError
 
 FIELDS = ("secret", "candidate", "keypair")
+# KEYS[1] account. ARGV: field, old, new. Replace only if unchanged since read: a record unlinked
+# or re-linked meanwhile is neither resurrected nor overwritten with the old credentials.
+_SWAP = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
 
 
 def main() -> int:
@@ -36,8 +43,7 @@ def main() -> int:
                 unreadable += 1
                 print(f"{address} {field}: does not decrypt with the configured keys; left as is")
                 continue
-            if new != token.decode():
-                r.hset(key, field, new)
+            if new != token.decode() and r.eval(_SWAP, 1, key, field, token, new):
                 changed += 1
     print(
         f"re-encrypted {changed} fields under key {vault.primary_kid!r}; unreadable: {unreadable}"

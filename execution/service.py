@@ -21,7 +21,7 @@ import orjson
 import redis.asyncio
 from redis.exceptions import ResponseError
 
-from binance.account import AccountClient
+from binance.account import AccountClient, SharedWeight
 from binance.exchange_info import load_exchange_info
 from core.config import Settings
 from core.errors import RestError, SchemaError
@@ -66,6 +66,8 @@ class ExecutionService:
         self.stats: Counter[str] = Counter()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._inflight: set[str] = set()  # entry ids dispatched and not yet acked
+        self.weight = SharedWeight(r, self.keys, settings.candles.rest_weight_budget)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class ExecutionService:
             self.store,
             self.settings,
             linked_ms=int(record.get("linked_ms", "0") or 0),
+            weight=self.weight,
         )
         self.runtimes[address.lower()] = rt
         await rt.start()
@@ -129,9 +132,9 @@ class ExecutionService:
     async def _read_loop(self) -> None:
         stream = self.keys.order_commands()
         start_id = "0"  # first what this consumer left pending (a crash), then new entries
-        last_claim = 0.0
+        last_claim = time.monotonic()  # claims come after our own pending entries
         while not self._stopping.is_set():
-            if time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
+            if start_id == ">" and time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
                 last_claim = time.monotonic()
                 await self._claim_orphans()
             reply: Any = await self.r.xreadgroup(
@@ -146,29 +149,54 @@ class ExecutionService:
                 start_id = ">"
                 continue
             for entry_id, fields in entries:
-                await self._dispatch(entry_id.decode(), fields.get(b"d", b""))
+                await self._dispatch(entry_id.decode(), fields.get(b"d", b""),
+                                     redelivered=start_id != ">")  # fmt: skip
             if start_id == "0" and entries:
                 start_id = entries[-1][0].decode()
 
     async def _claim_orphans(self) -> None:
-        with contextlib.suppress(ResponseError):
-            result: Any = await self.r.xautoclaim(
-                self.keys.order_commands(),
-                GROUP_EXECUTION,
-                self.consumer,
-                min_idle_time=CLAIM_IDLE_MS,
-                start_id="0-0",
-                count=READ_COUNT,
+        """Take over entries another consumer left pending, once that consumer is gone.
+
+        Only entries idle for CLAIM_IDLE_MS, of consumers whose health report is stale: a live
+        execution process's slow command is never taken from it, and our own entries (in an
+        account's queue, not yet acked) are never dispatched twice.
+        """
+        stream = self.keys.order_commands()
+        try:
+            rows: Any = await self.r.xpending_range(
+                stream, GROUP_EXECUTION, min="-", max="+", count=READ_COUNT, idle=CLAIM_IDLE_MS
             )
-            for entry_id, fields in result[1]:
-                if fields:
-                    self.stats["claimed"] += 1
-                    await self._dispatch(entry_id.decode(), fields.get(b"d", b""))
+        except ResponseError:
+            return
+        health: Any = await self.r.hgetall(self.keys.execution_health())
+        alive = {
+            name.decode()
+            for name, raw in health.items()
+            if _ms() - int(orjson.loads(raw).get("at_ms", 0)) < CLAIM_IDLE_MS
+        }
+        ids = [
+            row["message_id"]
+            for row in rows
+            if row["consumer"].decode() not in alive | {self.consumer}
+        ]
+        if not ids:
+            return
+        claimed: Any = await self.r.xclaim(
+            stream, GROUP_EXECUTION, self.consumer, min_idle_time=CLAIM_IDLE_MS, message_ids=ids
+        )
+        for entry_id, fields in claimed:
+            if fields and entry_id.decode() not in self._inflight:
+                self.stats["claimed"] += 1
+                await self._dispatch(entry_id.decode(), fields.get(b"d", b""), redelivered=True)
 
     async def _ack(self, entry_id: str) -> None:
+        self._inflight.discard(entry_id)
         await self.r.xack(self.keys.order_commands(), GROUP_EXECUTION, entry_id)
 
-    async def _dispatch(self, entry_id: str, data: bytes) -> None:
+    async def _dispatch(self, entry_id: str, data: bytes, *, redelivered: bool = False) -> None:
+        if entry_id in self._inflight:
+            return  # already in an account's queue
+        self._inflight.add(entry_id)
         try:
             cmd = decode_command(data)
         except SchemaError as exc:
@@ -195,7 +223,7 @@ class ExecutionService:
             await self._reply(cmd, ok=True)
             await self._ack(entry_id)
         elif key in self.runtimes:
-            await self.runtimes[key].submit(entry_id, cmd, self._ack)
+            await self.runtimes[key].submit(entry_id, cmd, self._ack, redelivered=redelivered)
         else:
             await self._refuse_unlinked(cmd)
             await self._ack(entry_id)
@@ -219,7 +247,18 @@ class ExecutionService:
         """Try stored candidate credentials against the exchange; keep them only if they work."""
         address = cmd.address
         try:
-            problem, detail = await self._verify(address)
+            try:
+                problem, detail = await self._verify(address)
+            except Exception as exc:  # Redis or a bug: tell the user, keep nothing half-linked
+                log.exception("linking %s failed", address)
+                await self.r.hdel(self.keys.account(address), "candidate")
+                await self._reply(
+                    cmd,
+                    ok=False,
+                    error="link_failed",
+                    message=f"linking failed inside the server ({type(exc).__name__})",
+                )
+                return
             record = await self.store.account_record(address)
             if problem:
                 if "secret" not in record and "keypair" not in record:
@@ -266,6 +305,7 @@ class ExecutionService:
             signer,
             recv_window_ms=ex.recv_window_ms,
             timeout_ms=ex.timeout_ms,
+            weight=self.weight,  # positionSide/dual weighs 30 of the IP's budget
         )
         try:
             await client.sync_time()

@@ -23,6 +23,7 @@ AUDIT_MAXLEN = 10_000
 DONE_KEPT = 500  # final orders kept per user (newest first)
 FILLS_KEPT = 1_000  # fills kept per user
 REPLY_TTL_S = 120
+RESULT_TTL_S = 86_400
 
 # KEYS[1] live hash. ARGV: cid, expected status, new json. Compare-and-set on the status: only one
 # process (or one redelivery) moves an order from PENDING to SENDING, so only one sends it.
@@ -40,15 +41,25 @@ redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
 return 1
 """
-# KEYS[1] fills hash, KEYS[2] fills index zset. ARGV: id, json, time, kept. Idempotent per trade.
+# KEYS[1] fills hash, KEYS[2] fills index zset. ARGV: id, json, time, kept. Idempotent per trade;
+# a fill first recorded from userTrades before its order id was known to us (no client order id)
+# is completed by the same trade from the stream. Returns 1 (new), 2 (completed), 0 (known).
 _ADD_FILL = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  if cjson.decode(old)['client_order_id'] == '' and cjson.decode(ARGV[2])['client_order_id'] ~= ''
+  then
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+    return 2
+  end
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 local n = redis.call('ZCARD', KEYS[2])
 if n > tonumber(ARGV[4]) then
-  for _, old in ipairs(redis.call('ZPOPMIN', KEYS[2], n - tonumber(ARGV[4]))) do
-    redis.call('HDEL', KEYS[1], old)
-  end
+  local popped = redis.call('ZPOPMIN', KEYS[2], n - tonumber(ARGV[4]))
+  for i = 1, #popped, 2 do redis.call('HDEL', KEYS[1], popped[i]) end
 end
 return 1
 """
@@ -116,6 +127,17 @@ class Store:
         raw = await self.r.hget(self.keys.account_state(address), f"trade_cursor:{symbol}")
         return int(raw) if raw else None
 
+    async def fill_symbols(self, address: str) -> list[str]:
+        """Return the symbols that have a trade cursor (every symbol the account traded)."""
+        names: Any = await self.r.hkeys(self.keys.account_state(address))
+        prefix = b"trade_cursor:"
+        return [n[len(prefix) :].decode() for n in names if n.startswith(prefix)]
+
+    async def recent_done(self, address: str) -> list[Order]:
+        return [
+            Order.from_json(r) for r in await self.r.lrange(self.keys.orders_done(address), 0, 99)
+        ]
+
     async def set_fill_cursor(self, address: str, symbol: str, trade_id: int) -> None:
         await self.r.hset(self.keys.account_state(address), f"trade_cursor:{symbol}", trade_id)
 
@@ -142,6 +164,7 @@ class Store:
             pipe.rpush(key, data)
             pipe.ltrim(key, -1, -1)
             pipe.expire(key, REPLY_TTL_S)
+            pipe.set(self.keys.order_result(event.request_id, event.address), data, ex=RESULT_TTL_S)
         await pipe.execute()
 
     async def audit(

@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from core.config import Settings
 from core.keys import Keys
 from core.redis_clients import gevent_client, sync_client
-from web.commands import Trading
+from web.commands import MAX_WAITERS, Trading
 from web.fanout import Pump
 from web.market import Market
 from web.rooms import Client, Registry
@@ -68,8 +68,10 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
         # Snapshots read in parallel while clients (re)connect: a burst of subscribes waits up
         # to POOL_WAIT_S for one of these (bench: 64 ran out at 100 new clients/s).
         client = gevent_client(url, max_connections=128, client_name="web")
+        waiters = gevent_client(url, max_connections=MAX_WAITERS, client_name="web-trade")
     except Exception:  # not under gevent (unit tests, scripts): a plain thread-safe client
         client = sync_client(url, max_connections=16, client_name="web")
+        waiters = client
     keys = Keys(settings.namespace, settings.stream_shards)
     w = settings.web
     registry = Registry(max_subscriptions=w.max_subscriptions, backlog=w.client_backlog,
@@ -132,7 +134,7 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     app.extensions["tp"] = Web(
         settings=settings, keys=keys, redis=client, market=Market(client, settings),
         sessions=sessions, keyring=Keyring(settings.jwt_keys, issuer=w.origin),
-        registry=registry, pump=pump, trading=Trading(client, settings, keys),
+        registry=registry, pump=pump, trading=Trading(client, settings, keys, waiters=waiters),
         order_events=OrderEvents(client, keys, socketio.emit),
     )  # fmt: skip
 

@@ -42,6 +42,8 @@ REQUEST_TTL_S = 7 * 86_400  # a request id maps to its order for a week
 COMMANDS_MAXLEN = 100_000
 ORDERS_PER_10S, ORDERS_PER_MIN = 300, 1_200  # Binance's per-account order limits (reference §2.5)
 INSTRUMENTS_TTL_S = 60.0
+MAX_WAITERS = 32
+WAIT_SLICE_S = 2  # one BLPOP never blocks longer (the clients' socket timeout is 10 s)
 AUDIT_MAXLEN = 10_000
 MAX_SECRET_CHARS = 512
 
@@ -79,7 +81,9 @@ def _ms() -> int:
 class Trading:
     """The web tier's side of trading, for one process."""
 
-    def __init__(self, r: redis.Redis, settings: Settings, keys: Keys) -> None:
+    def __init__(
+        self, r: redis.Redis, settings: Settings, keys: Keys, *, waiters: redis.Redis | None = None
+    ) -> None:
         self.r: Any = r  # redis-py's reply types are too loose to be useful here
         self.settings = settings
         self.keys = keys
@@ -88,6 +92,11 @@ class Trading:
         self._budget = r.register_script(_BUDGET)
         self._instruments: dict[str, Instrument] = {}
         self._instruments_at = 0.0
+        # Requests waiting for their outcome hold a connection of their own pool, at most
+        # MAX_WAITERS at once: a slow execution process cannot starve the pump and the sign-ins
+        # of connections; past the cap a command is answered 202 at once.
+        self._waiters: Any = waiters if waiters is not None else r
+        self._waiting = 0
 
     # --- reference data -----------------------------------------------------------------------
 
@@ -235,16 +244,18 @@ class Trading:
     def _execute(
         self, address: str, action: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
-        if action == "link":
-            return self.link(address, body)
-        if action == "unlink":
-            return self.unlink(address, body)
         rid = checks.request_id(body)
         done = self.r.get(self.keys.order_request(address, rid))
         if done is not None:
             return self._duplicate(address, rid, done.decode())
+        if action == "link":
+            return self.link(address, body)
+        if action == "unlink":
+            return self.unlink(address, body)
         if not self._linked(address):
             raise Refusal("no_account", "link a Binance account before trading", 409)
+        if action == "cancel":
+            return self._cancel(address, rid, body)
         inst = checks.symbol(body, self.instruments())
         now = _ms()
         cmd = OrderCommand(rid, address, action, now, symbol=inst.symbol)
@@ -302,15 +313,6 @@ class Trading:
                 reduce_only=True,
                 created_ms=now,
             )
-        elif action == "cancel":
-            target = body.get("client_order_id")
-            if not isinstance(target, str) or not target or len(target) > 36:
-                raise Refusal("bad_client_order_id", "client_order_id of the order to cancel")
-            if self.r.hget(self.keys.orders_live(address), target) is None:
-                raise Refusal("unknown_order", "no open order of yours has this id", 404)
-            cmd = OrderCommand(
-                rid, address, action, now, symbol=inst.symbol, client_order_id=target
-            )
         elif action == "leverage":
             cmd = OrderCommand(
                 rid, address, action, now, symbol=inst.symbol, leverage=checks.leverage(body)
@@ -323,6 +325,19 @@ class Trading:
             raise Refusal("bad_action", f"unknown action {action[:30]!r}")
         self._spend(address, counts_as_order=action in ("place", "close"), now_ms=now)
         return self._queue(address, cmd, order=order)
+
+    def _cancel(self, address: str, rid: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        target = body.get("client_order_id")
+        if not isinstance(target, str) or not target or len(target) > 36:
+            raise Refusal("bad_client_order_id", "client_order_id of the order to cancel")
+        raw = self.r.hget(self.keys.orders_live(address), target)
+        if raw is None:
+            raise Refusal("unknown_order", "no open order of yours has this id", 404)
+        now = _ms()
+        symbol = Order.from_json(raw).symbol
+        cmd = OrderCommand(rid, address, "cancel", now, symbol=symbol, client_order_id=target)
+        self._spend(address, counts_as_order=False, now_ms=now)
+        return self._queue(address, cmd, order=None)
 
     def _spend(self, address: str, *, counts_as_order: bool, now_ms: int) -> None:
         limit = self.settings.execution.commands_per_minute
@@ -368,8 +383,16 @@ class Trading:
         return self._wait(address, cmd.request_id, order)
 
     def _wait(self, address: str, rid: str, order: Order | None) -> tuple[int, dict[str, Any]]:
-        timeout_s = self.settings.execution.reply_timeout_ms / 1000
-        got = self.r.blpop([self.keys.order_reply(rid, address)], timeout=timeout_s)
+        got = None
+        if self._waiting < MAX_WAITERS:
+            self._waiting += 1
+            try:
+                deadline = time.monotonic() + self.settings.execution.reply_timeout_ms / 1000
+                key = self.keys.order_reply(rid, address)
+                while got is None and (left := deadline - time.monotonic()) > 0:
+                    got = self._waiters.blpop([key], timeout=max(min(left, WAIT_SLICE_S), 0.01))
+            finally:
+                self._waiting -= 1
         if got is None:
             answer: dict[str, Any] = {
                 "ok": None,
@@ -387,7 +410,13 @@ class Trading:
     def _duplicate(self, address: str, rid: str, marker: str) -> tuple[int, dict[str, Any]]:
         answer: dict[str, Any] = {"request_id": rid, "duplicate": True}
         if marker.startswith("cmd:"):
-            return 200, {**answer, "ok": True, "message": "this request id was already received"}
+            raw = self.r.get(self.keys.order_result(rid, address))
+            if raw is None:
+                return 202, {**answer, "ok": None, "message": "this request id was already "
+                             "received; its outcome is not known yet"}  # fmt: skip
+            data = decode_event(raw).data
+            ok = data.get("ok")
+            return (200 if ok else 202 if ok is None else 400), {**data, **answer}
         deadline = time.monotonic() + self.settings.execution.reply_timeout_ms / 1000
         while True:
             view = self._order_view(address, marker)

@@ -94,8 +94,13 @@ def test_link_place_fill_cancel_close_leverage_end_to_end(stack: TradeStack) -> 
     stack.wait("order events on the socket", lambda: any(
         e["client_order_id"] == order["client_order_id"] and e["status"] == "FILLED"
         for e in trader.order_events()))  # fmt: skip
-    balances = trader.call("GET", "/api/account").json()["balances"]
-    assert Decimal(balances["USDT"]["wallet"]) < Decimal("100000")  # fees paid
+    stack.wait(
+        "the fee in the wallet",
+        lambda: (
+            Decimal(trader.call("GET", "/api/account").json()["balances"]["USDT"]["wallet"])
+            < 100000
+        ),
+    )
 
     # A resting limit, then cancel it (over Socket.IO this time).
     resting = far_limit(trader)

@@ -291,3 +291,21 @@ def test_a_user_over_their_command_rate_is_refused_with_the_limit_named(
     # the refused command never reached the exchange: the leverage is the third one's
     rows = stack.signed(exchange, "GET", "/fapi/v2/positionRisk")
     assert next(r for r in rows if r["symbol"] == "BTCUSDT")["leverage"] == "7"
+
+
+def test_an_order_that_waited_too_long_for_execution_is_not_sent(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    stack = stack_factory(TP_TRADE_COMMAND_TTL_MS="2000", TP_TRADE_REPLY_TIMEOUT_MS="500")
+    trader, exchange = linked_trader(stack)
+    assert stack.execution is not None
+    stack.execution.stop()  # a deploy, an outage
+    late = market_buy(trader)
+    assert late.status_code == 202, late.text
+    cid = late.json()["order"]["client_order_id"]
+    time.sleep(2.5)
+    stack.start_execution()
+    final = stack.wait("the expiry", lambda: (trader.order(cid) or {}).get("status") == "REJECTED")
+    assert final
+    assert "expired" in trader.order(cid)["error"]  # type: ignore[index]
+    assert exchange_orders(stack, exchange) == []

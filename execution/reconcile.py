@@ -1,0 +1,197 @@
+"""What the exchange says happened, applied to one account: user-stream events and snapshots.
+
+The user stream is trusted only after a REST snapshot taken once it is connected
+(binance/user_stream.py): open orders (orders we did not place are recorded ``external``), the
+orders that left the open set (looked up for how they ended), balances and positions, and fills
+from ``userTrades`` since each symbol's trade cursor. Only ``userTrades`` moves a cursor: a fill
+seen on the stream proves nothing about the trades before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from core.errors import RestError
+from core.trading import Order
+from execution import orders
+
+if TYPE_CHECKING:
+    from execution.account import AccountRuntime
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 86_400_000
+REFRESH_DELAY_S = 0.3  # coalesce the burst of events a fill brings into one account read
+
+
+def _ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def vanished(order: Order) -> bool:
+    """Mark an open order the exchange no longer knows (archived, or another account's)."""
+    if order.final or order.status in ("PENDING", "SENDING", "UNKNOWN"):
+        return False
+    order.status, order.error = "EXPIRED", "the exchange no longer knows this order"
+    return True
+
+
+class Reconciler:
+    """The account's view of the exchange: events in, snapshots on (re)connect and periodically."""
+
+    def __init__(self, rt: AccountRuntime) -> None:
+        self.rt = rt
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_waiting = False
+        self._refresh_lock = asyncio.Lock()
+
+    # --- user stream --------------------------------------------------------------------------
+
+    async def on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("e")
+        if kind == "ORDER_TRADE_UPDATE" and isinstance(event.get("o"), dict):
+            await self._order_update(event["o"])
+        elif kind in ("ACCOUNT_UPDATE", "ACCOUNT_CONFIG_UPDATE"):
+            self.schedule_refresh()
+
+    async def _order_update(self, o: dict[str, Any]) -> None:
+        rt, cid = self.rt, str(o.get("c", ""))
+        async with rt.lock:
+            order = await rt.store.order(rt.address, cid)
+            if order is None:
+                if await rt.store.done_order(rt.address, cid) is None:
+                    order = orders.external_from_event(o)
+                    await rt.store.save(rt.address, order)
+                    await rt.emit("order", order.view())
+            elif orders.apply_event(order, o):
+                await rt.store.save(rt.address, order)
+                await rt.emit("order", order.view())
+        if o.get("x") == "TRADE":
+            fill = orders.fill_from_event(o)
+            if await rt.store.add_fill(rt.address, fill):
+                await rt.emit("fill", fill)
+            if await rt.store.fill_cursor(rt.address, fill["symbol"]) is None:
+                await rt.store.set_fill_cursor(rt.address, fill["symbol"], -1)  # known symbol
+            self.schedule_refresh()
+
+    # --- snapshots ----------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Bring orders, fills, balances and positions back in line with the exchange."""
+        rt = self.rt
+        rt.stats["reconciles"] += 1
+        rows = await rt.client.open_orders()
+        seen: set[str] = set()
+        symbols: set[str] = set()
+        for row in rows:
+            cid = str(row.get("clientOrderId", ""))
+            seen.add(cid)
+            symbols.add(str(row.get("symbol")))
+            async with rt.lock:
+                order = await rt.store.order(rt.address, cid)
+                if order is None:
+                    if await rt.store.done_order(rt.address, cid) is not None:
+                        continue  # it finished after the snapshot was taken (a stream event)
+                    order = orders.external_from_rest(row)
+                    await rt.store.save(rt.address, order)
+                    await rt.emit("order", order.view())
+                elif orders.apply_rest(order, row):
+                    await rt.store.save(rt.address, order)
+                    await rt.emit("order", order.view())
+        for cid, order in (await rt.store.live_orders(rt.address)).items():
+            symbols.add(order.symbol)
+            if cid in seen or order.status == "PENDING":
+                continue
+            if order.status in ("SENDING", "UNKNOWN"):
+                if cid not in rt.sending:  # not our own POST still waiting for its answer
+                    rt.resolve_soon(cid)
+                continue
+            try:  # open in our records, no longer open on the exchange: read how it ended
+                body = await rt.client.query_order(order.symbol, cid)
+            except RestError as exc:
+                if exc.code == -2013:
+                    await rt.update(cid, vanished)
+                continue
+            await rt.update(cid, orders.applier(body))
+        positions = await self.refresh_account()
+        symbols |= set(positions) | set(await rt.store.fill_symbols(rt.address))
+        await self._catch_up_fills(symbols)
+
+    async def refresh_account(self) -> dict[str, dict[str, str]]:
+        """Read balances and positions and publish them; one read at a time, so that a read
+        started earlier (with older figures) never lands after a later one."""
+        async with self._refresh_lock:
+            return await self._refresh_account()
+
+    async def _refresh_account(self) -> dict[str, dict[str, str]]:
+        rt = self.rt
+        account = await rt.client.account()
+        positions = orders.positions_view(await rt.client.position_risk())
+        balances = orders.balances_view(account)
+        await rt.store.set_state(
+            rt.address, balances=balances, positions=positions, updated_ms=_ms()
+        )
+        await rt.emit("account", {"balances": balances, "positions": positions})
+        return positions
+
+    def schedule_refresh(self) -> None:
+        """Read balances and positions soon; events meanwhile share the read, and an event that
+        lands while a read is in flight gets a read of its own after it."""
+        if self._refresh_waiting:
+            return
+        self._refresh_waiting = True
+        previous = self._refresh_task
+
+        async def later() -> None:
+            await asyncio.sleep(REFRESH_DELAY_S)
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            self._refresh_waiting = False
+            try:
+                await self.refresh_account()
+            except Exception as exc:  # the next event or reconcile retries
+                log.warning("account refresh of %s failed: %r", self.rt.address, exc)
+
+        self._refresh_task = asyncio.create_task(later())
+
+    def cancel(self) -> None:
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+
+    async def _catch_up_fills(self, symbols: set[str]) -> None:
+        """Record fills the user stream did not deliver (a drop, an expired key)."""
+        rt = self.rt
+        for symbol in sorted(s for s in symbols if s):
+            cursor = await rt.store.fill_cursor(rt.address, symbol)
+            if cursor is not None and cursor < 0:
+                cursor = None  # a symbol seen on the stream, not read from userTrades yet
+            start = max(rt.linked_ms, _ms() - DAY_MS) if cursor is None else None
+            while True:
+                rows = await rt.client.user_trades(
+                    symbol, from_id=None if cursor is None else cursor + 1, start_ms=start
+                )
+                for row in rows:
+                    fill = orders.fill_from_trade(row, await self._cid_of(row))
+                    if await rt.store.add_fill(rt.address, fill):
+                        rt.stats["fills_caught_up"] += 1
+                        await rt.emit("fill", fill)
+                    cursor = max(cursor or 0, fill["trade_id"])
+                if cursor is not None:
+                    await rt.store.set_fill_cursor(rt.address, symbol, cursor)
+                if len(rows) < 1000:
+                    break
+
+    async def _cid_of(self, row: dict[str, Any]) -> str:
+        order_id, symbol = int(row.get("orderId") or 0), row.get("symbol")
+        for order in (await self.rt.store.live_orders(self.rt.address)).values():
+            if order.order_id == order_id and order.symbol == symbol:
+                return order.client_order_id
+        with contextlib.suppress(Exception):
+            for raw in await self.rt.store.recent_done(self.rt.address):
+                if raw.order_id == order_id and raw.symbol == symbol:
+                    return raw.client_order_id
+        return ""
