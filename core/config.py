@@ -156,6 +156,7 @@ class ExecutionSettings:
     recv_window_ms: int  # recvWindow of every order: bounds how late an unknown order can go live
     timeout_ms: int  # an exchange call unanswered this long leaves its outcome unknown
     keepalive_s: int  # listenKey keepalive period (Binance: valid 60 min; libraries ping at 30)
+    stream_rotate_s: int  # a user-stream connection this old is replaced, make-before-break
     reconcile_s: int  # open orders, positions and balances re-read from REST this often
     commands_per_minute: int  # per user, checked by the web tier before anything is queued
     reply_timeout_ms: int  # a REST trade command waits this long for its outcome, then answers 202
@@ -238,6 +239,7 @@ class Settings:
                 recv_window_ms=r.get("TP_EXEC_RECV_WINDOW_MS", "3000", _int_range(500, 60_000)),
                 timeout_ms=r.get("TP_EXEC_TIMEOUT_MS", "5000", _int_range(100, 60_000)),
                 keepalive_s=r.get("TP_EXEC_KEEPALIVE_S", "1800", _int_range(1, 3_300)),
+                stream_rotate_s=r.get("TP_EXEC_STREAM_ROTATE_S", "82800", _int_range(2, 86_000)),
                 reconcile_s=r.get("TP_EXEC_RECONCILE_S", "300", _int_range(1, 86_400)),
                 commands_per_minute=r.get("TP_TRADE_PER_MINUTE", "120", _int_range(1, 100_000)),
                 reply_timeout_ms=r.get(
@@ -325,6 +327,7 @@ KNOWN = frozenset(
             "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS "
             "SIGNAL_CACHE_CANDLES "
             "EXEC_RECV_WINDOW_MS EXEC_TIMEOUT_MS EXEC_KEEPALIVE_S EXEC_RECONCILE_S "
+            "EXEC_STREAM_ROTATE_S "
             "TRADE_PER_MINUTE TRADE_REPLY_TIMEOUT_MS TRADE_COMMAND_TTL_MS "
             "WEB_ORIGIN SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S REFRESH_TTL_S "
             "WEB_MAX_SUBSCRIPTIONS WEB_TICK_MS WEB_CLIENT_BACKLOG WEB_SLOW_MS WEB_SEND_BUFFER "

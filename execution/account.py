@@ -74,6 +74,7 @@ class AccountRuntime:
             on_event=self.sync.on_event,
             on_resync=self.sync.reconcile,
             keepalive_s=ex.keepalive_s,
+            max_age_s=ex.stream_rotate_s,
             label=address,
         )
         self.queue: asyncio.Queue[tuple[str, OrderCommand, Ack, bool]] = asyncio.Queue(QUEUE_MAX)

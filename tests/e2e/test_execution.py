@@ -148,6 +148,18 @@ def test_link_place_fill_cancel_close_leverage_end_to_end(stack: TradeStack) -> 
     audit = trader.call("GET", "/api/audit").json()["entries"]
     assert {e["action"] for e in audit} >= {"link", "place", "cancel", "close", "leverage"}
 
+    # An order placed outside the system (on the exchange's own site) is shown, marked external.
+    outside = stack.signed(exchange, "POST", "/fapi/v1/order", symbol="BTCUSDT", side="BUY",
+                           type="LIMIT", timeInForce="GTC", quantity="0.010",
+                           price=_price(trader, 0.9), newClientOrderId="web_abc123")  # fmt: skip
+    assert outside["status"] == "NEW"
+    stack.wait("the external order", lambda: any(
+        o["client_order_id"] == "web_abc123" and o["external"]
+        for o in trader.call("GET", "/api/orders/open").json()["orders"]))  # fmt: skip
+    ext = trader.post("/api/orders/cancel", client_order_id="web_abc123")
+    assert ext.status_code == 200, ext.text  # it can be cancelled from here too
+    assert ext.json()["order"]["status"] == "CANCELED"
+
     # Unlink deletes the key: trading is refused with a clear message.
     assert trader.call("DELETE", "/api/account", {"request_id": rid()}).json()["ok"] is True
     refused = trader.post("/api/orders", symbol="BTCUSDT", side="BUY", type="MARKET",

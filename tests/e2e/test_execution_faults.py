@@ -162,13 +162,20 @@ def test_execution_killed_between_sending_and_the_answer_places_exactly_one_orde
 def test_no_fill_is_missed_when_the_user_stream_drops_or_its_key_expires(
     stack_factory: Callable[..., TradeStack],
 ) -> None:
-    stack = stack_factory(TP_EXEC_RECONCILE_S="600")  # only the stream and its resyncs
+    # Only the stream and its resyncs (no periodic reconciliation); keepalives every second and a
+    # make-before-break replacement of the connection every 3 s go on throughout.
+    stack = stack_factory(
+        TP_EXEC_RECONCILE_S="600", TP_EXEC_KEEPALIVE_S="1", TP_EXEC_STREAM_ROTATE_S="3"
+    )
     trader, exchange = linked_trader(stack)
 
-    def connects() -> int:
+    def stat(name: str) -> int:
         raw = stack.redis.hget(stack.keys.execution_health(), "exec-test")
         stats = orjson.loads(raw or b"{}").get("accounts", {}).get(trader.address.lower(), {})
-        return int(stats.get("stream_connects", 0))
+        return int(stats.get(name, 0))
+
+    def connects() -> int:
+        return stat("stream_connects") - stat("stream_replaced")  # new keys, not rotations
 
     def buy(n: int) -> None:
         for _ in range(n):
@@ -182,9 +189,11 @@ def test_no_fill_is_missed_when_the_user_stream_drops_or_its_key_expires(
     stack.fault(type="listenkey_expire", apiKey=exchange["apiKey"])  # twice: harmless
     buy(3)
     stack.wait("a new key after the expiry", lambda: connects() >= 3)
-    buy(1)
+    stack.wait("a rotation, then more trades across it", lambda: stat("stream_replaced") >= 1)
+    buy(4)
+    assert stat("stream_keepalives") >= 1
     truth = stack.exchange_trades(exchange["apiKey"])
-    assert len(truth) >= 10
+    assert len(truth) >= 13
 
     def ours() -> set[int]:
         return {f["trade_id"] for f in trader.call("GET", "/api/fills?limit=500").json()["fills"]}
