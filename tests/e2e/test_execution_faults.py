@@ -244,6 +244,19 @@ def test_tokens_accounts_and_bad_commands_are_refused_before_the_exchange(
     forged = trader.http.post("/api/orders", headers={"Authorization": "Bearer x.y.z"},
                               json={"request_id": rid()})  # fmt: skip
     assert forged.status_code == 401
+    # A well-signed token that expired, for the same user and session: refused too.
+    from web.tokens import Keyring
+
+    claims = Keyring([("k2", "b" * 40)], issuer=stack.env["TP_WEB_ORIGIN"]).verify(
+        trader.token, audience="web")  # fmt: skip
+    expired, _ = Keyring([("k2", "b" * 40)], issuer=stack.env["TP_WEB_ORIGIN"]).issue(
+        address=trader.address, audience="web", family=claims.family, ttl_s=60,
+        now_s=int(time.time()) - 3600)  # fmt: skip
+    late = trader.http.post("/api/orders", headers={"Authorization": f"Bearer {expired}"},
+                            json={"request_id": rid(), "symbol": "BTCUSDT", "side": "BUY",
+                                  "type": "MARKET", "quantity": "0.010"})  # fmt: skip
+    assert late.status_code == 401
+    assert late.json()["error"] == "token_expired"
     anonymous = Trader.__new__(Trader)  # noqa: F841  # (a socket without a token: below)
     import socketio
 
