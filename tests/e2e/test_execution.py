@@ -120,6 +120,24 @@ def test_link_place_fill_cancel_close_leverage_end_to_end(stack: TradeStack) -> 
     )
     assert trader.call("GET", "/api/orders/open").json()["orders"] == []
 
+    # Time in force: a post-only order that would take is refused in words; IOC takes what it can.
+    gtx = trader.post("/api/orders", symbol="BTCUSDT", side="BUY", type="LIMIT", quantity="0.010",
+                      price=_price(trader, 1.05), time_in_force="GTX")  # fmt: skip
+    assert gtx.status_code == 400, gtx.text
+    assert "post-only" in gtx.json()["message"]
+    ioc = trader.post("/api/orders", symbol="BTCUSDT", side="SELL", type="LIMIT",
+                      quantity="0.010", price=_price(trader, 0.95), time_in_force="IOC",
+                      reduce_only=True)  # fmt: skip
+    assert ioc.status_code == 200, ioc.text
+    assert ioc.json()["order"]["status"] in ("FILLED", "EXPIRED")
+    stack.wait("the position after the IOC", lambda: position(trader, "BTCUSDT") == Decimal(
+        "0.01") - Decimal(ioc.json()["order"]["executed_qty"]))  # fmt: skip
+    if position(trader, "BTCUSDT") == 0:  # the IOC closed it: open it again for what follows
+        again = trader.post("/api/orders", symbol="BTCUSDT", side="BUY", type="MARKET",
+                            quantity="0.010")  # fmt: skip
+        assert again.json()["order"]["status"] == "FILLED"
+        stack.wait("the position", lambda: position(trader, "BTCUSDT") == Decimal("0.01"))
+
     # Leverage and margin type: the exchange's answer, or its refusal in clear words.
     lev = trader.post("/api/leverage", symbol="BTCUSDT", leverage=7)
     assert lev.status_code == 200, lev.text
