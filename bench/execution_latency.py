@@ -41,7 +41,10 @@ simulator's own HTTP handling up to its matching engine. Segments, per command: 
 nearest thing to the web's receipt time), *web -> XADD* (the ``orders:commands`` entry id),
 *XADD -> exec* (the order's ``sent_ms``, execution's estimate of the exchange clock just before
 its compare-and-set; the measured offset is printed, ~0 here), *exec -> exchange*, and on the way
-back *exchange -> ack* (the ``trade`` ack received, minus the order's ``updateTime``).
+back *exchange -> ack* (the ``trade`` ack received, minus the order's ``updateTime``; only acks
+that carry the outcome: the web answers ``202`` "queued" at once when 32 requests already wait).
+Receipt times are the trader process's clock when its loop reads the frame: on a saturated
+machine that process waits its turn too (``sent >5 ms late`` counts its late sends).
 
 **Latency 2, fill -> socket**: for each MARKET order, the receipt time of the first ``order_event``
 of kind ``fill`` on the owner's socket minus its ``data.time`` (the exchange's trade time ``T``);
@@ -53,9 +56,13 @@ Each of ``--repeat`` windows of ``--seconds`` (after ``--warmup`` s of trading) 
 commands sent in it; ``--grace`` s later the window is read back. Printed per window: counts,
 p50/p90/p99/max of both latencies and of their segments, md messages/s and md latency (as
 web_fanout), CPU% per process (``machine`` is out of cpus x 100 %), the web's pump lag, GC pause
-and longest tick, and the simulator's REST weight used per minute by 127.0.0.1 (``/sim/state``;
-Binance's limit is 2,400; ``--sim-weight-limit`` defaults far above so that the latency can be
-measured at all: see bench/RESULTS.md); last, the medians over the windows.
+and longest tick, the simulator's REST weight used per minute by 127.0.0.1 (``/sim/state``; its
+limit ``--sim-weight-limit`` is Binance's 2,400 by default; execution spends at most the shared
+``TP_REST_WEIGHT_BUDGET``), and the simulator's answer time under the load (``sim GET time``, a
+trivial request, and ``sim GET account``, the read execution makes after fills; 5 of each, after
+the window); last, the medians over the windows. ``--orders limit`` sends resting LIMIT BUYs 5 %
+under the mark and cancels each once acked instead (no fills, so no account reads after fills:
+latency 1 for places and cancels only).
 
 **--throughput**: commands/s that one execution process sustains against the simulator. No md
 (``--md-source none``: the pipeline stopped after start, the simulator at rate 0). The traders are
@@ -65,6 +72,13 @@ are stored and queued exactly as web/commands.py does (its ``_SUBMIT`` script: r
 PENDING order in ``orders:live``, the ``OrderCommand`` on ``orders:commands``), execution is
 resumed (SIGCONT) and the time until the last command's result event (``orders:events`` entry
 id) gives commands/s; CPU% of execution, Redis and the simulator over that time.
+
+**--sim-cost**: the simulator alone (idle market), one account: the median time of POST a MARKET
+order, GET /fapi/v2/account and GET /fapi/v2/positionRisk after 0, 250, 500, 1,000 and 1,500
+orders placed (paced under the account's order limits). The simulator keeps up to 2,000 orders
+per account and some of its checks walk all of them, so a long run with few accounts slows it.
+
+The code measured is printed first (HEAD, plus a hash of uncommitted changes to tracked files).
 
 Every process is stopped at the end, also on Ctrl-C or SIGTERM: the execution process runs in a
 process group of its own (stopped with killpg), the rest as web_fanout stops them, then any
@@ -105,7 +119,7 @@ from websockets.asyncio.client import ClientConnection, connect
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import candles_rate
 import web_fanout
-from candles_rate import ROOT, SHARDS, Pipeline, calibrate, cpu_s
+from candles_rate import ROOT, SHARDS, Pipeline, calibrate, cpu_s, free_port
 
 from core.keys import Keys
 from core.trading import FINAL, Order, OrderCommand, decode_instruments, encode_command
@@ -552,9 +566,13 @@ def link_trader(http: httpx.Client, token: str, sim: dict[str, Any]) -> None:
         resp = http.post(
             "/api/account/link",
             headers={"Authorization": f"Bearer {token}"},
-            json={"request_id": f"link-{secrets.token_hex(6)}", "kind": "hmac",
-                  "api_key": sim["apiKey"], "secret": sim["secretKey"]},
-        )  # fmt: skip
+            json={
+                "request_id": f"link-{secrets.token_hex(6)}",
+                "kind": "hmac",
+                "api_key": sim["apiKey"],
+                "secret": sim["secretKey"],
+            },
+        )
         body = resp.json()
         if resp.status_code == 200 and body.get("ok") is True:
             return
@@ -583,16 +601,17 @@ def limit_order(inst: Any, mark: Decimal) -> tuple[str, str]:
 
 
 def code_version() -> str:
-    """HEAD, and a hash of the uncommitted changes to tracked files (the code measured)."""
+    """HEAD, and a hash of the uncommitted changes to tracked files outside bench/ (the code
+    measured)."""
 
     def git(*argv: str) -> bytes:
         return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, check=False).stdout
 
     head = git("rev-parse", "--short", "HEAD").decode().strip()
-    diff = git("diff", "HEAD")
+    diff = git("diff", "HEAD", "--", ".", ":(exclude)bench")
     if not diff:
         return head
-    files = len(git("diff", "--name-only", "HEAD").split())
+    files = len(git("diff", "--name-only", "HEAD", "--", ".", ":(exclude)bench").split())
     digest = hashlib.sha256(diff).hexdigest()[:12]
     return f"{head} + uncommitted changes to {files} files (diff sha256 {digest})"
 
@@ -728,12 +747,11 @@ def analyse(
         if ack.get("sent_ms") and xadd is not None:
             lat["XADD->exec"].append(ack["sent_ms"] - xadd)
             lat["exec->exchange"].append(row["time"] - ack["sent_ms"])
-        if c["type"] == "MARKET":
-            lat["exchange->ack"].append(c["ack_ns"] / 1e6 - row["updateTime"])
-        else:
-            lat["exchange->ack"].append(c["ack_ns"] / 1e6 - row["time"])
-        if ("result", c["rid"]) in evt_ms:
-            lat["result XADD->ack"].append(c["ack_ns"] / 1e6 - evt_ms[("result", c["rid"])])
+        if ack["ok"] is True:  # an answer with the outcome (not a 202 "queued")
+            answered = row["updateTime"] if c["type"] == "MARKET" else row["time"]
+            lat["exchange->ack"].append(c["ack_ns"] / 1e6 - answered)
+            if ("result", c["rid"]) in evt_ms:
+                lat["result XADD->ack"].append(c["ack_ns"] / 1e6 - evt_ms[("result", c["rid"])])
         if c["type"] != "MARKET":
             continue
         if row["status"] != "FILLED":
@@ -1013,12 +1031,100 @@ def throughput_run(s: Stack, args: argparse.Namespace) -> None:
     print(f"execution health: {orjson.dumps({k: v for k, v in h.items() if k != 'accounts'})}")
 
 
+# --- the simulator's own cost ------------------------------------------------------------------
+
+
+def sim_cost_run(args: argparse.Namespace) -> None:
+    """Time the simulator's answers for one account as its kept orders grow (the simulator alone,
+    idle market): POST a MARKET order, GET /fapi/v2/account, GET /fapi/v2/positionRisk."""
+    rest, ws = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "--rest-port",
+            str(rest),
+            "--ws-port",
+            str(ws),
+            "--symbols",
+            str(args.symbols),
+            "--rate",
+            "0",
+            "--steady",
+            "--log-level",
+            "WARNING",
+            "--weight-limit",
+            "100000000",
+        ],
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        http = httpx.Client(base_url=f"http://127.0.0.1:{rest}", timeout=30, trust_env=False)
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if http.get("/fapi/v1/ping").status_code == 200:
+                    break
+            time.sleep(0.2)
+        sim = http.post("/sim/accounts", json={"balance": "100000"}).json()
+        acc = {"api_key": sim["apiKey"], "secret": sim["secretKey"]}
+
+        def call(method: str, path: str, **params: Any) -> float:
+            query = urlencode({**params, "timestamp": int(time.time() * 1000)})
+            query += "&signature=" + hmac_sign(acc["secret"], query)
+            t0 = time.perf_counter()
+            resp = http.request(method, f"{path}?{query}", headers={"X-MBX-APIKEY": sim["apiKey"]})
+            resp.raise_for_status()
+            return (time.perf_counter() - t0) * 1000
+
+        placed = 0
+
+        def order() -> float:
+            nonlocal placed
+            side = "BUY" if placed % 2 == 0 else "SELL"
+            placed += 1
+            return call(
+                "POST",
+                "/fapi/v1/order",
+                symbol="BTCUSDT",
+                side=side,
+                type="MARKET",
+                quantity="0.001",
+                newOrderRespType="RESULT",
+            )
+
+        for target in (0, 250, 500, 1000, 1500):
+            while placed < target:  # paced under the account's 1,200 orders a minute
+                t0 = time.monotonic()
+                order()
+                time.sleep(max(0.0, 1 / 19 - (time.monotonic() - t0)))
+            times: dict[str, list[float]] = defaultdict(list)
+            for _ in range(20):
+                times["POST order"].append(order())
+                times["GET account"].append(call("GET", "/fapi/v2/account"))
+                times["GET positionRisk"].append(call("GET", "/fapi/v2/positionRisk"))
+                time.sleep(1 / 19)
+            print(
+                f"  orders kept {placed - 20:5d}: "
+                + "  ".join(f"{k} p50={statistics.median(v):.1f} ms" for k, v in times.items()),
+                flush=True,
+            )
+    finally:
+        stop_group(proc, 10)
+
+
 # --- main ----------------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--throughput", action="store_true", help="measure commands/s instead")
+    parser.add_argument(
+        "--sim-cost",
+        action="store_true",
+        help="time the simulator's answers as an account's orders grow",
+    )
     parser.add_argument("--traders", type=int, default=10, help="signed-in users, one account each")
     parser.add_argument("--rate", type=float, default=50, help="trade commands/s, all traders")
     parser.add_argument(
@@ -1038,7 +1144,7 @@ def main() -> None:
     parser.add_argument("--ramp-per-s", type=float, default=25, help="new md clients per second")
     parser.add_argument("--warmup", type=float, default=10, help="s of trading before windows")
     parser.add_argument("--seconds", type=float, default=30, help="measured window")
-    parser.add_argument("--grace", type=float, default=3, help="s after a window before reading")
+    parser.add_argument("--grace", type=float, default=5, help="s after a window before reading")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
         "--sim-weight-limit",
@@ -1079,6 +1185,9 @@ def main() -> None:
         flush=True,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.sim_cost:
+        sim_cost_run(args)
+        return
     try:
         with contextlib.ExitStack() as stack:
             if args.logs:

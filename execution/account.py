@@ -191,14 +191,14 @@ class AccountRuntime:
                 message="the exchange did not answer: the change may "
                 "or may not have been made; the account view will show",
             )
-            self.sync.schedule_refresh()
+            self.sync.schedule_refresh(now=True)
             return
         except RestError as exc:
             await self._reply_error(cmd, exc)
             return
         await self._reply(cmd, ok=True, result=body)
         await self.store.audit(self.address, cmd.request_id, cmd.action, "ok")
-        self.sync.schedule_refresh()
+        self.sync.schedule_refresh(now=True)
 
     async def _place(self, cmd: OrderCommand, *, redelivered: bool) -> None:
         cid = cmd.client_order_id or ""

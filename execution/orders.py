@@ -262,3 +262,29 @@ def applier(body: dict[str, Any]) -> Any:
         return apply_rest(order, body)
 
     return apply
+
+
+def apply_account_update(
+    a: dict[str, Any], balances: dict[str, dict[str, str]], positions: dict[str, dict[str, str]]
+) -> None:
+    """Apply the ``a`` object of an ACCOUNT_UPDATE to our balances and positions, in place.
+
+    ``B[]``: ``a`` asset, ``wb`` wallet balance; ``P[]``: ``s`` symbol, ``pa`` amount, ``ep``
+    entry price, ``up`` unrealized PnL, ``mt`` margin type (only changed ones are pushed).
+    """
+    for b in a.get("B", []):
+        if isinstance(b, dict) and b.get("a"):
+            row = balances.setdefault(str(b["a"]), {})
+            row["wallet"] = _norm(b.get("wb"))
+    for p in a.get("P", []):
+        if not isinstance(p, dict) or not p.get("s") or p.get("ps", "BOTH") != "BOTH":
+            continue
+        amount = _dec(p.get("pa", "0"))
+        if not amount:
+            positions.pop(str(p["s"]), None)
+            continue
+        row = positions.setdefault(str(p["s"]), {})
+        row.update(amount=_norm(amount), entry_price=_norm(p.get("ep")),
+                   unrealized_pnl=_norm(p.get("up")))  # fmt: skip
+        if p.get("mt"):
+            row["margin_type"] = str(p["mt"])

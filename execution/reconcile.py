@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from core.errors import RestError
+from core.errors import Banned, RateLimited, RestError, Throttled
 from core.trading import Order
 from execution import orders
 
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
 REFRESH_DELAY_S = 0.3  # coalesce the burst of events a fill brings into one account read
+REFRESH_EVERY_S = 30.0  # REST reads of balances and positions after fills, at most this often
+WARN_EVERY_S = 60.0  # one warning per account and minute, however often it fails
 
 
 def _ms() -> int:
@@ -48,6 +50,8 @@ class Reconciler:
         self._refresh_task: asyncio.Task[None] | None = None
         self._refresh_waiting = False
         self._refresh_lock = asyncio.Lock()
+        self._refreshed_at = 0.0
+        self._warned_at = 0.0
 
     # --- user stream --------------------------------------------------------------------------
 
@@ -55,8 +59,29 @@ class Reconciler:
         kind = event.get("e")
         if kind == "ORDER_TRADE_UPDATE" and isinstance(event.get("o"), dict):
             await self._order_update(event["o"])
-        elif kind in ("ACCOUNT_UPDATE", "ACCOUNT_CONFIG_UPDATE"):
-            self.schedule_refresh()
+        elif kind == "ACCOUNT_UPDATE" and isinstance(event.get("a"), dict):
+            await self._account_update(event["a"], int(event.get("E") or 0))
+        elif kind == "ACCOUNT_CONFIG_UPDATE":  # leverage: only the REST view carries it
+            self.schedule_refresh(now=True)
+
+    async def _account_update(self, a: dict[str, Any], event_ms: int) -> None:
+        """Apply an ACCOUNT_UPDATE (wallet balances, position sizes) without a REST read.
+
+        Its values are absolute; one older than the last REST read is skipped. Mark price,
+        unrealized PnL at mark and leverage come with the next REST read (``schedule_refresh``).
+        """
+        rt = self.rt
+        async with self._refresh_lock:
+            as_of = await rt.store.state(rt.address, "as_of_ms") or 0
+            if event_ms and event_ms < as_of:
+                return
+            balances = await rt.store.state(rt.address, "balances") or {}
+            positions = await rt.store.state(rt.address, "positions") or {}
+            orders.apply_account_update(a, balances, positions)
+            await rt.store.set_state(rt.address, balances=balances, positions=positions,
+                                     updated_ms=_ms())  # fmt: skip
+            await rt.emit("account", {"balances": balances, "positions": positions})
+        self.schedule_refresh()
 
     async def _order_update(self, o: dict[str, Any]) -> None:
         rt, cid = self.rt, str(o.get("c", ""))
@@ -129,32 +154,43 @@ class Reconciler:
 
     async def _refresh_account(self) -> dict[str, dict[str, str]]:
         rt = self.rt
+        as_of = rt.client.now_ms()  # events before this are in what is read now
         account = await rt.client.account()
         positions = orders.positions_view(await rt.client.position_risk())
         balances = orders.balances_view(account)
+        self._refreshed_at = time.monotonic()
         await rt.store.set_state(
-            rt.address, balances=balances, positions=positions, updated_ms=_ms()
+            rt.address, balances=balances, positions=positions, updated_ms=_ms(), as_of_ms=as_of
         )
         await rt.emit("account", {"balances": balances, "positions": positions})
         return positions
 
-    def schedule_refresh(self) -> None:
-        """Read balances and positions soon; events meanwhile share the read, and an event that
-        lands while a read is in flight gets a read of its own after it."""
+    def schedule_refresh(self, *, now: bool = False) -> None:
+        """Read balances and positions from REST soon: after REFRESH_DELAY_S when ``now``, else
+        at most every REFRESH_EVERY_S (events carry balances and sizes; the read adds the mark
+        price, PnL at mark and leverage, for ~10 weight of the IP's budget). Events meanwhile
+        share one read; one landing during a read gets a read of its own after it."""
         if self._refresh_waiting:
             return
         self._refresh_waiting = True
         previous = self._refresh_task
+        since = time.monotonic() - self._refreshed_at
+        delay = REFRESH_DELAY_S if now else max(REFRESH_DELAY_S, REFRESH_EVERY_S - since)
 
         async def later() -> None:
-            await asyncio.sleep(REFRESH_DELAY_S)
+            await asyncio.sleep(delay)
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
             self._refresh_waiting = False
             try:
                 await self.refresh_account()
-            except Exception as exc:  # the next event or reconcile retries
-                log.warning("account refresh of %s failed: %r", self.rt.address, exc)
+            except (Throttled, RateLimited, Banned):
+                self.rt.stats["refresh_throttled"] += 1  # the IP's budget first; events go on
+            except Exception as exc:  # the next event or reconciliation retries
+                self.rt.stats["refresh_errors"] += 1
+                if time.monotonic() - self._warned_at > WARN_EVERY_S:
+                    self._warned_at = time.monotonic()
+                    log.warning("account refresh of %s failed: %r", self.rt.address, exc)
 
         self._refresh_task = asyncio.create_task(later())
 

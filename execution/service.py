@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 from binance.account import AccountClient, SharedWeight
 from binance.exchange_info import load_exchange_info
 from core.config import Settings
-from core.errors import RestError, SchemaError
+from core.errors import Banned, RateLimited, RestError, SchemaError, Throttled
 from core.keys import GROUP_EXECUTION, Keys
 from core.trading import (
     Instrument,
@@ -311,6 +311,10 @@ class ExecutionService:
             await client.sync_time()
             account = await client.account()
             dual = await client.position_mode_dual()
+        except (Throttled, RateLimited, Banned) as exc:
+            wait_s = (exc.retry_after_ms or 60_000) // 1000 + 1
+            return (f"the server's request budget on the exchange is spent for now: try again in "
+                    f"{wait_s} s (nothing was kept)"), {}  # fmt: skip
         except RestError as exc:
             return "the exchange refused the key: " + orders.error_text(exc.code, exc.msg), {}
         finally:

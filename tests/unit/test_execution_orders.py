@@ -58,3 +58,38 @@ def test_a_fill_is_the_same_record_from_the_stream_and_from_user_trades() -> Non
 def test_error_codes_become_sentences() -> None:
     assert "minimum notional" in orders.error_text(-4164, "Order's notional must be ...")
     assert orders.error_text(-9999, "Odd.") == "the exchange refused: Odd."
+
+
+def test_an_account_update_moves_balances_and_sizes_without_a_rest_read() -> None:
+    # the documented ACCOUNT_UPDATE (reference §4), trimmed
+    a = {
+        "m": "ORDER",
+        "B": [{"a": "USDT", "wb": "122624.12345678", "cw": "100.12345678", "bc": "50.12345678"}],
+        "P": [
+            {
+                "s": "BTCUSDT",
+                "pa": "0.010",
+                "ep": "30000.00000",
+                "bep": "0",
+                "cr": "200",
+                "up": "-0.5",
+                "mt": "cross",
+                "iw": "0",
+                "ps": "BOTH",
+            },
+            {"s": "ETHUSDT", "pa": "0", "ep": "0", "up": "0", "mt": "cross", "ps": "BOTH"},
+        ],
+    }
+    balances = {"USDT": {"wallet": "1", "available": "1"}}
+    positions = {"ETHUSDT": {"amount": "1"}, "BTCUSDT": {"leverage": "7"}}
+    orders.apply_account_update(a, balances, positions)  # fmt: skip
+    assert balances["USDT"] == {"wallet": "122624.12345678", "available": "1"}
+    assert positions == {
+        "BTCUSDT": {
+            "leverage": "7",
+            "amount": "0.01",
+            "entry_price": "30000",
+            "unrealized_pnl": "-0.5",
+            "margin_type": "cross",
+        }
+    }
