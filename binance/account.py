@@ -48,12 +48,12 @@ log = logging.getLogger(__name__)
 
 TIME_SYNC_S = 600.0
 UNKNOWN_CODES = frozenset({-1006, -1007})  # "execution status unknown" (reference §2.5)
-# IP request weight per call (reference §3.4; positionSide/dual: execution-notes §1). Placing an
+# IP request weight per call (reference §3.4). Placing an
 # order weighs 0 on the IP (it counts on the account's order limits instead).
 WEIGHTS = {
     ("POST", "/fapi/v1/order"): 0, ("GET", "/fapi/v1/openOrders"): 40,
     ("GET", "/fapi/v2/account"): 5, ("GET", "/fapi/v2/positionRisk"): 5,
-    ("GET", "/fapi/v1/userTrades"): 5, ("GET", "/fapi/v1/positionSide/dual"): 30,
+    ("GET", "/fapi/v1/userTrades"): 5,
 }  # fmt: skip
 
 
@@ -205,10 +205,6 @@ class AccountClient:
     async def position_risk(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = await self.signed("GET", "/fapi/v2/positionRisk", {})
         return result
-
-    async def position_mode_dual(self) -> bool:
-        result = await self.signed("GET", "/fapi/v1/positionSide/dual", {})
-        return bool(result.get("dualSidePosition"))
 
     async def set_leverage(self, symbol: str, leverage: int) -> dict[str, Any]:
         result: dict[str, Any] = await self.signed(

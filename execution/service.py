@@ -46,6 +46,7 @@ BLOCK_MS = 1_000
 CLAIM_IDLE_MS = 30_000
 HEALTH_EVERY_S = 2.0
 HEALTH_TTL_S = 60
+LINK_BUDGET_TRIES = 3  # a link check that meets a spent IP budget waits for it, twice
 
 
 def _ms() -> int:
@@ -305,20 +306,28 @@ class ExecutionService:
             signer,
             recv_window_ms=ex.recv_window_ms,
             timeout_ms=ex.timeout_ms,
-            weight=self.weight,  # positionSide/dual weighs 30 of the IP's budget
+            weight=self.weight,
         )
         try:
-            await client.sync_time()
-            account = await client.account()
-            dual = await client.position_mode_dual()
-        except (Throttled, RateLimited, Banned) as exc:
-            wait_s = (exc.retry_after_ms or 60_000) // 1000 + 1
-            return (f"the server's request budget on the exchange is spent for now: try again in "
-                    f"{wait_s} s (nothing was kept)"), {}  # fmt: skip
+            for attempt in range(LINK_BUDGET_TRIES):
+                try:
+                    await client.sync_time()
+                    account = await client.account()
+                    # One-way mode shows one BOTH row per symbol; hedge mode LONG and SHORT rows.
+                    # (5 weight, where GET /fapi/v1/positionSide/dual weighs 30.)
+                    rows = await client.position_risk()
+                    break
+                except (Throttled, RateLimited, Banned) as exc:
+                    wait_s = min((exc.retry_after_ms or 60_000) / 1000 + 0.5, 61.0)
+                    if attempt == LINK_BUDGET_TRIES - 1:
+                        return (f"the server's request budget on the exchange is spent for now: "
+                                f"try again in {wait_s:.0f} s (nothing was kept)"), {}  # fmt: skip
+                    await asyncio.sleep(wait_s)  # our own budget: the key is not at fault
         except RestError as exc:
             return "the exchange refused the key: " + orders.error_text(exc.code, exc.msg), {}
         finally:
             await client.aclose()
+        dual = any(r.get("positionSide") in ("LONG", "SHORT") for r in rows)
         if account.get("canTrade") is False:
             return "futures trading is not enabled for this API key", {}
         if dual:
