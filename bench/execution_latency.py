@@ -576,7 +576,15 @@ def link_trader(http: httpx.Client, token: str, sim: dict[str, Any]) -> None:
         body = resp.json()
         if resp.status_code == 200 and body.get("ok") is True:
             return
-        if "weight budget" not in str(body.get("message")):
+        if resp.status_code == 202:  # still being checked (it waits for the IP weight budget)
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                account = http.get("/api/account", headers={"Authorization": f"Bearer {token}"})
+                if account.json().get("linked"):
+                    return
+                time.sleep(1)
+            break
+        if "budget" not in str(body.get("message")):
             break
         wait = 61 - time.time() % 60
         print(f"# link refused for the IP weight budget; again in {wait:.0f} s", flush=True)
