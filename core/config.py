@@ -127,7 +127,8 @@ class SignalSettings:
 class WebSettings:
     """The web tier's knobs (TP_WEB_*, TP_SIWE_*, TP_*_TTL_S, TP_LOGIN_*, TP_OPS_ADDRESSES)."""
 
-    origin: str  # the site's origin: SIWE domain and URI, JWT issuer, the only CORS origin
+    origin: str  # the site's canonical origin: JWT issuer, SIWE domain and URI by default
+    origins: tuple[str, ...]  # every origin the page may be opened from (origin first): CORS, SIWE
     chain_id: int  # the EIP-155 chain a SIWE message must name
     anonymous: bool  # connections and REST reads without a token get read-only market data
     access_ttl_s: int
@@ -251,8 +252,14 @@ class Settings:
             ),
         )
         port = settings.port or 5000
+        origin = r.get("TP_WEB_ORIGIN", f"http://localhost:{port}", _url(("http", "https")))
+        # Unconfigured, the page works at localhost and at 127.0.0.1; configured, at the origin
+        # and the extra origins listed (a browser sends its Origin for the socket and sign-in).
+        extra = f"http://127.0.0.1:{port}" if "TP_WEB_ORIGIN" not in r.env else ""
+        origins = r.get("TP_WEB_ORIGINS", extra, _parse_origins)
         web = WebSettings(
-            origin=r.get("TP_WEB_ORIGIN", f"http://localhost:{port}", _url(("http", "https"))),
+            origin=origin,
+            origins=tuple(dict.fromkeys((origin, *(origins or ())))) if origin else (),
             chain_id=r.get("TP_SIWE_CHAIN_ID", "1", _int_range(1, 2**53)),
             anonymous=r.get("TP_WEB_ANONYMOUS", "1", _parse_bool),
             access_ttl_s=r.get("TP_ACCESS_TTL_S", "600", _int_range(5, 86_400)),
@@ -329,7 +336,7 @@ KNOWN = frozenset(
             "EXEC_RECV_WINDOW_MS EXEC_TIMEOUT_MS EXEC_KEEPALIVE_S EXEC_RECONCILE_S "
             "EXEC_STREAM_ROTATE_S "
             "TRADE_PER_MINUTE TRADE_REPLY_TIMEOUT_MS TRADE_COMMAND_TTL_MS "
-            "WEB_ORIGIN SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S REFRESH_TTL_S "
+            "WEB_ORIGIN WEB_ORIGINS SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S REFRESH_TTL_S "
             "WEB_MAX_SUBSCRIPTIONS WEB_TICK_MS WEB_CLIENT_BACKLOG WEB_SLOW_MS WEB_SEND_BUFFER "
             "WEB_SNAPSHOT_CANDLES LOGIN_PER_MINUTE_IP LOGIN_PER_MINUTE_ADDRESS OPS_ADDRESSES "
             "WEB_PROXIES"
@@ -404,6 +411,19 @@ def _parse_source(raw: str) -> MarketSource:
     if raw not in _HOSTS:
         raise ValueError(f"{raw!r} is not a market source (use sim, testnet or live)")
     return raw  # type: ignore[return-value]  # checked against the Literal's values above
+
+
+def _parse_origins(raw: str) -> tuple[str, ...]:
+    parse = _url(("http", "https"))
+    out = []
+    for item in (x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        url = parse(item)
+        if urlsplit(url).path:
+            raise ValueError(f"{item!r} is not an origin (scheme://host[:port], no path)")
+        out.append(url)
+    return tuple(out)
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:

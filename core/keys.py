@@ -182,6 +182,11 @@ class Keys:
         """String: JSON list of the symbols the pipeline follows (the consumer writes it)."""
         return f"{self.namespace}:universe"
 
+    def signal_plan(self) -> str:
+        """Hash: signal name -> JSON ``{"window", "timeframes", "symbols"}`` (the signals process
+        writes it at start; the page says how many candles a series still needs)."""
+        return f"{self.namespace}:signal-plan"
+
     def web_health(self) -> str:
         """Hash: web process name -> JSON health (clients, pump, backlog bounds), every 2 s."""
         return f"{self.namespace}:web:health"

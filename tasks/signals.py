@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
+import orjson
 import redis
 
 from core.errors import SchemaError
@@ -305,8 +306,23 @@ def _shard(shard: int) -> ShardSignals:
             if _client is None:
                 url = settings.require_redis_url()
                 _client = sync_client(url, max_connections=16, client_name="signals")
+                _publish_plan(_client, _plan)
             s = _shards[shard] = ShardSignals(_client, _plan, shard)
         return s
+
+
+def _publish_plan(client: redis.Redis, plan: SignalPlan) -> None:
+    """Replace ``signal-plan`` with this process's plan (what each signal needs, for the page)."""
+    mapping = {
+        p.name: orjson.dumps({"window": p.window, "timeframes": sorted(p.timeframes),
+                              "symbols": sorted(p.symbols) if p.symbols is not None else None})
+        for p in plan.signals
+    }  # fmt: skip
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.signal_plan())
+        if mapping:
+            pipe.hset(keys.signal_plan(), mapping=mapping)  # type: ignore[arg-type]
+        pipe.execute()
 
 
 @dramatiq.actor(queue_name="signals", max_retries=5, min_backoff=100, max_backoff=2_000,

@@ -9,7 +9,7 @@ import orjson
 from flask import Blueprint, Response, jsonify, request
 
 from web.app import web
-from web.auth import ApiError, error_response, require
+from web.auth import ApiError, error_response, request_origin, require
 from web.market import MAX_PAGE
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -67,6 +67,41 @@ def signals() -> Any:
     symbol, timeframe = _series()
     return jsonify(symbol=symbol, timeframe=timeframe,
                    signals=web().market.signals(symbol, timeframe))  # fmt: skip
+
+
+@bp.get("/signals/history")
+@require("web", anonymous=None)
+def signal_history() -> Any:
+    """The state changes of every signal of a series (chart markers) and, per signal, how many
+    more closed candles it needs before it has a value."""
+    symbol, timeframe = _series()
+    m = web().market
+    return jsonify(symbol=symbol, timeframe=timeframe,
+                   changes=m.signal_changes(symbol, timeframe),
+                   needs=m.signal_needs(symbol, timeframe))  # fmt: skip
+
+
+@bp.get("/instruments")
+@require("web", anonymous=None)
+def instruments() -> Any:
+    """Trading filters (tick, step, minimum notional...) as decimal strings: of ``symbol``, or of
+    every tradable symbol; {} until the execution process has published them."""
+    known = web().trading.instruments()
+    symbol = request.args.get("symbol")
+    if symbol is not None:
+        inst = known.get(symbol)
+        return jsonify(instruments={symbol: inst.to_dict()} if inst else {})
+    return jsonify(instruments={s: i.to_dict() for s, i in known.items()})
+
+
+@bp.get("/site")
+def site() -> Any:
+    """Where this page may be opened from: the origins Socket.IO and sign-in accept, and whether
+    the request's own origin is one (the page explains a refused socket with it)."""
+    cfg = web().settings.web
+    here = request_origin()
+    return jsonify(origin=cfg.origin, origins=list(cfg.origins), here=here,
+                   allowed=here in cfg.origins)  # fmt: skip
 
 
 @bp.get("/health")

@@ -27,6 +27,9 @@ from web.transport import text_frame, whole_frames
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024  # HTTP bodies and websocket messages (stack-notes C4)
+STATIC_MAX_AGE_S = 300  # then revalidated by ETag (304): a deploy reaches browsers within minutes
+GZIP_CACHE_ENTRIES = 64  # compressed static files kept (the page has about 15)
+GZIP_TYPES = ("text/html", "text/css", "text/javascript", "application/javascript")
 
 socketio = SocketIO()  # attached in create_app; web/sockets.py registers the events on it
 
@@ -59,6 +62,7 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
 
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = STATIC_MAX_AGE_S
     app.json.sort_keys = False  # type: ignore[attr-defined]
     if settings.web.proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.web.proxies, x_proto=1, x_host=1)  # type: ignore[method-assign]
@@ -82,7 +86,7 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
         async_mode="gevent" if _patched() else "threading",
         message_queue=url,
         channel=keys.socketio_channel(),
-        cors_allowed_origins=[w.origin],
+        cors_allowed_origins=list(w.origins),
         max_http_buffer_size=MAX_REQUEST_BYTES,
         transports=["websocket"],
         json=_OrjsonJson,
@@ -160,7 +164,11 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
         response.headers.setdefault("Referrer-Policy", "same-origin")
         if request.path.startswith(("/api", "/auth", "/ops/api")):
             response.headers.setdefault("Cache-Control", "no-store")
+        elif response.status_code == 200 and response.mimetype in GZIP_TYPES:
+            gzipped.apply(response)
         return response
+
+    gzipped = _Gzipped(GZIP_CACHE_ENTRIES)
 
     if start_pump:
         socketio.start_background_task(pump.run)
@@ -176,6 +184,39 @@ def _patched() -> bool:
     import gevent.monkey
 
     return bool(gevent.monkey.is_module_patched("socket"))
+
+
+class _Gzipped:
+    """Static files gzip-compressed once per version (ETag) and kept, at most ``entries``.
+
+    The compressed variant carries the file's ETag as a weak one, which If-None-Match compares
+    weakly: a revalidation gets its 304 whichever encoding the browser holds.
+    """
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self.cache: dict[tuple[str, str], bytes] = {}
+
+    def apply(self, response: Any) -> None:
+        if "gzip" not in request.headers.get("Accept-Encoding", ""):
+            return
+        etag, _ = response.get_etag()
+        key = (request.path, etag or "")
+        body = self.cache.get(key) if etag else None
+        if body is None:
+            import gzip
+
+            response.direct_passthrough = False
+            body = gzip.compress(response.get_data(), compresslevel=6, mtime=0)
+            if etag:
+                if len(self.cache) >= self.entries:
+                    self.cache.pop(next(iter(self.cache)))
+                self.cache[key] = body
+        response.set_data(body)
+        response.headers["Content-Encoding"] = "gzip"
+        response.vary.add("Accept-Encoding")
+        if etag:
+            response.set_etag(etag, weak=True)
 
 
 class _OrjsonJson:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, jsonify, request
 
@@ -23,6 +24,9 @@ from web.tokens import Claims, TokenError
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__, url_prefix="/auth")
 COOKIES = {"web": "tp_refresh", "ops": "tp_refresh_ops"}  # one login per scope in a browser
+# Readable by the page, holding no secret: "a refresh cookie was set", so an anonymous page
+# does not POST /auth/refresh only to get a 401 (a console error on every anonymous load).
+HINTS = {"web": "tp_signed_in", "ops": "tp_signed_in_ops"}
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -106,14 +110,26 @@ def require(audience: str, *, anonymous: bool | None = False) -> Callable[[F], F
     return decorate
 
 
+def request_origin() -> str:
+    """The origin of the page that sent this request (its Origin header, else its Host)."""
+    return request.headers.get("Origin") or f"{request.scheme}://{request.host}"
+
+
+def site() -> str:
+    """Return the origin this request came from when it is one of TP_WEB_ORIGINS (so sign-in
+    works wherever the page may be opened), else the canonical TP_WEB_ORIGIN."""
+    here = request_origin()
+    return here if here in web().settings.web.origins else web().settings.web.origin
+
+
 @bp.get("/nonce")
 def nonce() -> Any:
     w = web()
     _limit("nonce", client_ip(), w.settings.web.login_per_minute_ip)
     return jsonify(
         nonce=w.sessions.new_nonce(),
-        domain=w.settings.web.domain,
-        uri=w.settings.web.origin,
+        domain=urlsplit(site()).netloc,
+        uri=site(),
         chain_id=w.settings.web.chain_id,
         expires_in=NONCE_TTL_S,
     )
@@ -145,13 +161,14 @@ def login() -> Any:
         raise ApiError(400, exc.code, str(exc)) from None
     _limit("address", claimed.address.lower(), cfg.login_per_minute_address)
     try:
-        msg = siwe.verify(message, signature, domain=cfg.domain, uri=None,
+        here = site()
+        msg = siwe.verify(message, signature, domain=urlsplit(here).netloc, uri=None,
                           chain_id=cfg.chain_id, now_ms=now_ms())  # fmt: skip
     except siwe.SiweError as exc:
         log.info("sign-in rejected: %s", exc.code, extra={"code": exc.code})
         raise ApiError(401, exc.code, str(exc)) from None
-    if msg.uri != cfg.origin and not msg.uri.startswith(cfg.origin + "/"):
-        raise ApiError(401, "uri_mismatch", f"URI must be {cfg.origin} or under it")
+    if msg.uri != here and not msg.uri.startswith(here + "/"):
+        raise ApiError(401, "uri_mismatch", f"URI must be {here} or under it")
     if scope == "ops" and msg.address.lower() not in cfg.ops_addresses:
         raise ApiError(403, "not_an_operator", "this address may not use the ops page")
     if not w.sessions.consume_nonce(msg.nonce):
@@ -174,9 +191,18 @@ def _issue(login: Login) -> Response:
     response.set_cookie(
         COOKIES[login.scope], login.refresh_token, max_age=w.settings.web.refresh_ttl_s,
         path="/auth",
-        httponly=True, samesite="Strict", secure=w.settings.web.origin.startswith("https:"),
+        httponly=True, samesite="Strict", secure=site().startswith("https:"),
+    )  # fmt: skip
+    response.set_cookie(
+        HINTS[login.scope], "1", max_age=w.settings.web.refresh_ttl_s, path="/",
+        samesite="Strict", secure=site().startswith("https:"),
     )  # fmt: skip
     return response
+
+
+def _forget(response: Response, scope: str) -> None:
+    response.delete_cookie(COOKIES[scope], path="/auth")
+    response.delete_cookie(HINTS[scope], path="/")
 
 
 def revoke(family: str, reason: str) -> None:
@@ -196,10 +222,15 @@ def _scope() -> str:
 
 @bp.post("/refresh")
 def refresh() -> Any:
-    cookie = COOKIES[_scope()]
+    scope = _scope()
+    cookie = COOKIES[scope]
     token = request.cookies.get(cookie)
     if not token:
-        raise ApiError(401, "refresh_unknown", f"no refresh token (cookie {cookie})")
+        response, status = error_response(
+            ApiError(401, "refresh_unknown", f"no refresh token (cookie {cookie})")
+        )
+        _forget(response, scope)
+        return response, status
     try:
         login = web().sessions.rotate(token)
     except RefreshError as exc:
@@ -207,14 +238,15 @@ def refresh() -> Any:
             log.warning("refresh token reused: session %s revoked", exc.family)
             revoke(exc.family, "refresh_reused")
         response, status = error_response(ApiError(401, exc.code, exc.message))
-        response.delete_cookie(cookie, path="/auth")
+        _forget(response, scope)
         return response, status
     return _issue(login)
 
 
 @bp.post("/logout")
 def logout() -> Any:
-    cookie = COOKIES[_scope()]
+    scope = _scope()
+    cookie = COOKIES[scope]
     family = None
     token = request.cookies.get(cookie)
     if token:
@@ -233,5 +265,5 @@ def logout() -> Any:
         raise ApiError(401, "unauthorized", "nothing to sign out: no session cookie or token")
     revoke(family, "logged_out")
     response = Response(status=204)
-    response.delete_cookie(cookie, path="/auth")
+    _forget(response, scope)
     return response

@@ -107,3 +107,42 @@ class Market:
             if sig is not None:
                 out[name.decode() if isinstance(name, bytes) else name] = sig
         return out
+
+    def signal_changes(self, symbol: str, timeframe: str) -> dict[str, list[JSON]]:
+        """Return, per signal, the closed values whose state differs from the closed value
+        before (the first kept value counts as a change): where the chart puts its markers."""
+        names = self.signal_names
+        with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zrange(self.keys.signal_history(symbol, timeframe, name), 0, -1)
+            histories = pipe.execute()
+        out: dict[str, list[JSON]] = {}
+        for name, members in zip(names, histories, strict=True):
+            changes: list[JSON] = []
+            state = None
+            for member in members:
+                sig = signal_json(orjson.loads(member))
+                if sig is None or sig["state"] == state:
+                    continue
+                state = sig["state"]
+                changes.append(sig)
+            out[name] = changes
+        return out
+
+    def signal_needs(self, symbol: str, timeframe: str) -> dict[str, int]:
+        """Return, per signal planned for the series, how many more closed candles its window
+        needs (0: enough), from the plan the signals process publishes; {} before it has."""
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.signal_plan())
+            pipe.zcard(self.keys.candles(symbol, timeframe))
+            plan, stored = pipe.execute()
+        closed = max(0, int(stored) - 1)  # the newest candle may still be open
+        out: dict[str, int] = {}
+        for name, raw in plan.items():
+            p = orjson.loads(raw)
+            if timeframe not in p.get("timeframes", ()):
+                continue
+            if p.get("symbols") is not None and symbol not in p["symbols"]:
+                continue
+            out[name.decode()] = max(0, int(p["window"]) - closed)
+        return out

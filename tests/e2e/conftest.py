@@ -211,21 +211,44 @@ def web_stack(
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # the Makefile installs Debian's
 
 
+ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    """Keep each phase's report on the test item (the page fixture screenshots a failure)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 @pytest.fixture
-def page() -> Iterator[Any]:
-    """A Chromium page (Playwright); the test fails if the page throws an uncaught error."""
+def page(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A Chromium page (Playwright); the test fails if the page throws an uncaught error.
+
+    On a failure the page's screenshot is saved under var/test-artifacts/ (named after the test).
+    """
     from playwright.sync_api import sync_playwright
 
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"no Chromium at {CHROMIUM}: `make test` installs it, or set CHROMIUM")
     errors: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
         try:
             page = browser.new_context().new_page()
             page.set_default_timeout(10_000)
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             yield page
+            rep = getattr(request.node, "rep_call", None)
+            if rep is not None and rep.failed:
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                name = "".join(c if c.isalnum() else "_" for c in request.node.name)
+                page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
         finally:
             browser.close()
     assert not errors, f"uncaught errors in the page: {errors}"

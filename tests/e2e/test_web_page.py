@@ -2,20 +2,31 @@
 
 Playwright drives Debian's Chromium (``make test`` installs it when missing; ``CHROMIUM``
 points elsewhere). The wallet is the only stand-in: an EIP-1193 provider injected into the page
-whose ``request()`` calls back into Python, where an eth_account key signs.
+whose ``request()`` calls back into Python, where an eth_account key signs. A failing test leaves
+a screenshot in var/test-artifacts/.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
+import httpx
 import orjson
+import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
 from playwright.sync_api import Page, expect
+
+from simulator.trading import sign as hmac_sign
+from tests.e2e.pipeline import Service
+from tests.e2e.tradestack import KEK
+from tests.e2e.webstack import WebStack, start_web_stack
 
 LIVE_MS = 20_000
 
@@ -28,12 +39,45 @@ WALLET_JS = """window.ethereum = {
 };"""
 
 
+def wallet_for(account: LocalAccount, signed: list[str] | None = None) -> Any:
+    def wallet(method: str, params: list[Any]) -> Any:
+        if method == "eth_requestAccounts":
+            return [account.address.lower()]  # as MetaMask answers: the page must checksum it
+        if method == "personal_sign":
+            message, address = params
+            assert address.lower() == account.address.lower()
+            text = bytes.fromhex(message[2:]).decode() if message.startswith("0x") else message
+            if signed is not None:
+                signed.append(text)
+            signature = account.sign_message(encode_defunct(text=text)).signature
+            return "0x" + signature.hex().removeprefix("0x")
+        raise ValueError(f"the test wallet does not do {method}")
+
+    return wallet
+
+
+def watch_console(page: Page) -> list[str]:
+    """Collect console errors, failed requests and HTTP errors the page meets."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+            if m.type == "error" else None)  # fmt: skip
+    page.on("requestfailed", lambda r: problems.append(f"failed {r.url}: {r.failure}"))
+    page.on("response", lambda r: problems.append(f"HTTP {r.status} {r.url}")
+            if r.status >= 400 else None)  # fmt: skip
+    return problems
+
+
 def test_the_page_lists_symbols_and_shows_candles_live(web_stack: Any, page: Page) -> None:
+    problems = watch_console(page)
     universe = orjson.loads(web_stack.redis.get(web_stack.keys.universe()))
-    page.goto(web_stack.base_url + "/")
+    page.goto(web_stack.base_url + "/")  # at 127.0.0.1: the origin the stack serves
     expect(page.locator("#status")).to_have_text("connected")
     expect(page.locator("#symbol option")).to_have_count(len(universe))
     assert page.locator("#symbol option").all_inner_texts() == universe
+    # The busiest market first, not the alphabetically first.
+    assert "BTCUSDT" in universe
+    expect(page.locator("#symbol")).to_have_value("BTCUSDT")
+    expect(page.locator("#chart-title")).to_have_text("BTCUSDT · 1m")
 
     # The snapshot fills the table, then live updates change a row or add one.
     expect(page.locator("#candles tr[data-open-time]").first).to_be_attached()
@@ -41,8 +85,12 @@ def test_the_page_lists_symbols_and_shows_candles_live(web_stack: Any, page: Pag
     page.wait_for_function(
         f"(seen) => ({ROWS_JS})().some((row) => !seen.includes(row))", arg=seen, timeout=LIVE_MS
     )
-    expect(page.locator("#bid")).to_have_text(re.compile(r"^\d+(\.\d+)?$"), timeout=LIVE_MS)
+    expect(page.locator("#bid")).to_have_attribute(
+        "data-value", re.compile(r"^\d+(\.\d+)?$"), timeout=LIVE_MS
+    )
     expect(page.locator("#age-candles")).to_have_text(re.compile(r"\d s$"))
+    # The legend reads the newest candle in the symbol's own precision.
+    expect(page.locator("#legend")).to_have_text(re.compile(r"^O [\d,.]+  H [\d,.]+  L .* V "))
 
     # Another timeframe: the table switches to its candles (1 s apart, not 1 min).
     page.select_option("#timeframe", "1s")
@@ -55,28 +103,18 @@ def test_the_page_lists_symbols_and_shows_candles_live(web_stack: Any, page: Pag
         timeout=LIVE_MS,
     )
     expect(page.locator("#status")).to_have_text("connected")
+    # An ordinary anonymous visit: no console error, no failed or refused request.
+    assert problems == []
 
 
 def test_sign_in_with_ethereum_then_log_out(web_stack: Any, page: Page) -> None:
     account = Account.create()
     signed: list[str] = []
 
-    def wallet(method: str, params: list[Any]) -> Any:
-        if method == "eth_requestAccounts":
-            return [account.address.lower()]  # as MetaMask answers: the page must checksum it
-        if method == "personal_sign":
-            message, address = params
-            assert address.lower() == account.address.lower()
-            text = bytes.fromhex(message[2:]).decode() if message.startswith("0x") else message
-            signed.append(text)
-            signature = account.sign_message(encode_defunct(text=text)).signature
-            return "0x" + signature.hex().removeprefix("0x")
-        raise ValueError(f"the test wallet does not do {method}")
-
     def families() -> list[bytes]:
         return list(web_stack.redis.scan_iter(match=web_stack.keys.auth_family("*")))
 
-    page.expose_function("tpTestWallet", wallet)
+    page.expose_function("tpTestWallet", wallet_for(account, signed))
     page.add_init_script(WALLET_JS)
     page.goto(web_stack.base_url + "/")
     expect(page.locator("#status")).to_have_text("connected")
@@ -93,6 +131,13 @@ def test_sign_in_with_ethereum_then_log_out(web_stack: Any, page: Page) -> None:
     ]
     assert f"Chain ID: {web_stack.chain_id}" in lines
     assert len(families()) == 1  # the server-side session
+    # Signed in, the page says what trading needs.
+    expect(page.locator("#account-open")).to_be_visible()
+    expect(page.locator("#ticket-gate")).to_contain_text("Link a Binance account")
+
+    # A reload keeps the login (the refresh cookie), without a request bound to fail.
+    page.reload()
+    expect(page.locator("#address")).to_have_text(account.address)
 
     page.click("#logout")
     expect(page.locator("#signin")).to_be_visible()
@@ -102,3 +147,306 @@ def test_sign_in_with_ethereum_then_log_out(web_stack: Any, page: Page) -> None:
         time.sleep(0.1)
     assert families() == []
     expect(page.locator("#status")).to_have_text("connected")  # anonymous again
+
+
+# --- the chart --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def chart_stack(sim_factory: Any, start_pipeline: Any, tmp_path: Path) -> Iterator[WebStack]:
+    """A stack whose snapshot is small (10 candles) next to the 1s history it builds (one candle
+    a second), so scrolling back has something to load."""
+    sim = sim_factory(rate=40.0, symbol_count=6)
+    stack = start_web_stack(sim, start_pipeline, tmp_path, TP_WEB_SNAPSHOT_CANDLES="10")
+    yield stack
+    stack.stop()
+
+
+def chart_bars(page: Page) -> int:
+    return int(page.evaluate("() => window.tpPage.market.candles.size"))
+
+
+def test_chart_scrolls_back_into_history_and_follows_the_symbol(
+    chart_stack: WebStack, page: Page
+) -> None:
+    stack = chart_stack
+    key = stack.keys.candles("BTCUSDT", "1s")
+    stack.pipeline.wait_for("1s history", lambda: stack.redis.zcard(key) > 40, timeout_s=60)
+    page.set_viewport_size({"width": 1400, "height": 900})
+    pages: list[str] = []
+    page.on("request", lambda r: pages.append(r.url) if "before=" in r.url else None)
+    page.goto(stack.base_url + "/#BTCUSDT/1s")
+    expect(page.locator("#status")).to_have_text("connected")
+    # The snapshot (10 candles) leaves the chart's left side empty: older pages are asked for
+    # (/api/candles?before=) until it is full or the history ends.
+    page.wait_for_function("() => window.tpPage.market.candles.size > 30", timeout=LIVE_MS)
+    assert pages, "no older page was asked for"
+    stored = stack.redis.zrange(key, 0, -1)
+    shown = page.evaluate("() => Math.min(...window.tpPage.market.candles.keys())")
+    assert shown <= orjson.loads(stored[-30])[4]  # older than anything in the snapshot
+    assert shown >= orjson.loads(stored[0])[4]
+
+    # Dragging to the right moves the view back in time.
+    box = page.locator("#chart").bounding_box()
+    assert box is not None
+    before = page.evaluate("() => window.tpPage.chart.visibleRange().from")
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.4)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.4, steps=8)
+    page.mouse.up()
+    page.wait_for_function(f"() => window.tpPage.chart.visibleRange().from < {before}")
+
+    # Zoom with the wheel: fewer bars in view, the series kept.
+    visible = page.evaluate("() => window.tpPage.chart.visibleBars()")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, -600)
+    page.wait_for_function(f"() => window.tpPage.chart.visibleBars() < {visible}")
+
+    # Another symbol: its own history, nothing of the first one left.
+    other = next(s for s in orjson.loads(stack.redis.get(stack.keys.universe())) if s != "BTCUSDT")
+    page.locator("#symbol-search").fill(other)
+    page.locator("#symbol-search").press("Enter")
+    expect(page.locator("#chart-title")).to_have_text(f"{other} · 1s")
+    page.wait_for_function("() => window.tpPage.market.candles.size >= 5", timeout=LIVE_MS)
+    stored_other = stack.redis.zrange(stack.keys.candles(other, "1s"), 0, -1)
+    theirs = {(w[4], w[9]) for w in map(orjson.loads, stored_other)}
+    shown_pairs = page.evaluate(
+        "() => [...window.tpPage.market.candles.values()].map((c) => [c.open_time, c.close])"
+    )
+    matching = [p for p in shown_pairs if tuple(p) in theirs]
+    assert len(matching) >= len(shown_pairs) - 2  # the newest may have moved since
+
+    # A favourite is kept in the browser and shown as a shortcut after a reload.
+    page.click("#favourite")
+    expect(page.locator("#favourite")).to_have_attribute("aria-pressed", "true")
+    page.goto(stack.base_url + "/")
+    expect(page.locator(f"#favourites button[data-symbol='{other}']")).to_be_visible()
+    expect(page.locator("#chart-title")).to_have_text(f"{other} · 1m")  # favourites first
+
+
+def test_signal_markers_sit_where_the_history_changed_state(web_stack: Any, page: Page) -> None:
+    stack = web_stack
+    hist = stack.keys.signal_history("BTCUSDT", "1s", "ema_1s")
+    stack.pipeline.wait_for("ema_1s history", lambda: stack.redis.zcard(hist) > 20, timeout_s=60)
+    page.goto(stack.base_url + "/#BTCUSDT/1s")
+    expect(page.locator("#status")).to_have_text("connected")
+    page.select_option("#marker-signal", "ema_1s")
+
+    # The state changes the system kept, read independently of the page.
+    values = [orjson.loads(m) for m in stack.redis.zrange(hist, 0, -1)]
+    changes, state = [], None
+    for v in values:
+        if v[7] != state:
+            changes.append(v[5])
+            state = v[7]
+    assert len(changes) >= 2, "the 1 s signal never changed state: nothing to check"
+    page.wait_for_function(
+        "(n) => window.tpPage.chart.markers().length >= n", arg=len(changes), timeout=LIVE_MS
+    )
+    marked = page.evaluate(
+        """() => window.tpPage.market.changes.ema_1s.map((s) => Number(s.open_time))"""
+    )
+    assert marked[: len(changes)] == changes  # then live changes may follow
+    texts = page.evaluate("() => window.tpPage.chart.markers().map((m) => m.text)")
+    assert all(t.startswith("ema_1s ") for t in texts)
+
+    # The table: state first, human numbers, every configured signal present.
+    expect(page.locator("#signals tr")).to_have_count(2)
+    for row in page.locator("#signals tr").all():
+        first = row.locator("td").first.inner_text()
+        assert re.fullmatch(r"(LONG|SHORT|FLAT)\*?|\u2013", first), first
+        assert "e-" not in row.inner_text()  # no raw exponent such as -3.2e-7
+
+
+def test_a_series_without_enough_history_says_how_many_candles_it_needs(
+    web_stack: Any, page: Page
+) -> None:
+    stack = web_stack
+    plan = stack.keys.signal_plan()
+    stack.pipeline.wait_for("the signal plan", lambda: stack.redis.hlen(plan) == 2, timeout_s=60)
+    window = orjson.loads(stack.redis.hget(plan, "rsi_1s"))["window"]
+    # Hold the market still, then make BTCUSDT's 1s series new: no candle, no signal value.
+    stack.sim.admin("POST", "/sim/rate", {"rate": 0})
+    time.sleep(1.5)
+    stack.redis.delete(stack.keys.signals("BTCUSDT", "1s"), stack.keys.candles("BTCUSDT", "1s"))
+    answer = httpx.get(f"{stack.base_url}/api/signals/history",
+                       params={"symbol": "BTCUSDT", "timeframe": "1s"}).json()  # fmt: skip
+    assert answer["needs"]["rsi_1s"] == window
+    page.goto(stack.base_url + "/#BTCUSDT/1s")
+    expect(page.locator("#status")).to_have_text("connected")
+    expect(page.locator("#signals tr[data-signal=rsi_1s]")).to_contain_text(
+        f"needs {window} more 1s candles"
+    )
+    # A timeframe no signal runs on lists them without a count.
+    page.select_option("#timeframe", "1m")
+    expect(page.locator("#signals tr[data-signal=rsi_1s]")).to_contain_text("no value yet")
+
+
+# --- where the page may be opened -------------------------------------------------------------
+
+
+def test_a_refused_origin_is_explained_in_the_page(web_stack: Any, page: Page) -> None:
+    # The stack's only origin is http://127.0.0.1:<port>; the same server at localhost is not it.
+    url = web_stack.base_url.replace("127.0.0.1", "localhost") + "/"
+    page.goto(url)
+    status = page.locator("#status")
+    expect(status).to_contain_text("is not one the server accepts", timeout=LIVE_MS)
+    expect(page.locator("#status")).to_contain_text(web_stack.origin)
+
+
+def test_the_page_at_phone_width_fits_and_streams(web_stack: Any, page: Page) -> None:
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(web_stack.base_url + "/")
+    expect(page.locator("#status")).to_have_text("connected")
+    page.wait_for_function("() => window.tpPage.market.candles.size > 0", timeout=LIVE_MS)
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    expect(page.locator("#chart canvas").first).to_be_visible()
+    expect(page.locator("#signin")).to_be_in_viewport()
+
+
+def test_static_files_are_compressed_and_cacheable(web_stack: Any) -> None:
+    url = f"{web_stack.base_url}/static/vendor/lightweight-charts.standalone.production.mjs"
+    r = httpx.get(url, headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert r.headers.get("content-encoding") == "gzip"
+    assert int(r.headers["content-length"]) < 100_000  # ~200 KB uncompressed
+    assert "max-age" in r.headers.get("cache-control", "")
+    again = httpx.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304
+
+
+# --- trading ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trade_page_stack(sim_factory: Any, start_pipeline: Any, tmp_path: Path) -> Iterator[WebStack]:
+    """The demo's processes: simulator, pipeline, web and execution (with a key-encryption key)."""
+    sim = sim_factory(rate=40.0, symbol_count=6)
+    stack = start_web_stack(sim, start_pipeline, tmp_path, TP_KEY_ENCRYPTION_KEY=KEK)
+    execution = Service(["-m", "execution", "--name", "exec-page"], stack.env,
+                        tmp_path / "execution.log")  # fmt: skip
+    stack.pipeline.wait_for("instruments", lambda: stack.redis.exists(stack.keys.instruments()) > 0)
+    yield stack
+    execution.stop()
+    stack.stop()
+
+
+def ticket(page: Page, *, side: str, kind: str, qty: str, price: str | None = None) -> None:
+    page.click(f"#ticket .sides button[data-side='{side}']")
+    page.check(f"#ticket input[name=type][value={kind}]")
+    page.fill("#ticket-qty", qty)
+    if price is not None:
+        page.fill("#ticket-price", price)
+    expect(page.locator("#ticket-check")).to_have_attribute("data-ok", "true")
+    page.click("#ticket-submit")
+    expect(page.locator("#ticket-confirm")).to_be_visible()
+    page.dblclick("#ticket-confirm-yes")  # a double click is one intent: one order
+
+
+def sim_get(stack: WebStack, account: dict[str, Any], path: str, **params: Any) -> Any:
+    """A signed GET on the simulator, as the account holder would send it on Binance."""
+    query = urlencode({**params, "timestamp": int(time.time() * 1000)})
+    query += "&signature=" + hmac_sign(account["secretKey"], query)
+    r = stack.sim.http.get(f"{path}?{query}", headers={"X-MBX-APIKEY": account["apiKey"]})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def sim_orders(stack: WebStack, account: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(sim_get(stack, account, "/fapi/v1/allOrders", symbol="BTCUSDT"))
+
+
+def test_a_trader_links_an_account_and_trades_from_the_page(
+    trade_page_stack: WebStack, page: Page
+) -> None:
+    stack = trade_page_stack
+    problems = watch_console(page)
+    account = Account.create()
+    exchange = dict(stack.sim.admin("POST", "/sim/accounts", {"balance": "100000"}))
+    page.expose_function("tpTestWallet", wallet_for(account))
+    page.add_init_script(WALLET_JS)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.goto(stack.base_url + "/#BTCUSDT/1m")
+    expect(page.locator("#status")).to_have_text("connected")
+    page.click("#signin")
+    expect(page.locator("#address")).to_have_text(account.address)
+
+    # Link: the paste-once HMAC flow; a wrong secret is refused and not kept.
+    page.click("#account-open")
+    page.click("#link-flows [data-flow=hmac]")
+    page.fill("#hmac-api-key", exchange["apiKey"])
+    page.fill("#hmac-secret", "x" * 64)
+    page.click("#link-hmac")
+    expect(page.locator("#link-outcome")).to_contain_text("not linked", timeout=LIVE_MS)
+    assert "/api/account/link" in problems[0]  # that refusal (a 400 and its console line) only
+    assert len(problems) == 2
+    problems.clear()
+    page.fill("#hmac-api-key", exchange["apiKey"])
+    page.fill("#hmac-secret", exchange["secretKey"])
+    page.click("#link-hmac")
+    expect(page.locator("#link-outcome")).to_have_text("linked: you can trade", timeout=LIVE_MS)
+    expect(page.locator("#account-state")).to_contain_text("HMAC key")
+    assert exchange["secretKey"] not in page.content()
+    page.keyboard.press("Escape")
+    expect(page.locator("#ticket")).to_be_visible()
+
+    # The ticket checks the filters as the user types, with the reason.
+    page.check("#ticket input[name=type][value=LIMIT]")
+    page.fill("#ticket-qty", "0.0001")
+    page.fill("#ticket-price", "1000.001")
+    expect(page.locator("#ticket-check")).to_contain_text("tick size")
+    page.fill("#ticket-price", "1000")
+    expect(page.locator("#ticket-check")).to_contain_text(re.compile("at least|step size"))
+
+    # A limit order far below the market rests: it shows in open orders; cancel it.
+    bid_cell = page.locator("#bid")
+    expect(bid_cell).to_have_attribute("data-value", re.compile(r"^\d"), timeout=LIVE_MS)
+    bid = float(page.locator("#bid").get_attribute("data-value") or 0)
+    inst = page.evaluate("() => window.tpPage.market.instrument")
+    tick = float(inst["tick_size"])
+    low = f"{round(bid * 0.9 / tick) * tick:.{len(inst['tick_size'].rstrip('0').split('.')[1])}f}"
+    ticket(page, side="BUY", kind="LIMIT", qty="0.01", price=low)
+    expect(page.locator("#ticket-outcome")).to_contain_text("new", timeout=LIVE_MS)
+    row = page.locator("#open-orders tr[data-status=NEW]")
+    page.click("[data-tab=open-orders]")
+    expect(row).to_have_count(1)
+    assert len(sim_orders(stack, exchange)) == 1  # the double click placed one order
+    row.locator("button", has_text="Cancel").click()
+    expect(page.locator("#open-orders tr[data-status]")).to_have_count(0, timeout=LIVE_MS)
+    page.click("[data-tab=history]")
+    expect(page.locator("#history tr[data-status=CANCELED]")).to_have_count(1)
+
+    # A market buy: a position whose PnL follows the market.
+    page.click("[data-tab=positions]")
+    ticket(page, side="BUY", kind="MARKET", qty="0.01")
+    expect(page.locator("#ticket-outcome")).to_contain_text("filled", timeout=LIVE_MS)
+    position = page.locator("#positions tr[data-symbol=BTCUSDT]")
+    expect(position).to_have_count(1, timeout=LIVE_MS)
+    expect(position).to_contain_text("Long")
+    pnl = position.locator("td").nth(4)
+    first = pnl.get_attribute("data-pnl")
+    page.wait_for_function(
+        """(first) => {
+            const td = document.querySelector('#positions tr[data-symbol=BTCUSDT] td:nth-child(5)');
+            return td && td.dataset.pnl !== first;
+        }""",
+        arg=first,
+        timeout=LIVE_MS,
+    )
+    page.click("[data-tab=fills]")
+    expect(page.locator("#fills tr").first).to_contain_text("BTCUSDT", timeout=LIVE_MS)
+
+    # Close it at phone width, with the confirmation: the account is flat.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.click("[data-tab=positions]")
+    close = position.locator("button", has_text="Close")
+    close.scroll_into_view_if_needed()
+    close.click()
+    expect(page.locator("#confirm-dialog")).to_be_visible()
+    page.click("#confirm-yes")
+    expect(page.locator("#positions tr[data-symbol]")).to_have_count(0, timeout=LIVE_MS)
+    risk = sim_get(stack, exchange, "/fapi/v2/positionRisk", symbol="BTCUSDT")
+    assert all(float(p["positionAmt"]) == 0 for p in risk)
+    orders = sim_orders(stack, exchange)
+    assert [o["status"] for o in orders] == ["CANCELED", "FILLED", "FILLED"]
+    assert problems == [], problems

@@ -185,3 +185,20 @@ def test_a_bad_signals_file_is_named_with_what_is_wrong(
         "is not a module name"
         in problems({"TP_DEMO": "1", "TP_FORMULA_MODULES": "a b"})["TP_FORMULA_MODULES"]
     )
+
+
+def test_the_page_works_at_localhost_and_127_0_0_1_unless_origins_are_configured() -> None:
+    s = Settings.from_env({**SECRETS, "PORT": "5123"})
+    assert s.web.origin == "http://localhost:5123"
+    assert s.web.origins == ("http://localhost:5123", "http://127.0.0.1:5123")
+    s = Settings.from_env({**SECRETS, "TP_WEB_ORIGIN": "https://trade.example.com"})
+    assert s.web.origins == ("https://trade.example.com",)
+    extra = "https://www.example.com, http://10.0.0.5:5000"
+    s = Settings.from_env(
+        {**SECRETS, "TP_WEB_ORIGIN": "https://trade.example.com", "TP_WEB_ORIGINS": extra}
+    )
+    assert s.web.origins == ("https://trade.example.com", "https://www.example.com",
+                             "http://10.0.0.5:5000")  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env({**SECRETS, "TP_WEB_ORIGINS": "https://example.com/page"})
+    assert "TP_WEB_ORIGINS" in str(err.value)

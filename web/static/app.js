@@ -1,47 +1,68 @@
-// The trader's live view: one (symbol, timeframe) at a time, fed by Socket.IO.
-// The contract (REST, SIWE, events and JSON shapes) is docs/architecture.md, "Web (issue 7)".
+// The trader's page: one (symbol, timeframe) at a time, fed by Socket.IO, and the user's trading.
+// The contract (REST, SIWE, events and JSON shapes) is docs/architecture.md, "Web", and
+// docs/execution.md for trading.
 //
 // Rooms: c:SYM:tf (candles), s:SYM:tf (signals), b:SYM (book). `snapshot` fills a room once per
 // subscribe, `md` then carries what changed; both merge as "latest value per key wins" (candles
-// by open_time, signals by name), and the page keeps at most MAX_CANDLES per series.
+// by open_time, signals by name). Older candles come from GET /api/candles?before= as the user
+// scrolls back; the page keeps at most MAX_CANDLES per series.
 
 import { Session } from "./auth.js";
-import { drawCandles } from "./chart.js";
+import { CandleChart } from "./chart.js";
+import { formatPercent, formatPrice, formatQty, formatTime, formatValue, decimals } from "./format.js";
 import { request } from "./http.js";
+import { Trading } from "./trading.js";
 
-const MAX_CANDLES = 500;
+const MAX_CANDLES = 5000; // per series, live and scrolled-back history together
+const HISTORY_PAGE = 500;
 const MAX_SIGNALS = 200;
-const CHART_CANDLES = 120;
 const TABLE_CANDLES = 20;
 const ACK_TIMEOUT_MS = 10_000;
 const KICK_RECONNECT_MS = 3000; // after `kicked`: the server sends whole rooms on the way back
 const UNIVERSE_RETRY_MS = 2000;
 const AGE_TICK_MS = 500;
+const STATS_EVERY_MS = 30_000;
 const ANONYMOUS_REFUSED = new Set(["invalid_token", "unauthorized"]);
 const SIGN_IN_PLEASE = "sign in to see market data";
 const KINDS = ["candles", "signals", "book"];
+const DEFAULT_SYMBOLS = ["BTCUSDT", "ETHUSDT"]; // the busiest markets, when served
+const FAVOURITES_KEY = "tp.favourites";
+const PREFS_KEY = "tp.prefs";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   symbol: $("symbol"),
+  search: $("symbol-search"),
+  symbolList: $("symbol-list"),
+  favourite: $("favourite"),
+  favourites: $("favourites"),
   timeframe: $("timeframe"),
   status: $("status"),
   address: $("address"),
   signin: $("signin"),
   logout: $("logout"),
   reconnect: $("reconnect"),
-  chart: $("chart"),
   candles: $("candles"),
   signals: $("signals"),
+  markerSignal: $("marker-signal"),
+  chartNote: $("chart-note"),
+  chartTitle: $("chart-title"),
+  utc: $("utc"),
   bid: $("bid"),
   bidQty: $("bid-qty"),
   ask: $("ask"),
   askQty: $("ask-qty"),
   bookTime: $("book-time"),
+  last: $("last"),
+  change24h: $("change-24h"),
+  high24h: $("high-24h"),
+  low24h: $("low-24h"),
+  volume24h: $("volume-24h"),
   age: { candles: $("age-candles"), signals: $("age-signals"), book: $("age-book") },
 };
 
 const session = new Session();
+const prefs = loadJson(PREFS_KEY, { utc: false, marker: null });
 
 // What the page shows: the selected series, latest value per key.
 const market = {
@@ -49,9 +70,31 @@ const market = {
   selection: null, // {symbol, timeframe}
   candles: new Map(), // open_time -> candle
   signals: new Map(), // signal name -> signal
+  needs: {}, // signal name -> closed candles still missing (GET /api/signals/history)
+  changes: {}, // signal name -> [closed values where the state changed]
   book: null,
+  instrument: null, // the selected symbol's filters (GET /api/instruments)
   fresh: { candles: null, signals: null, book: null }, // {at, t, receivedAt} of the last md
+  olderBefore: undefined, // cursor of the next older page; null: none left
+  loadingOlder: false,
+  generation: 0, // bumped on every selection change: late answers for an old one are dropped
 };
+
+function loadJson(key, fallback) {
+  try {
+    return { ...fallback, ...JSON.parse(localStorage.getItem(key) ?? "null") };
+  } catch {
+    return fallback;
+  }
+}
+
+function saveJson(key, value) {
+  try {
+    localStorage.setItem(key, JSON.stringify(value));
+  } catch {
+    // private mode or full: preferences are a convenience
+  }
+}
 
 // ---- status line ---------------------------------------------------------------------------
 
@@ -73,6 +116,46 @@ function describe(kind, data) {
   return parts.join(": ");
 }
 
+// ---- chart ---------------------------------------------------------------------------------
+
+const chart = new CandleChart($("chart"), $("legend"), { onNeedOlder: loadOlder, utc: prefs.utc });
+ui.utc.checked = prefs.utc;
+ui.utc.addEventListener("change", () => {
+  prefs.utc = ui.utc.checked;
+  saveJson(PREFS_KEY, prefs);
+  chart.setUtc(prefs.utc);
+  scheduleRender();
+});
+let chartDirty = true; // the whole series must be handed to the chart again
+let chartFit = true; // scroll to the newest bar on the next full draw
+
+async function loadOlder() {
+  const sel = market.selection;
+  if (!sel || market.loadingOlder || market.olderBefore === null || market.candles.size === 0) return;
+  if (market.candles.size >= MAX_CANDLES) return;
+  const generation = market.generation;
+  const oldest = Math.min(...market.candles.keys());
+  const before = market.olderBefore ?? oldest;
+  market.loadingOlder = true;
+  try {
+    const page = await request(
+      `/api/candles?symbol=${sel.symbol}&timeframe=${sel.timeframe}&limit=${HISTORY_PAGE}&before=${before}`,
+      { token: session.token },
+    );
+    if (generation !== market.generation) return;
+    for (const candle of page.candles ?? []) {
+      if (!market.candles.has(candle.open_time)) market.candles.set(candle.open_time, candle);
+    }
+    market.olderBefore = page.next_before ?? null;
+    chartDirty = true;
+    scheduleRender();
+  } catch (err) {
+    setStatus(`history: ${errorText(err)}`, "error");
+  } finally {
+    market.loadingOlder = false;
+  }
+}
+
 // ---- socket --------------------------------------------------------------------------------
 
 let connectedWith = null; // the token the current connection authenticated with, null if none
@@ -89,6 +172,8 @@ const socket = io({
   },
 });
 
+const trading = new Trading({ session, socket, market, onChange: scheduleRender, setStatus });
+
 function reconnect() {
   ui.reconnect.hidden = true;
   socket.disconnect();
@@ -101,6 +186,7 @@ socket.on("connect", () => {
   ui.reconnect.hidden = true;
   setStatus("connected", "connected");
   subscribe(market.selection, null);
+  trading.onConnect();
 });
 
 socket.on("disconnect", (reason) => {
@@ -114,10 +200,17 @@ socket.on("disconnect", (reason) => {
   }
 });
 
+let originChecked = false;
+
 socket.on("connect_error", (err) => {
   if (socket.active) {
-    // The transport failed (server down, proxy): the manager retries with backoff.
+    // The transport failed (server down, proxy, or an origin the server refuses: a browser
+    // shows only "websocket error" for that, so ask the server once which it is).
     setStatus(`disconnected: ${err.message}`, "disconnected");
+    if (!originChecked) {
+      originChecked = true;
+      explainRefusal();
+    }
     return;
   }
   // Refused by the server: data is {"error", "message"}.
@@ -135,6 +228,22 @@ socket.on("connect_error", (err) => {
   setStatus(code === message ? code : `${code}: ${message}`, "error");
   ui.reconnect.hidden = false;
 });
+
+async function explainRefusal() {
+  try {
+    const site = await request("/api/site");
+    if (site && !site.allowed) {
+      socket.disconnect(); // retrying cannot help
+      setStatus(
+        `refused: this page's address ${site.here} is not one the server accepts; ` +
+          `open ${site.origin} or add it to TP_WEB_ORIGINS`,
+        "error",
+      );
+    }
+  } catch {
+    // the server is down: the socket's own retries say so
+  }
+}
 
 socket.on("auth_expired", (data) => {
   notice = describe("auth_expired", data);
@@ -158,7 +267,7 @@ socket.on("kicked", (data) => {
 socket.on("snapshot", (msg) => {
   const kind = kindOf(msg?.room);
   if (!kind) return; // a room left behind by a selection change
-  apply(kind, msg[kind]);
+  apply(kind, msg[kind], true);
   if (Number.isFinite(msg.at)) market.fresh[kind] = { at: msg.at, t: null, receivedAt: Date.now() };
   scheduleRender();
 });
@@ -168,7 +277,7 @@ socket.on("md", (msg) => {
   for (const [room, update] of Object.entries(msg?.rooms ?? {})) {
     const kind = kindOf(room);
     if (!kind) continue;
-    apply(kind, update?.data);
+    apply(kind, update?.data, false);
     if (Number.isFinite(update?.at)) market.fresh[kind] = { at: update.at, t: msg.t, receivedAt };
   }
   scheduleRender();
@@ -204,7 +313,10 @@ session.addEventListener("ended", ({ detail }) => {
   ui.reconnect.hidden = false;
 });
 
-session.addEventListener("change", renderIdentity);
+session.addEventListener("change", () => {
+  renderIdentity();
+  trading.onIdentity();
+});
 
 // ---- subscriptions -------------------------------------------------------------------------
 
@@ -259,19 +371,39 @@ function select(sel) {
   const previous = market.selection;
   if (previous?.symbol === sel.symbol && previous?.timeframe === sel.timeframe) return;
   market.selection = sel;
+  market.generation += 1;
   const before = roomsOf(previous);
   const after = roomsOf(sel);
-  if (before.candles !== after.candles) market.candles.clear();
-  if (before.signals !== after.signals) market.signals.clear();
+  if (before.candles !== after.candles) {
+    market.candles.clear();
+    market.olderBefore = undefined;
+    chartDirty = true;
+    chartFit = true;
+  }
+  if (before.signals !== after.signals) {
+    market.signals.clear();
+    market.needs = {};
+    market.changes = {};
+  }
   if (before.book !== after.book) market.book = null;
   for (const kind of KINDS) if (before[kind] !== after[kind]) market.fresh[kind] = null;
   ui.symbol.value = sel.symbol;
+  ui.search.value = sel.symbol;
   ui.timeframe.value = sel.timeframe;
+  ui.chartTitle.textContent = `${sel.symbol} · ${sel.timeframe}`;
+  document.title = `${sel.symbol} ${sel.timeframe} · tradepipe`;
   history.replaceState(null, "", `#${sel.symbol}/${sel.timeframe}`);
   if (socket.connected) {
     if (previous) sendEach("unsubscribe", previous, sel);
     subscribe(sel, previous);
   }
+  if (previous?.symbol !== sel.symbol) {
+    loadInstrument(sel.symbol);
+    loadStats();
+  }
+  loadSignalHistory();
+  renderFavourites();
+  trading.onSelect(sel.symbol);
   scheduleRender();
 }
 
@@ -285,11 +417,14 @@ function listOf(data, keyField) {
   return Object.entries(data).map(([key, value]) => ({ [keyField]: key, ...value }));
 }
 
-function apply(kind, data) {
+let tailUpdates = []; // candles to hand to the chart one by one (the live tail)
+
+function apply(kind, data, snapshot) {
   if (kind === "candles") {
-    for (const candle of listOf(data, "open_time")) {
-      market.candles.set(Number(candle.open_time), candle);
-    }
+    const list = listOf(data, "open_time").map((c) => ({ ...c, open_time: Number(c.open_time) }));
+    for (const candle of list) market.candles.set(candle.open_time, candle);
+    if (snapshot) chartDirty = true;
+    else tailUpdates.push(...list);
     trimOldest(market.candles, MAX_CANDLES);
   } else if (kind === "signals") {
     // The room keys signals by (name, open_time): a late closed value for an older candle must not
@@ -299,6 +434,7 @@ function apply(kind, data) {
       if (!shown || !(Number(signal.open_time) < Number(shown.open_time))) {
         market.signals.set(signal.signal, signal);
       }
+      if (!signal.provisional) noteClosedSignal(signal);
     }
     trimOldest(market.signals, MAX_SIGNALS);
   } else if (kind === "book" && data && typeof data === "object") {
@@ -306,10 +442,89 @@ function apply(kind, data) {
   }
 }
 
+// A closed value whose state differs from the last change known is a new marker.
+function noteClosedSignal(signal) {
+  const changes = (market.changes[signal.signal] ??= []);
+  const last = changes[changes.length - 1];
+  if (last && Number(last.open_time) >= Number(signal.open_time)) return;
+  if (!last || last.state !== signal.state) {
+    changes.push(signal);
+    if (signal.signal === ui.markerSignal.value) markersDirty = true;
+  }
+  delete market.needs[signal.signal];
+}
+
 function trimOldest(map, bound) {
   if (map.size <= bound) return;
   const keys = [...map.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   for (const key of keys.slice(0, map.size - bound)) map.delete(key);
+  chartDirty = true;
+}
+
+// ---- reference data for the selection ------------------------------------------------------
+
+async function loadInstrument(symbol) {
+  market.instrument = null;
+  try {
+    const { instruments } = await request(`/api/instruments?symbol=${symbol}`, { token: session.token });
+    if (market.selection?.symbol !== symbol) return;
+    market.instrument = instruments?.[symbol] ?? null;
+    if (market.instrument) chart.setTickSize(market.instrument.tick_size);
+    trading.onInstrument();
+  } catch {
+    // not tradable (or execution not running): the ticket says so
+  }
+}
+
+let markersDirty = true;
+
+async function loadSignalHistory() {
+  const sel = market.selection;
+  const generation = market.generation;
+  try {
+    const answer = await request(
+      `/api/signals/history?symbol=${sel.symbol}&timeframe=${sel.timeframe}`,
+      { token: session.token },
+    );
+    if (generation !== market.generation) return;
+    market.needs = answer.needs ?? {};
+    for (const [name, list] of Object.entries(answer.changes ?? {})) {
+      // Live changes that arrived meanwhile are newer than the history: keep them after it.
+      const live = (market.changes[name] ?? []).filter(
+        (s) => !list.length || Number(s.open_time) > Number(list[list.length - 1].open_time),
+      );
+      market.changes[name] = [...list, ...live];
+    }
+    markersDirty = true;
+    scheduleRender();
+  } catch {
+    // markers are extra: the table still shows the latest values
+  }
+}
+
+// 24-hour figures from the hourly candles (the exchange's 24h ticker is a rolling window of the
+// same trades; ours moves by the hour, and the label says "24h").
+async function loadStats() {
+  const sel = market.selection;
+  if (!sel || !market.universe?.timeframes.includes("1h")) return;
+  try {
+    const page = await request(`/api/candles?symbol=${sel.symbol}&timeframe=1h&limit=25`, { token: session.token });
+    if (market.selection?.symbol !== sel.symbol) return;
+    const since = Date.now() - 24 * 3600_000;
+    const day = (page.candles ?? []).filter((c) => Number(c.close_time) >= since);
+    if (!day.length) return;
+    const open = Number(day[0].open);
+    const close = Number(day[day.length - 1].close);
+    market.stats = {
+      change: open ? (close / open - 1) * 100 : 0,
+      high: Math.max(...day.map((c) => Number(c.high))),
+      low: Math.min(...day.map((c) => Number(c.low))),
+      volume: day.reduce((sum, c) => sum + Number(c.quote_volume), 0),
+    };
+    scheduleRender();
+  } catch {
+    market.stats = null;
+  }
 }
 
 // ---- rendering -----------------------------------------------------------------------------
@@ -321,14 +536,47 @@ function scheduleRender() {
   renderQueued = true;
   requestAnimationFrame(() => {
     renderQueued = false;
+    renderChart();
     renderCandles();
     renderSignals();
     renderBook();
+    renderStats();
+    trading.render();
   });
 }
 
-function utc(ms) {
-  return Number.isFinite(ms) ? new Date(ms).toISOString().slice(0, 19).replace("T", " ") : "–";
+function sortedCandles() {
+  return [...market.candles.values()].sort((a, b) => a.open_time - b.open_time);
+}
+
+function renderChart() {
+  const updates = tailUpdates;
+  tailUpdates = [];
+  if (!chartDirty) {
+    updates.sort((a, b) => a.open_time - b.open_time);
+    for (const candle of updates) {
+      if (!chart.update(candle)) {
+        chartDirty = true;
+        break;
+      }
+    }
+  }
+  if (chartDirty) {
+    chartDirty = false;
+    chart.setCandles(sortedCandles(), { fit: chartFit });
+    chartFit = market.candles.size === 0;
+  }
+  if (markersDirty) {
+    markersDirty = false;
+    const name = ui.markerSignal.value;
+    chart.setSignalMarkers(
+      (market.changes[name] ?? []).map((s) => ({
+        open_time: Number(s.open_time),
+        state: s.state,
+        text: `${name} ${s.state}`,
+      })),
+    );
+  }
 }
 
 function row(cells, data) {
@@ -343,15 +591,13 @@ function row(cells, data) {
 }
 
 function renderCandles() {
-  const candles = [...market.candles.values()].sort((a, b) => a.open_time - b.open_time);
-  drawCandles(ui.chart, candles.slice(-CHART_CANDLES), { slots: CHART_CANDLES });
-  const rows = candles
+  const p = decimals(market.instrument?.tick_size ?? "0.01");
+  const rows = sortedCandles()
     .slice(-TABLE_CANDLES)
     .reverse()
     .map((c) => {
-      const closed = c.closed ? "yes" : "no";
       const tr = row(
-        [utc(c.open_time), c.open, c.high, c.low, c.close, c.volume, closed, c.source],
+        [formatTime(c.open_time), c.open, c.high, c.low, c.close, c.volume, c.closed ? "yes" : "no", c.source],
         {
           openTime: String(c.open_time),
           close: String(c.close),
@@ -359,40 +605,74 @@ function renderCandles() {
           source: String(c.source ?? ""),
         },
       );
+      tr.title = `${formatPrice(c.close, p)}`;
       tr.className = Number(c.close) >= Number(c.open) ? "up" : "down";
       return tr;
     });
   ui.candles.replaceChildren(...rows);
 }
 
+const STATE_CLASS = { long: "up", short: "down" };
+
 function renderSignals() {
-  const signals = [...market.signals.values()].sort((a, b) => (a.signal < b.signal ? -1 : 1));
-  const rows = signals.map((s) =>
-    row(
-      [
-        s.signal,
-        String(s.value),
-        s.provisional ? `${s.state} (provisional)` : s.state,
-        utc(s.open_time),
-        utc(s.computed_at),
-      ],
-      {
-        signal: s.signal,
-        state: String(s.state),
-        provisional: String(Boolean(s.provisional)),
-      },
-    ),
-  );
+  const names = market.universe?.signals ?? [];
+  const rows = [];
+  for (const name of names) {
+    const s = market.signals.get(name);
+    if (!s) {
+      const needs = market.needs[name];
+      const tf = market.selection?.timeframe ?? "";
+      const text = needs > 0 ? `needs ${needs} more ${tf} candles` : needs === 0 ? "computing…" : "no value yet";
+      const tr = row(["–", name, text, ""], { signal: name, state: "", waiting: "true" });
+      tr.cells[2].colSpan = 2;
+      tr.cells[3].remove();
+      tr.className = "waiting";
+      rows.push(tr);
+      continue;
+    }
+    const state = String(s.state);
+    const tr = row(
+      [state, name, formatValue(s.value), s.provisional ? "open candle" : formatTime(s.open_time, prefs.utc).slice(5, 16)],
+      { signal: name, state, provisional: String(Boolean(s.provisional)) },
+    );
+    tr.cells[0].className = `state ${STATE_CLASS[state] ?? "flat"}`;
+    tr.cells[0].title = s.provisional ? "provisional: the candle is still open" : "closed candle";
+    if (s.provisional) tr.cells[0].textContent = `${state}*`;
+    tr.cells[2].title = String(s.value);
+    tr.cells[3].title = `computed ${formatTime(s.computed_at, prefs.utc)}`;
+    rows.push(tr);
+  }
   ui.signals.replaceChildren(...rows);
 }
 
 function renderBook() {
   const book = market.book;
-  ui.bid.textContent = book?.bid ?? "–";
-  ui.bidQty.textContent = book?.bid_qty ?? "";
-  ui.ask.textContent = book?.ask ?? "–";
-  ui.askQty.textContent = book?.ask_qty ?? "";
-  ui.bookTime.textContent = utc(book?.time);
+  const p = decimals(market.instrument?.tick_size ?? book?.bid ?? "0.01");
+  ui.bid.textContent = book ? formatPrice(book.bid, p) : "–";
+  ui.bidQty.textContent = book ? formatQty(book.bid_qty) : "";
+  ui.ask.textContent = book ? formatPrice(book.ask, p) : "–";
+  ui.askQty.textContent = book ? formatQty(book.ask_qty) : "";
+  ui.bid.dataset.value = book?.bid ?? "";
+  ui.ask.dataset.value = book?.ask ?? "";
+  ui.bookTime.textContent = formatTime(book?.time, prefs.utc);
+}
+
+function renderStats() {
+  const p = decimals(market.instrument?.tick_size ?? "0.01");
+  const last = lastCandle();
+  ui.last.textContent = last ? formatPrice(last.close, p) : "–";
+  const s = market.stats;
+  ui.change24h.textContent = s ? formatPercent(s.change) : "–";
+  ui.change24h.className = s ? (s.change >= 0 ? "up" : "down") : "";
+  ui.high24h.textContent = s ? formatPrice(s.high, p) : "–";
+  ui.low24h.textContent = s ? formatPrice(s.low, p) : "–";
+  ui.volume24h.textContent = s ? `${formatQty(s.volume)} USDT` : "–";
+}
+
+function lastCandle() {
+  let last = null;
+  for (const c of market.candles.values()) if (!last || c.open_time > last.open_time) last = c;
+  return last;
 }
 
 function renderIdentity() {
@@ -426,7 +706,7 @@ function renderAges() {
   }
 }
 
-// ---- the universe and the pickers ----------------------------------------------------------
+// ---- the universe, the pickers and favourites ----------------------------------------------
 
 function fillSelect(select, values) {
   select.replaceChildren(
@@ -440,10 +720,48 @@ function fillSelect(select, values) {
   select.disabled = values.length === 0;
 }
 
+function favourites() {
+  const list = loadJson(FAVOURITES_KEY, { symbols: [] }).symbols;
+  return Array.isArray(list) ? list.filter((s) => typeof s === "string") : [];
+}
+
+function renderFavourites() {
+  const favs = favourites().filter((s) => market.universe?.symbols.includes(s));
+  const current = market.selection?.symbol;
+  ui.favourite.textContent = favs.includes(current) ? "★" : "☆";
+  ui.favourite.setAttribute("aria-pressed", String(favs.includes(current)));
+  ui.favourite.title = favs.includes(current) ? "remove from favourites" : "add to favourites";
+  ui.favourites.replaceChildren(
+    ...favs.map((symbol) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.textContent = symbol;
+      b.dataset.symbol = symbol;
+      if (symbol === current) b.setAttribute("aria-current", "true");
+      b.addEventListener("click", () => select({ symbol, timeframe: market.selection.timeframe }));
+      return b;
+    }),
+  );
+  ui.favourites.hidden = favs.length === 0;
+}
+
+ui.favourite.addEventListener("click", () => {
+  const symbol = market.selection?.symbol;
+  if (!symbol) return;
+  const favs = favourites();
+  const next = favs.includes(symbol) ? favs.filter((s) => s !== symbol) : [...favs, symbol];
+  saveJson(FAVOURITES_KEY, { symbols: next });
+  renderFavourites();
+});
+
 function initialSelection({ symbols, timeframes }) {
   const [symbol, timeframe] = decodeURIComponent(location.hash.slice(1)).split("/");
   if (symbols.includes(symbol) && timeframes.includes(timeframe)) return { symbol, timeframe };
-  return { symbol: symbols[0], timeframe: timeframes.includes("1m") ? "1m" : timeframes[0] };
+  const preferred = [...favourites(), ...DEFAULT_SYMBOLS].find((s) => symbols.includes(s));
+  return {
+    symbol: preferred ?? symbols[0],
+    timeframe: timeframes.includes("1m") ? "1m" : timeframes[0],
+  };
 }
 
 let universeLoading = false;
@@ -465,6 +783,10 @@ async function loadUniverse() {
     market.universe = universe;
     fillSelect(ui.symbol, symbols);
     fillSelect(ui.timeframe, timeframes);
+    fillSelect(ui.markerSignal, universe.signals ?? []);
+    ui.markerSignal.value = (universe.signals ?? []).includes(prefs.marker) ? prefs.marker : (universe.signals?.[0] ?? "");
+    ui.symbolList.replaceChildren(...symbols.map((s) => new Option(s)));
+    ui.search.disabled = false;
     select(initialSelection(universe));
   } catch (err) {
     if (err.status === 401 && !session.token) {
@@ -482,8 +804,31 @@ ui.symbol.addEventListener("change", () => {
   select({ symbol: ui.symbol.value, timeframe: market.selection.timeframe });
 });
 
+function searchPick() {
+  const wanted = ui.search.value.trim().toUpperCase();
+  const symbols = market.universe?.symbols ?? [];
+  const symbol = symbols.includes(wanted) ? wanted : symbols.find((s) => s.startsWith(wanted));
+  if (symbol) select({ symbol, timeframe: market.selection.timeframe });
+  else ui.search.setCustomValidity(`no symbol ${wanted}`);
+}
+
+ui.search.addEventListener("input", () => {
+  ui.search.setCustomValidity("");
+  if (market.universe?.symbols.includes(ui.search.value.trim().toUpperCase())) searchPick();
+});
+ui.search.addEventListener("keydown", (e) => {
+  if (e.key === "Enter") searchPick();
+});
+
 ui.timeframe.addEventListener("change", () => {
   select({ symbol: market.selection.symbol, timeframe: ui.timeframe.value });
+});
+
+ui.markerSignal.addEventListener("change", () => {
+  prefs.marker = ui.markerSignal.value;
+  saveJson(PREFS_KEY, prefs);
+  markersDirty = true;
+  scheduleRender();
 });
 
 window.addEventListener("hashchange", () => {
@@ -524,16 +869,18 @@ ui.logout.addEventListener("click", async () => {
 });
 
 ui.reconnect.addEventListener("click", () => {
+  originChecked = false;
   reconnect();
   loadUniverse();
 });
 
 // ---- start ---------------------------------------------------------------------------------
 
-new ResizeObserver(scheduleRender).observe(ui.chart);
 setInterval(renderAges, AGE_TICK_MS);
+setInterval(loadStats, STATS_EVERY_MS);
 renderIdentity();
 setStatus("connecting", "connecting");
 await session.resume(); // a reload keeps the login: the refresh cookie outlives the page
 socket.connect();
 loadUniverse();
+window.tpPage = { chart, market, trading }; // for the page tests and the console

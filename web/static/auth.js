@@ -9,7 +9,7 @@
 import { ApiError, request } from "./http.js";
 import { toChecksumAddress } from "./eip55.js";
 
-const STATEMENT = "Sign in to tradepipe to see live market data.";
+const STATEMENT = "Sign in to tradepipe to see live market data and trade.";
 const REFRESH_AT = 0.8; // of expires_in
 const RETRY_MS = 5000; // a refresh that got no answer is retried while the token is still valid
 
@@ -98,6 +98,9 @@ export class Session extends EventTarget {
 
   /** Resume a session from the refresh cookie, if there is one; resolve true when signed in. */
   async resume() {
+    // The refresh cookie is HttpOnly; its readable companion says whether there is one, so an
+    // anonymous visit sends no request bound to fail.
+    if (!document.cookie.split("; ").includes("tp_signed_in=1")) return false;
     try {
       await this.refresh();
       return true;
