@@ -129,20 +129,20 @@ class Market:
             out[name] = changes
         return out
 
-    def signal_needs(self, symbol: str, timeframe: str) -> dict[str, int]:
+    def signal_needs(self, symbol: str, timeframe: str) -> dict[str, int | None]:
         """Return, per signal planned for the series, how many more closed candles its window
-        needs (0: enough), from the plan the signals process publishes; {} before it has."""
+        needs (0: enough), None for a signal not computed on this series, from the plan the
+        signals process publishes; {} before it has."""
         with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self.keys.signal_plan())
             pipe.zcard(self.keys.candles(symbol, timeframe))
             plan, stored = pipe.execute()
         closed = max(0, int(stored) - 1)  # the newest candle may still be open
-        out: dict[str, int] = {}
+        out: dict[str, int | None] = {}
         for name, raw in plan.items():
             p = orjson.loads(raw)
-            if timeframe not in p.get("timeframes", ()):
-                continue
-            if p.get("symbols") is not None and symbol not in p["symbols"]:
-                continue
-            out[name.decode()] = max(0, int(p["window"]) - closed)
+            planned = timeframe in p.get("timeframes", ()) and (
+                p.get("symbols") is None or symbol in p["symbols"]
+            )
+            out[name.decode()] = max(0, int(p["window"]) - closed) if planned else None
         return out

@@ -272,14 +272,17 @@ def test_a_series_without_enough_history_says_how_many_candles_it_needs(
     answer = httpx.get(f"{stack.base_url}/api/signals/history",
                        params={"symbol": "BTCUSDT", "timeframe": "1s"}).json()  # fmt: skip
     assert answer["needs"]["rsi_1s"] == window
+    assert httpx.get(f"{stack.base_url}/api/signals/history",
+                     params={"symbol": "BTCUSDT", "timeframe": "1m"}).json()["needs"] == {
+        "rsi_1s": None, "ema_1s": None}  # fmt: skip
     page.goto(stack.base_url + "/#BTCUSDT/1s")
     expect(page.locator("#status")).to_have_text("connected")
     expect(page.locator("#signals tr[data-signal=rsi_1s]")).to_contain_text(
         f"needs {window} more 1s candles"
     )
-    # A timeframe no signal runs on lists them without a count.
+    # A timeframe the signal does not run on says so.
     page.select_option("#timeframe", "1m")
-    expect(page.locator("#signals tr[data-signal=rsi_1s]")).to_contain_text("no value yet")
+    expect(page.locator("#signals tr[data-signal=rsi_1s]")).to_contain_text("not computed on 1m")
 
 
 # --- where the page may be opened -------------------------------------------------------------
@@ -334,6 +337,7 @@ def trade_page_stack(sim_factory: Any, start_pipeline: Any, tmp_path: Path) -> I
 def ticket(page: Page, *, side: str, kind: str, qty: str, price: str | None = None) -> None:
     page.click(f"#ticket .sides button[data-side='{side}']")
     page.check(f"#ticket input[name=type][value={kind}]")
+    expect(page.locator("#price-field")).to_be_visible(visible=kind == "LIMIT")
     page.fill("#ticket-qty", qty)
     if price is not None:
         page.fill("#ticket-price", price)
@@ -341,6 +345,7 @@ def ticket(page: Page, *, side: str, kind: str, qty: str, price: str | None = No
     page.click("#ticket-submit")
     expect(page.locator("#ticket-confirm")).to_be_visible()
     page.dblclick("#ticket-confirm-yes")  # a double click is one intent: one order
+    expect(page.locator("#ticket-confirm")).to_be_hidden(timeout=LIVE_MS)
 
 
 def sim_get(stack: WebStack, account: dict[str, Any], path: str, **params: Any) -> Any:

@@ -622,7 +622,14 @@ function renderSignals() {
     if (!s) {
       const needs = market.needs[name];
       const tf = market.selection?.timeframe ?? "";
-      const text = needs > 0 ? `needs ${needs} more ${tf} candles` : needs === 0 ? "computing…" : "no value yet";
+      const text =
+        needs > 0
+          ? `needs ${needs} more ${tf} candles`
+          : needs === 0
+            ? "computing…"
+            : needs === null
+              ? `not computed on ${tf}`
+              : "no value yet";
       const tr = row(["–", name, text, ""], { signal: name, state: "", waiting: "true" });
       tr.cells[2].colSpan = 2;
       tr.cells[3].remove();
