@@ -455,3 +455,35 @@ def test_a_trader_links_an_account_and_trades_from_the_page(
     orders = sim_orders(stack, exchange)
     assert [o["status"] for o in orders] == ["CANCELED", "FILLED", "FILLED"]
     assert problems == [], problems
+
+
+def test_the_server_held_key_flow_shows_the_public_key_and_links(
+    trade_page_stack: WebStack, page: Page
+) -> None:
+    stack = trade_page_stack
+    account = Account.create()
+    page.expose_function("tpTestWallet", wallet_for(account))
+    page.add_init_script(WALLET_JS)
+    page.goto(stack.base_url + "/")
+    page.click("#signin")
+    expect(page.locator("#address")).to_have_text(account.address)
+    page.click("#account-open")
+    expect(page.locator("#account-state")).to_have_text("No account linked.")
+    page.click("#keypair")
+    pem = page.locator("#public-key")
+    expect(pem).to_contain_text("-----BEGIN PUBLIC KEY-----")
+    expect(page.locator("#copy-key")).to_be_visible()
+    public_key = pem.inner_text().strip()
+    # The user registers it on "Binance" (the simulator) and pastes the API key it shows.
+    exchange = dict(stack.sim.admin("POST", "/sim/accounts",
+                                    {"balance": "1000", "publicKey": public_key}))  # fmt: skip
+    page.fill("#ed-api-key", exchange["apiKey"])
+    page.click("#link-ed")
+    expect(page.locator("#link-outcome")).to_have_text("linked: you can trade", timeout=LIVE_MS)
+    expect(page.locator("#account-state")).to_contain_text("server-held Ed25519 key")
+    assert stack.redis.hget(stack.keys.account(account.address), "status") == b"linked"
+    # Unlink, confirmed: the record is gone and the page says so.
+    page.click("#unlink")
+    page.click("#confirm-yes")
+    expect(page.locator("#account-state")).to_have_text("No account linked.", timeout=LIVE_MS)
+    assert not stack.redis.exists(stack.keys.account(account.address))
