@@ -822,8 +822,9 @@ def cpu_row(w0: dict[str, Any], w1: dict[str, Any]) -> dict[str, float]:
 
 
 def watch(s: Stack, seconds: float) -> dict[str, float]:
-    """Sleep ``seconds``, sampling each second the web's health (pump lag, GC pause, longest
-    tick) and the simulator's REST weight used this minute; return the window's maxima."""
+    """Sleep ``seconds``, sampling each second the web's health (pump lag, GC pause per
+    generation, longest tick; each the largest since the web's previous report) and the
+    simulator's REST weight used this minute; return the window's maxima."""
     end, seen = time.time() + seconds, Counter[str]()
     minute, used = -1, 0
     while (left := end - time.time()) > 0:
@@ -831,8 +832,10 @@ def watch(s: Stack, seconds: float) -> dict[str, float]:
         s.check_alive()
         reports = s.p.r.hvals(s.keys.web_health())
         h = orjson.loads(reports[0]) if reports else {}
-        for k in ("lag_ms_max", "gc_ms_max", "tick_ms_max"):
+        for k in ("lag_ms_max", "gc_ms_max", "tick_ms_max", "gc_cpu_ms_max"):
             seen[k] = max(seen[k], h.get(k, 0))
+        for gen, ms in enumerate(h.get("gc_ms_max_gen", ())):
+            seen[f"gc{gen}"] = max(seen[f"gc{gen}"], ms)
         now_min = int(time.time() // 60)
         if now_min != minute:
             minute, used = now_min, 0
@@ -841,7 +844,9 @@ def watch(s: Stack, seconds: float) -> dict[str, float]:
     return {
         "pump lag max": seen["lag_ms_max"],
         "GC pause max": seen["gc_ms_max"],
-        "tick max (since start)": seen["tick_ms_max"],
+        **{f"GC gen{gen} max": seen[f"gc{gen}"] for gen in range(3)},
+        "tick max": seen["tick_ms_max"],
+        "GC cpu max": seen["gc_cpu_ms_max"],
         "sim weight/min max": seen["weight"],
     }
 

@@ -245,14 +245,19 @@ class Trading:
         self, address: str, action: str, body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         rid = checks.request_id(body)
-        done = self.r.get(self.keys.order_request(address, rid))
+        # One round trip for both reads: in a web process busy with market data, each round trip
+        # may wait for the fan-out's current slice (web/fanout.py).
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.get(self.keys.order_request(address, rid))
+            pipe.hget(self.keys.account(address), "status")
+            done, status = pipe.execute()
         if done is not None:
             return self._duplicate(address, rid, done.decode())
         if action == "link":
             return self.link(address, body)
         if action == "unlink":
             return self.unlink(address, body)
-        if not self._linked(address):
+        if status != b"linked":
             raise Refusal("no_account", "link a Binance account before trading", 409)
         if action == "cancel":
             return self._cancel(address, rid, body)

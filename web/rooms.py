@@ -190,14 +190,19 @@ class Registry:
             room.update(key, value, at_ms)
             self.changed.add(room)
 
-    def tick(self, now_ms: int, queued: Callable[[str], int], send: Callable[[Client, bytes], bool]
-             ) -> TickStats:  # fmt: skip
+    def tick(self, now_ms: int, queued: Callable[[str], int], send: Callable[[Client, bytes], bool],
+             pause: Callable[[], object] | None = None) -> TickStats:  # fmt: skip
         """Seal changed rooms and send each concerned client one message.
 
         ``queued(eio_sid)`` is the number of packets waiting in the client's transport queue; a
         client over the backlog is skipped (and owed the full state); one skipped for longer
         than ``slow_ms`` is returned in ``stats.slow``. ``send`` returns whether it wrote the
         message straight to the socket rather than queueing it.
+
+        ``pause()`` is called after each client, and may let other work run (the pump yields
+        there so that trade commands do not wait for a whole tick). Meanwhile clients may
+        connect, disconnect, subscribe and leave: each client is read afresh after a pause, and
+        a subscription released during the tick is sent at the next one.
         """
         stats = TickStats()
         targets: set[str] = self.catchup
@@ -229,6 +234,8 @@ class Registry:
                 client.rooms[name] = room.version
             stats.direct += send(client, head + b",".join(parts) + b"}}]")
             stats.sent += 1
+            if pause is not None:
+                pause()
         return stats
 
     def _fragments(self, client: Client) -> list[tuple[str, Room, int]] | None:

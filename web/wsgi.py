@@ -9,16 +9,24 @@ the tail of the fan-out's latency. With Python's default thresholds a young coll
 every 700 net allocations, so whatever is briefly alive at that moment (a stream read being
 applied) is promoted, and the promotions soon trigger a full collection. Here:
 
-* young collections wait for ``GC_THRESHOLDS[0]`` net allocations, so short-lived objects die
-  first (the bench then saw no full collection in 45 s);
+* young collections wait for ``GC_THRESHOLDS[0]`` net allocations (Python's default is 700), so
+  most short-lived objects die first, and the middle generation is collected every
+  ``GC_THRESHOLDS[1]`` young ones. A young pause grows with the generation it scans: with
+  50,000 and 20 one took 55-85 ms of CPU at 2,000 clients (130-300 ms on the busy machine), and
+  every trade command and order event of the process waited for it; with 5,000 and 5 the
+  longest took <= 20 ms of CPU, <= 25 ms in all (bench/RESULTS.md, Execution, "The web
+  process's pauses");
 * greenlets do not record the stack that spawned them (gevent's default keeps frame records for
   each, the largest kind of object in the heap);
 * what exists once the app is built (modules, functions, classes: it lives as long as the
-  process) is frozen out of every later scan.
+  process) is frozen out of every later scan, and so is what survives each full collection
+  (the connections' objects), except every ``UNFREEZE_EVERY_S`` (web/fanout.py
+  ``FreezeSurvivors``): with 5,000 and 5 a full collection ran about once a minute, ~230 ms.
 
 Cyclic garbage is still collected: the full collection still runs once the survivors of young
-collections reach a quarter of the heap. ``gc_ms_max`` and ``gc_full`` in ``<ns>:web:health``
-show the pauses.
+collections reach a quarter of what it scans (the frozen objects' cycles wait for the next scan
+of everything). ``gc_ms_max``, ``gc_ms_max_gen``, ``gc_cpu_ms_max`` and
+``gc_full`` in ``<ns>:web:health`` show the pauses.
 """
 
 from gevent import monkey
@@ -31,7 +39,8 @@ import resource  # noqa: E402
 import gevent  # noqa: E402
 
 gevent.config.track_greenlet_tree = False
-GC_THRESHOLDS = (50_000, 20, 10)
+GC_THRESHOLDS = (5_000, 5, 10)
+UNFREEZE_EVERY_S = 600.0
 
 # One file descriptor per client: take the hard limit (gunicorn --worker-connections 4000).
 _soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -41,6 +50,7 @@ if _hard == resource.RLIM_INFINITY or _soft < _hard:
 from core.config import load_settings  # noqa: E402
 from core.logs import setup_logging  # noqa: E402
 from web.app import create_app  # noqa: E402
+from web.fanout import FreezeSurvivors  # noqa: E402
 
 settings = load_settings()
 setup_logging(settings.log_level, process="web")
@@ -48,3 +58,4 @@ app = create_app(settings)
 gc.collect()
 gc.freeze()
 gc.set_threshold(*GC_THRESHOLDS)
+gc.callbacks.append(FreezeSurvivors(UNFREEZE_EVERY_S))

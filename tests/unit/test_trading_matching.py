@@ -114,3 +114,25 @@ def test_an_account_keeps_a_bounded_number_of_closed_orders() -> None:
     assert account.find_order(resting.symbol, 0, None) is resting
     assert account.find_order(resting.symbol, 1, None) is None  # the oldest closed went first
     assert account.find_order(resting.symbol, 3 * MAX_ORDERS_KEPT - 1, None) is not None
+
+
+def test_open_orders_follow_each_order_as_it_closes() -> None:
+    from dataclasses import replace
+
+    from simulator.trading.accounts import Account
+    from simulator.trading.orders import Order
+
+    account = Account("k", "s", D(1000))
+    template = Order(0, "c", "BTCUSDT", "BUY", "LIMIT", "GTC", D(1), D(1), False, 0, 0)
+    orders = [replace(template, order_id=i, symbol=("BTCUSDT", "ETHUSDT")[i % 2]) for i in range(6)]
+    for order in orders:
+        account.add_order(order)
+    account.add_order(replace(template, order_id=99, status="FILLED"))  # kept closed: not open
+    orders[0].status = "CANCELED"
+    orders[3].record_fill(D(1), D(1), 1)  # FILLED
+    orders[5].record_fill(D(1), D("0.5"), 1)  # PARTIALLY_FILLED: still open
+    assert [o.order_id for o in account.open_orders()] == [1, 2, 4, 5]  # oldest first
+    assert [o.order_id for o in account.open_orders("ETHUSDT")] == [1, 5]
+    for order in account.open_orders():  # closing while iterating: each is still yielded once
+        order.status = "CANCELED"
+    assert list(account.open_orders()) == []

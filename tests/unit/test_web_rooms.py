@@ -126,3 +126,28 @@ def test_subscriptions_are_limited_and_rooms_die_with_their_last_member() -> Non
     reg.disconnect("a")
     assert reg.rooms == {}
     assert reg.clients == {}
+
+
+def test_a_tick_pauses_between_clients_and_takes_in_what_changed_meanwhile() -> None:
+    reg, wire = registry(), Wire()
+    for sid in ("a", "b", "c"):
+        join(reg, sid, "c:BTC:1m")
+    reg.update("c:BTC:1m", 0, {"open_time": 0}, at_ms=1)
+    pauses: list[int] = []
+
+    def pause() -> None:  # other greenlets run here: one client leaves, another subscribes
+        pauses.append(len(wire.sent))
+        if len(pauses) == 1:
+            gone = next(sid for sid in ("a", "b", "c") if sid != wire.sent[0][0])
+            reg.disconnect(gone)
+            reg.connect(Client("new", "enew"))
+            assert reg.hold("new", "c:BTC:1m") is not None
+            reg.release("new", "c:BTC:1m")  # its snapshot was queued: live data may follow
+
+    wire.sent = []
+    reg.tick(100, lambda eio: 0, wire.send, pause)
+    assert pauses == [1, 2]  # after each client sent
+    assert len(wire.sent) == 2  # the one that left is not sent to
+    assert "new" not in dict(wire.sent)  # not a target when the tick began
+    sent = dict(wire.tick(reg, 200))  # nothing changed since, but it is owed the room
+    assert sent == {"new": {"t": 200, "rooms": {"c:BTC:1m": {"at": 1, "data": [{"open_time": 0}]}}}}
