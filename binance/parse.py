@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from core.errors import FrameError
-from core.schemas import BookTicker, Kline, Trade
+from core.schemas import BookTicker, Kline, MarkPrice, Trade
 
 # Every field Binance documents (reference/binance-usdm.md §1.4), per event type.
 KNOWN_FIELDS: dict[str, frozenset[str]] = {
@@ -26,6 +26,7 @@ KNOWN_FIELDS: dict[str, frozenset[str]] = {
     "trade": frozenset("e E T s t p q X m".split()),
     "kline": frozenset("e E s k".split()),
     "bookTicker": frozenset("e u E T s b B a A".split()),
+    "markPriceUpdate": frozenset("e E s p ap i P r T".split()),
 }
 KLINE_FIELDS = frozenset("t T s i f L o c h l v n x q V Q B".split())
 
@@ -40,12 +41,12 @@ class ControlReply(NamedTuple):
 
 
 class Ignored(NamedTuple):
-    """A well-formed event of a type the pipeline does not ingest (depthUpdate, markPrice...)."""
+    """A well-formed event of a type the pipeline does not ingest (depthUpdate, ticker...)."""
 
     event_type: str
 
 
-Event = Trade | Kline | BookTicker | ControlReply | Ignored
+Event = Trade | Kline | BookTicker | MarkPrice | ControlReply | Ignored
 
 
 class Parsed(NamedTuple):
@@ -81,6 +82,8 @@ def parse_frame(frame: bytes | str, recv_time_ms: int) -> Parsed:
             event = _kline(msg, recv_time_ms)
         elif event_type == "bookTicker":
             event = _book_ticker(msg, recv_time_ms)
+        elif event_type == "markPriceUpdate":
+            event = _mark_price(msg, recv_time_ms)
         else:
             return Parsed(stream, Ignored(str(event_type)), frozenset())
     except KeyError as exc:
@@ -187,6 +190,18 @@ def _book_ticker(m: dict[str, Any], recv_time_ms: int) -> BookTicker:
         ask_price=_dec(m["a"]),
         ask_qty=_dec(m["A"]),
         transaction_time_ms=_int(m["T"]),
+        event_time_ms=_int(m["E"]),
+        recv_time_ms=recv_time_ms,
+    )
+
+
+def _mark_price(m: dict[str, Any], recv_time_ms: int) -> MarkPrice:
+    return MarkPrice(
+        symbol=_symbol(m["s"]),
+        mark_price=_dec(m["p"]),
+        index_price=_dec(m["i"]),
+        funding_rate=_dec(m["r"]),
+        next_funding_time_ms=_int(m["T"]),
         event_time_ms=_int(m["E"]),
         recv_time_ms=recv_time_ms,
     )

@@ -106,6 +106,10 @@ class Keys:
     def book(self, shard: int) -> str:
         return f"{self._shard(shard)}:book"
 
+    def mark(self, shard: int) -> str:
+        """Stream: encoded ``MarkPrice`` records (mark, index, funding), about 1/s per symbol."""
+        return f"{self._shard(shard)}:mark"
+
     def gaps(self, shard: int) -> str:
         return f"{self._shard(shard)}:gaps"
 

@@ -138,6 +138,22 @@ class BookTicker:
 
 
 @dataclass(frozen=True, slots=True)
+class MarkPrice:
+    """Mark price, index and funding of one symbol (``<symbol>@markPrice@1s``, every second)."""
+
+    KIND: ClassVar[str] = "mark"
+    VERSION: ClassVar[int] = 1
+
+    symbol: str
+    mark_price: Decimal  # `p`
+    index_price: Decimal  # `i`
+    funding_rate: Decimal  # `r`: the rate of the coming funding
+    next_funding_time_ms: int  # `T`
+    event_time_ms: int  # `E`
+    recv_time_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Gap:
     """Raw trade ids the feeder knows it missed, or may have missed, for backfill to fill.
 
@@ -194,8 +210,8 @@ class Signal:
         return None
 
 
-Record = Trade | Candle | Kline | BookTicker | Gap | Signal
-R = TypeVar("R", Trade, Candle, Kline, BookTicker, Gap, Signal)
+Record = Trade | Candle | Kline | BookTicker | MarkPrice | Gap | Signal
+R = TypeVar("R", Trade, Candle, Kline, BookTicker, MarkPrice, Gap, Signal)
 
 
 # --- codec -----------------------------------------------------------------------------------
@@ -304,5 +320,5 @@ def _spec(cls: type) -> tuple[tuple[str, type], ...]:
 
 
 _SPECS: dict[type, tuple[tuple[str, type], ...]] = {
-    cls: _spec(cls) for cls in (Trade, Candle, Kline, BookTicker, Gap, Signal)
+    cls: _spec(cls) for cls in (Trade, Candle, Kline, BookTicker, MarkPrice, Gap, Signal)
 }

@@ -29,7 +29,7 @@ from binance.parse import Ignored, Parsed
 from binance.streams import ConnectionPlan, plan_connections
 from core.config import Settings
 from core.keys import Keys
-from core.schemas import BookTicker, Gap, Kline, Trade, encode
+from core.schemas import BookTicker, Gap, Kline, MarkPrice, Trade, encode
 from feeds.outbox import Outbox
 from feeds.sequencer import LatestFilter, TradeSequencer
 from feeds.watchdog import SilenceWatch
@@ -37,6 +37,7 @@ from feeds.writer import StreamWriter, read_last_trades
 
 log = logging.getLogger(__name__)
 KLINE_KIND = "kline_1m"
+MARK_KIND = "markPrice@1s"  # mark, index, funding: every second (the page counts down funding)
 TICK_S = 0.1
 SUPERVISE_EVERY_S = 1.0
 HEALTH_EVERY_S = 2.0
@@ -50,6 +51,7 @@ class FeedCounters:
     trades: int = 0
     klines: int = 0
     book_tickers: int = 0
+    mark_prices: int = 0
     ignored: int = 0  # well-formed events of types we do not ingest
     malformed: int = 0
     unknown_fields: int = 0
@@ -90,7 +92,8 @@ class Feeder:
         self.trade_stream = {s: self.keys.trades(shard[s]) for s in symbols}
         self.kline_stream = {s: self.keys.klines(shard[s]) for s in symbols}
         self.book_stream = {s: self.keys.book(shard[s]) for s in symbols}
-        kinds = [self.feed.trade_stream, KLINE_KIND, "bookTicker"]
+        self.mark_stream = {s: self.keys.mark(shard[s]) for s in symbols}
+        kinds = [self.feed.trade_stream, KLINE_KIND, "bookTicker", MARK_KIND]
         self.plans = plan_connections(symbols, kinds, max_streams=self.feed.max_streams)
         self.sequencer = TradeSequencer(reorder_window_ms=self.feed.reorder_ms)
         # Each slot's current connection. During a replacement both connections deliver every
@@ -130,6 +133,13 @@ class Feeder:
             if stream is None:
                 self.counters.foreign_symbols += 1
             elif self.latest.book(ev):
+                self.outbox.put(stream, encode(ev))
+        elif isinstance(ev, MarkPrice):
+            self.counters.mark_prices += 1
+            stream = self.mark_stream.get(ev.symbol)
+            if stream is None:
+                self.counters.foreign_symbols += 1
+            elif self.latest.mark(ev):
                 self.outbox.put(stream, encode(ev))
         elif isinstance(ev, Kline):
             self.counters.klines += 1

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.schemas import BookTicker, Gap, Kline, Trade
+from core.schemas import BookTicker, Gap, Kline, MarkPrice, Trade
 
 
 @dataclass(slots=True)
@@ -136,15 +136,17 @@ class TradeSequencer:
 
 
 class LatestFilter:
-    """Drop book tickers and klines older than, or equal to, the last one passed per key.
+    """Drop book tickers, mark prices and klines older than, or equal to, the last one passed
+    per key.
 
-    Book tickers are ordered by update id ``u``; klines by (open time, event time) per symbol and
-    interval. During a rotation overlap both connections deliver the same events; only the first
-    copy passes.
+    Book tickers are ordered by update id ``u``; mark prices by event time; klines by (open time,
+    event time) per symbol and interval. During a rotation overlap both connections deliver the
+    same events; only the first copy passes.
     """
 
     def __init__(self) -> None:
         self._book: dict[str, int] = {}
+        self._mark: dict[str, int] = {}
         self._kline: dict[tuple[str, str], tuple[int, int]] = {}
         self.dropped = 0
 
@@ -153,6 +155,13 @@ class LatestFilter:
             self.dropped += 1
             return False
         self._book[b.symbol] = b.update_id
+        return True
+
+    def mark(self, m: MarkPrice) -> bool:
+        if m.event_time_ms <= self._mark.get(m.symbol, -1):
+            self.dropped += 1
+            return False
+        self._mark[m.symbol] = m.event_time_ms
         return True
 
     def kline(self, k: Kline) -> bool:

@@ -26,7 +26,7 @@ import pytest
 import redis
 
 from core.keys import ENTRY_FIELD, Keys
-from core.schemas import BookTicker, Gap, Kline, Trade, decode
+from core.schemas import BookTicker, Gap, Kline, MarkPrice, Trade, decode
 from demo.redis_server import RedisServer
 from simulator.ws_server import WsLimits
 from tests.e2e.conftest import RunningSim
@@ -71,18 +71,22 @@ class FeederProcess:
         raise AssertionError(f"feeder not live: {self.health()}")
 
     def wait_drained(self, timeout_s: float = 30) -> dict[str, Any]:
-        """Wait until the market is silent and the feeder has written everything it holds."""
+        """Wait until the market is silent and the feeder has written everything it holds.
+
+        Mark prices go on every second whatever the market does: they are not counted."""
         deadline = time.monotonic() + timeout_s
-        last_written = -1
+        last_seen: tuple[int, ...] = ()
         while time.monotonic() < deadline:
             time.sleep(2.5)  # more than one health period
             h = self.health()
             assert h is not None
             box = h["outbox"]
             idle = box["size"] == 0 and box["in_flight"] == 0 and box["held_for_reorder"] == 0
-            if idle and box["pending_gaps"] == 0 and h["counters"]["written"] == last_written:
+            c = h["counters"]
+            seen = (c["trades"], c["klines"], c["book_tickers"], c["gaps_written"])
+            if idle and box["pending_gaps"] == 0 and seen == last_seen:
                 return h
-            last_written = h["counters"]["written"]
+            last_seen = seen
         raise AssertionError(f"feeder did not drain: {self.health()}")
 
     def stderr(self) -> str:
@@ -205,7 +209,7 @@ def test_full_universe_over_several_connections_lands_every_trade_once(
     feeder = start_feeder(sim, TP_FEED_MAX_STREAMS="100")
     sim.admin("POST", "/sim/rate", {"rate": 500})
     live = feeder.wait_live()
-    assert len(live["connections"]) == 5  # 244 /market streams in 3, 122 /public in 2
+    assert len(live["connections"]) == 6  # 366 /market streams in 4, 122 /public in 2
     run_market(sim, 2000, 6)
     silence(sim)
     health = feeder.wait_drained()
@@ -216,12 +220,19 @@ def test_full_universe_over_several_connections_lands_every_trade_once(
     assert counters["malformed"] == 0
     assert counters["book_tickers"] > 0
     assert counters["klines"] > 0
-    # Book tickers and klines reach their streams too, decodable.
+    assert counters["mark_prices"] > 0
+    # Book tickers, mark prices and klines reach their streams too, decodable.
     r, keys = feeder.redis, feeder.keys
     books = [decode(d, BookTicker) for s in range(4) for d in read_stream(r, keys.book(s))]
     klines = [decode(d, Kline) for s in range(4) for d in read_stream(r, keys.klines(s))]
     assert len({b.symbol for b in books}) > 100
     assert {k.timeframe for k in klines} == {"1m"}
+    marks = [decode(d, MarkPrice) for s in range(4) for d in read_stream(r, keys.mark(s))]
+    assert len({m.symbol for m in marks}) > 100
+    for m in marks:  # each in its symbol's shard, funding due on an 8-hour boundary
+        assert keys.shard_of(m.symbol) in range(4)
+        assert m.next_funding_time_ms % (8 * 3600_000) == 0
+        assert m.next_funding_time_ms > m.event_time_ms
 
 
 def test_dropped_and_refused_connections_lose_nothing_unrecorded(

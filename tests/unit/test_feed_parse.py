@@ -10,7 +10,7 @@ import pytest
 
 from binance.parse import ControlReply, Ignored, parse_frame
 from core.errors import FrameError
-from core.schemas import BookTicker, Kline, Trade
+from core.schemas import BookTicker, Kline, MarkPrice, Trade
 from tests.conftest import FIXTURES
 
 
@@ -120,5 +120,21 @@ def test_malformed_frames_raise_a_clear_frame_error(frame: bytes, message: str) 
 
 
 def test_event_types_we_do_not_ingest_are_ignored_not_errors() -> None:
-    parsed = parse_frame('{"e":"markPriceUpdate","E":1,"s":"BTCUSDT","p":"1"}', 0)
-    assert parsed.event == Ignored("markPriceUpdate")
+    parsed = parse_frame('{"e":"24hrTicker","E":1,"s":"BTCUSDT","c":"1"}', 0)
+    assert parsed.event == Ignored("24hrTicker")
+
+
+def test_mark_price_the_docs_example_and_what_is_wrong_with_a_bad_one() -> None:
+    # reference/binance-usdm.md §1.4, the docs' own example (with ``ap``, added 2026-03-16)
+    frame = ('{"e":"markPriceUpdate","E":1562305380000,"s":"BTCUSDT","p":"11794.15000000",'
+             '"ap":"11794.15000000","i":"11784.62659091","P":"11784.25641265",'
+             '"r":"0.00038167","T":1562306400000}')  # fmt: skip
+    parsed = parse_frame(frame, 7)
+    assert parsed.event == MarkPrice("BTCUSDT", Decimal("11794.15000000"),
+                                     Decimal("11784.62659091"), Decimal("0.00038167"),
+                                     1562306400000, 1562305380000, 7)  # fmt: skip
+    assert parsed.unknown_fields == frozenset()
+    with pytest.raises(FrameError, match="markPriceUpdate: missing field 'r'"):
+        parse_frame('{"e":"markPriceUpdate","E":1,"s":"BTCUSDT","p":"1","i":"1","T":2}', 0)
+    with pytest.raises(FrameError, match="markPriceUpdate: bad value"):
+        parse_frame(frame.replace('"r":"0.00038167"', '"r":"NaN"'), 0)
