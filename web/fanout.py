@@ -24,7 +24,7 @@ import redis
 
 from core.config import Settings
 from core.keys import ENTRY_FIELD, Keys
-from web.market import book_json, candle_json, signal_json
+from web.market import TRADE_PREFIX, book_json, candle_json, mark_json, signal_json, trade_json
 from web.rooms import Client, Registry
 from web.sessions import Sessions
 
@@ -35,7 +35,10 @@ HEALTH_EVERY_MS = 2000
 AUTH_EVERY_MS = 2000
 TICK_SLICE_MS = 2.0  # the tick's work between two pauses (what a trade command may wait)
 PAUSE_MAX_S = 0.002  # a pause ends then even if other greenlets keep the loop busy
-_BOOK_PREFIX = b'["book",1,"'
+# The one-value-per-symbol streams: the symbol is read off the record's prefix, so that only
+# records of subscribed symbols are decoded.
+_SINGLE = {"b": (b'["book",1,"', book_json), "m": (b'["mark",1,"', mark_json),
+           "t": (TRADE_PREFIX, trade_json)}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -174,20 +177,26 @@ class Pump:
             self.kinds[k.candle_updates(s).encode()] = "c"
             self.kinds[k.signal_updates(s).encode()] = "s"
             self.kinds[k.book(s).encode()] = "b"
+            self.kinds[k.mark(s).encode()] = "m"
         self.ids: dict[bytes, bytes] = {}
+        # A shard's trade stream is read only while a tape room of one of its symbols exists:
+        # every trade of the market would otherwise pass through every web process.
+        self.trade_keys = {k.trades(s).encode(): s for s in range(settings.stream_shards)}
+        self.kinds.update(dict.fromkeys(self.trade_keys, "t"))
+        self._layout = -1
         self.gc = GcPauses()
         wait = _ready_first()
         self.slicer = Slicer(TICK_SLICE_MS, wait) if wait is not None else None
 
     def start_positions(self) -> None:
         """Read from the newest entry of each stream on (what is older comes with snapshots)."""
+        keys = [key for key in self.kinds if key not in self.trade_keys]
         with self.client.pipeline(transaction=False) as p:
-            for key in self.kinds:
+            for key in keys:
                 p.xrevrange(key, count=1)
             last = p.execute()
-        self.ids = {
-            key: (e[0][0] if e else b"0-0") for key, e in zip(self.kinds, last, strict=True)
-        }
+        self.ids = {key: (e[0][0] if e else b"0-0") for key, e in zip(keys, last, strict=True)}
+        self._layout = -1  # the trade streams followed are added again
 
     def run(self) -> None:
         """Loop until :attr:`running` is False; errors are logged, counted and retried."""
@@ -202,10 +211,30 @@ class Pump:
                 log.exception("fan-out pump failed; retrying in 1 s")
                 time.sleep(1)
 
+    def _follow_trades(self) -> None:
+        """Add the trade streams of the shards with tape rooms to what is read (from their newest
+        entry: the snapshot brought what is older), drop the others."""
+        self._layout = self.registry.layout
+        shards = {self.keys.shard_of(name[2:]) for name in self.registry.rooms
+                  if name.startswith("t:")}  # fmt: skip
+        wanted = [key for key, s in self.trade_keys.items() if s in shards]
+        for key in [key for key in self.ids if key in self.trade_keys and key not in wanted]:
+            del self.ids[key]
+        new = [key for key in wanted if key not in self.ids]
+        if new:
+            with self.client.pipeline(transaction=False) as p:
+                for key in new:
+                    p.xrevrange(key, count=1)
+                last = p.execute()
+            for key, e in zip(new, last, strict=True):
+                self.ids[key] = e[0][0] if e else b"0-0"
+
     def _loop(self) -> None:
         next_tick = now_ms() + self.tick_ms
         next_health = next_auth = 0
         while self.running:
+            if self.registry.layout != self._layout:
+                self._follow_trades()
             wait = next_tick - now_ms()
             if wait > 0:
                 resp: Any = self.client.xread(
@@ -243,18 +272,20 @@ class Pump:
                 if data is None:
                     self.counters.malformed += 1
                     continue
-                if kind == "b":
-                    if not data.startswith(_BOOK_PREFIX):
+                single = _SINGLE.get(kind)
+                if single is not None:
+                    prefix, to_json = single
+                    if not data.startswith(prefix):
                         self.counters.malformed += 1
                         continue
-                    end = data.find(b'"', len(_BOOK_PREFIX))
-                    name = "b:" + data[len(_BOOK_PREFIX) : end].decode()
+                    end = data.find(b'"', len(prefix))
+                    name = f"{kind}:{data[len(prefix) : end].decode()}"
                     if name in rooms:
-                        book = book_json(orjson.loads(data))
-                        if book is None:
+                        value = to_json(orjson.loads(data))
+                        if value is None:
                             self.counters.malformed += 1
-                        else:
-                            reg.update(name, 0, book, at)
+                        else:  # a book or mark room keeps one value; a tape, the last trades
+                            reg.update(name, value["id"] if kind == "t" else 0, value, at)
                     continue
                 try:
                     records = orjson.loads(data)
@@ -334,6 +365,7 @@ class Pump:
             "gc_ms_max": round(self.gc.max_ms, 1), "gc_full": self.gc.full,
             "gc_ms_max_gen": [round(ms, 1) for ms in self.gc.gen_max_ms],
             "gc_cpu_ms_max": round(self.gc.cpu_max_ms, 1),
+            "trade_streams": sum(key in self.trade_keys for key in self.ids),
             "tick_pauses": self.slicer.pauses if self.slicer is not None else 0,
             "tick_paused_ms": round(self.slicer.paused_s * 1000) if self.slicer is not None else 0,
             **{k: getattr(c, k) for k in c.__slots__},

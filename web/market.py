@@ -14,8 +14,8 @@ import orjson
 import redis
 
 from core.config import Settings
-from core.keys import Keys
-from core.schemas import BookTicker, Candle, Signal
+from core.keys import ENTRY_FIELD, Keys
+from core.schemas import BookTicker, Candle, MarkPrice, Signal, Trade
 
 JSON = dict[str, Any]
 MAX_PAGE = 1000
@@ -48,6 +48,26 @@ def book_json(w: list[Any]) -> JSON | None:
         return None
     return {"symbol": w[2], "update_id": w[3], "bid": w[4], "bid_qty": w[5], "ask": w[6],
             "ask_qty": w[7], "time": w[8]}  # fmt: skip
+
+
+def mark_json(w: list[Any]) -> JSON | None:
+    """Return the browser form of a wire mark price, or None if it is not a v1 mark price."""
+    if len(w) != 9 or w[0] != MarkPrice.KIND or w[1] != MarkPrice.VERSION:
+        return None
+    return {"symbol": w[2], "mark": w[3], "index": w[4], "funding_rate": w[5],
+            "next_funding_time": w[6], "time": w[7]}  # fmt: skip
+
+
+def trade_json(w: list[Any]) -> JSON | None:
+    """Return the tape's form of a wire trade (the taker's side), or None if not a v1 trade."""
+    if len(w) != 12 or w[0] != Trade.KIND or w[1] != Trade.VERSION:
+        return None
+    return {"id": w[3], "price": w[6], "qty": w[7], "side": "sell" if w[8] else "buy",
+            "time": w[9]}  # fmt: skip
+
+
+TRADE_PREFIX = b'["trade",1,"'
+TAPE_SCAN = 2000  # newest entries of the shard's trade stream searched for a tape snapshot
 
 
 class Market:
@@ -145,4 +165,23 @@ class Market:
                 p.get("symbols") is None or symbol in p["symbols"]
             )
             out[name.decode()] = max(0, int(p["window"]) - closed) if planned else None
+        return out
+
+    def recent_trades(self, symbol: str, limit: int) -> list[JSON]:
+        """Return up to ``limit`` of the symbol's newest trades (ascending), from the newest
+        TAPE_SCAN entries of its shard's trade stream (a quiet symbol may have none there)."""
+        prefix = TRADE_PREFIX + symbol.encode() + b'"'
+        entries: list[tuple[bytes, dict[bytes, bytes]]] = self.client.xrevrange(  # type: ignore[assignment]
+            self.keys.trades(self.keys.shard_of(symbol)), count=TAPE_SCAN
+        )
+        out: list[JSON] = []
+        for _, fields in entries:
+            data = fields.get(ENTRY_FIELD, b"")
+            if data.startswith(prefix):
+                trade = trade_json(orjson.loads(data))
+                if trade is not None:
+                    out.append(trade)
+                    if len(out) >= limit:
+                        break
+        out.reverse()
         return out

@@ -21,12 +21,16 @@ from typing import Any
 
 import orjson
 
-ROOM_KEYS = {"c": 4, "s": 64, "b": 1}  # the open candle, the last closed ones; a few signals
-CHANNELS = {"candles": "c", "signals": "s", "book": "b"}
+# Values kept per room: the open candle and the last closed ones; a few signals; one book ticker,
+# one mark price; the last trades (a tick sends those that came since the last one).
+ROOM_KEYS = {"c": 4, "s": 64, "b": 1, "m": 1, "t": 30}
+CHANNELS = {"candles": "c", "signals": "s", "book": "b", "mark": "m", "trades": "t"}
+SYMBOL_ONLY = frozenset({"b", "m", "t"})  # rooms of a symbol, with no timeframe
+ONE_VALUE = frozenset({"b", "m"})  # sent as an object (the others as a list)
 
 
 def room_name(kind: str, symbol: str, timeframe: str | None = None) -> str:
-    return f"{kind}:{symbol}" if kind == "b" else f"{kind}:{symbol}:{timeframe}"
+    return f"{kind}:{symbol}" if kind in SYMBOL_ONLY else f"{kind}:{symbol}:{timeframe}"
 
 
 class Room:
@@ -92,7 +96,7 @@ class Room:
         return [self.state[k] for k in sorted(self.state)]
 
     def _fragment(self, keys: list[Any], at_ms: int) -> bytes:
-        if self.kind == "b":
+        if self.kind in ONE_VALUE:
             data = orjson.dumps(self.state[keys[0]]) if keys else b"null"
         else:
             data = orjson.dumps([self.state[k] for k in keys])
@@ -133,6 +137,7 @@ class Registry:
         self.rooms: dict[str, Room] = {}
         self.changed: set[Room] = set()
         self.catchup: set[str] = set()  # clients owed a room's state outside the changed rooms
+        self.layout = 0  # counts rooms created and deleted (the pump re-reads which exist)
 
     # --- membership ---
     def connect(self, client: Client) -> None:
@@ -155,6 +160,7 @@ class Registry:
         room = self.rooms.get(name)
         if room is None:
             room = self.rooms[name] = Room(name)
+            self.layout += 1
         room.members.add(sid)
         client.rooms[name] = -1
         client.pending.add(name)
@@ -182,6 +188,7 @@ class Registry:
             if not room.members:
                 del self.rooms[name]
                 self.changed.discard(room)
+                self.layout += 1
 
     # --- updates ---
     def update(self, name: str, key: Any, value: Any, at_ms: int) -> None:

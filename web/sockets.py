@@ -15,12 +15,13 @@ from flask import request
 from flask_socketio import ConnectionRefusedError, emit, join_room
 
 from web.app import socketio, web
-from web.rooms import CHANNELS, Client, room_name
+from web.rooms import CHANNELS, ROOM_KEYS, SYMBOL_ONLY, Client, room_name
 from web.tokens import TokenError
 from web.trade_events import user_room
 from web.transport import WholeFrameSocket
 
 log = logging.getLogger(__name__)
+_CHANNEL_OF = {kind: channel for channel, kind in CHANNELS.items()}
 
 
 def _refuse(code: str, message: str) -> None:
@@ -71,13 +72,15 @@ def on_disconnect(reason: Any = None) -> None:
 def _parse(data: Any) -> tuple[str, str, str | None] | dict[str, Any]:
     """Return (kind, symbol, timeframe) of a subscription request, or the refusal to ack."""
     if not isinstance(data, dict) or data.get("channel") not in CHANNELS:
-        return _no("bad_request", "expected {channel: candles|signals|book, symbol, timeframe}")
+        return _no(
+            "bad_request", "expected {channel: candles|signals|book|mark, symbol, timeframe}"
+        )
     kind = CHANNELS[data["channel"]]
     symbol, timeframe = data.get("symbol"), data.get("timeframe")
-    problem = web().market.check(symbol, timeframe, need_tf=kind != "b")
+    problem = web().market.check(symbol, timeframe, need_tf=kind not in SYMBOL_ONLY)
     if problem:
         return _no(problem, f"not served here: {symbol!r} {timeframe!r}")
-    return kind, str(symbol), (None if kind == "b" else str(timeframe))
+    return kind, str(symbol), (None if kind in SYMBOL_ONLY else str(timeframe))
 
 
 def _no(code: str, message: str) -> dict[str, Any]:
@@ -106,8 +109,10 @@ def on_subscribe(data: Any = None) -> dict[str, Any]:
             snapshot["candles"] = w.market.candles(symbol, timeframe, limit=limit)[0]
         elif kind == "s" and timeframe:
             snapshot["signals"] = w.market.signals(symbol, timeframe)
-        else:
-            snapshot["book"] = room.snapshot()[0] if room.state else None
+        elif kind == "t":
+            snapshot["trades"] = w.market.recent_trades(symbol, ROOM_KEYS["t"])
+        else:  # book, mark: the latest value the pump has seen, if any (the next one follows)
+            snapshot[_CHANNEL_OF[kind]] = room.snapshot()[0] if room.state else None
         # To this connection only, never through the message queue (every web process would
         # receive and decode a 300-candle snapshot meant for one of them).
         emit("snapshot", snapshot, ignore_queue=True)

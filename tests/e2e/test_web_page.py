@@ -89,6 +89,24 @@ def test_the_page_lists_symbols_and_shows_candles_live(web_stack: Any, page: Pag
         "data-value", re.compile(r"^\d+(\.\d+)?$"), timeout=LIVE_MS
     )
     expect(page.locator("#age-candles")).to_have_text(re.compile(r"\d s$"))
+    # Mark price and funding, with the countdown to the next funding (8-hourly).
+    expect(page.locator("#mark")).to_have_attribute(
+        "data-value", re.compile(r"^\d"), timeout=LIVE_MS
+    )
+    expect(page.locator("#funding")).to_have_text(re.compile(r"^[+-]\d+\.\d{4}% / 0\d:\d\d:\d\d$"))
+    nxt = int(page.locator("#funding").get_attribute("data-next-funding") or 0)
+    assert nxt % (8 * 3600_000) == 0
+    assert 0 < nxt - time.time() * 1000 <= 8 * 3600_000 + 5000
+    # The tape: the symbol's own trades, newest first, as the feeder wrote them.
+    page.wait_for_function("() => document.querySelectorAll('#tape tr').length >= 3",
+                           timeout=LIVE_MS)  # fmt: skip
+    shard = web_stack.keys.shard_of("BTCUSDT")
+    written = {orjson.loads(f[b"d"])[3] for _, f in
+               web_stack.redis.xrevrange(web_stack.keys.trades(shard), count=5000)
+               if orjson.loads(f[b"d"])[2] == "BTCUSDT"}  # fmt: skip
+    ids = [int(i) for i in page.eval_on_selector_all("#tape tr", "rs => rs.map(r => r.dataset.id)")]
+    assert ids == sorted(ids, reverse=True)
+    assert set(ids) <= written
     # The legend reads the newest candle in the symbol's own precision.
     expect(page.locator("#legend")).to_have_text(re.compile(r"^O [\d,.]+  H [\d,.]+  L .* V "))
 
@@ -105,6 +123,17 @@ def test_the_page_lists_symbols_and_shows_candles_live(web_stack: Any, page: Pag
     expect(page.locator("#status")).to_have_text("connected")
     # An ordinary anonymous visit: no console error, no failed or refused request.
     assert problems == []
+
+    # The web process reads a shard's trades only while someone watches a tape on it.
+    def trade_streams() -> int:
+        return sum(h.get("trade_streams", 0) for h in web_stack.web_health().values())
+
+    assert trade_streams() >= 1
+    page.goto("about:blank")
+    deadline = time.monotonic() + 10
+    while trade_streams() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert trade_streams() == 0
 
 
 def test_sign_in_with_ethereum_then_log_out(web_stack: Any, page: Page) -> None:

@@ -24,7 +24,9 @@ const AGE_TICK_MS = 500;
 const STATS_EVERY_MS = 30_000;
 const ANONYMOUS_REFUSED = new Set(["invalid_token", "unauthorized"]);
 const SIGN_IN_PLEASE = "sign in to see market data";
-const KINDS = ["candles", "signals", "book"];
+const KINDS = ["candles", "signals", "book", "mark", "trades"];
+const AGE_KINDS = ["candles", "signals", "book", "trades"]; // the panels that show their data's age
+const TAPE_TRADES = 50;
 const DEFAULT_SYMBOLS = ["BTCUSDT", "ETHUSDT"]; // the busiest markets, when served
 const FAVOURITES_KEY = "tp.favourites";
 const PREFS_KEY = "tp.prefs";
@@ -54,11 +56,19 @@ const ui = {
   askQty: $("ask-qty"),
   bookTime: $("book-time"),
   last: $("last"),
+  mark: $("mark"),
+  funding: $("funding"),
   change24h: $("change-24h"),
   high24h: $("high-24h"),
   low24h: $("low-24h"),
   volume24h: $("volume-24h"),
-  age: { candles: $("age-candles"), signals: $("age-signals"), book: $("age-book") },
+  tape: $("tape"),
+  age: {
+    candles: $("age-candles"),
+    signals: $("age-signals"),
+    book: $("age-book"),
+    trades: $("age-trades"),
+  },
 };
 
 const session = new Session();
@@ -73,8 +83,10 @@ const market = {
   needs: {}, // signal name -> closed candles still missing (GET /api/signals/history)
   changes: {}, // signal name -> [closed values where the state changed]
   book: null,
+  mark: null, // {mark, index, funding_rate, next_funding_time, time}
+  trades: new Map(), // trade id -> {id, price, qty, side, time}: the tape, newest TAPE_TRADES
   instrument: null, // the selected symbol's filters (GET /api/instruments)
-  fresh: { candles: null, signals: null, book: null }, // {at, t, receivedAt} of the last md
+  fresh: { candles: null, signals: null, book: null, mark: null, trades: null }, // {at, t, receivedAt}
   olderBefore: undefined, // cursor of the next older page; null: none left
   loadingOlder: false,
   generation: 0, // bumped on every selection change: late answers for an old one are dropped
@@ -327,6 +339,8 @@ function roomsOf(sel) {
     candles: `c:${symbol}:${timeframe}`,
     signals: `s:${symbol}:${timeframe}`,
     book: `b:${symbol}`,
+    mark: `m:${symbol}`,
+    trades: `t:${symbol}`,
   };
 }
 
@@ -343,6 +357,8 @@ function payloadsOf(sel) {
     { room: rooms.candles, payload: { channel: "candles", symbol, timeframe } },
     { room: rooms.signals, payload: { channel: "signals", symbol, timeframe } },
     { room: rooms.book, payload: { channel: "book", symbol } },
+    { room: rooms.mark, payload: { channel: "mark", symbol } },
+    { room: rooms.trades, payload: { channel: "trades", symbol } },
   ];
 }
 
@@ -386,6 +402,8 @@ function select(sel) {
     market.changes = {};
   }
   if (before.book !== after.book) market.book = null;
+  if (before.mark !== after.mark) market.mark = null;
+  if (before.trades !== after.trades) market.trades.clear();
   for (const kind of KINDS) if (before[kind] !== after[kind]) market.fresh[kind] = null;
   ui.symbol.value = sel.symbol;
   ui.search.value = sel.symbol;
@@ -439,6 +457,11 @@ function apply(kind, data, snapshot) {
     trimOldest(market.signals, MAX_SIGNALS);
   } else if (kind === "book" && data && typeof data === "object") {
     market.book = data;
+  } else if (kind === "mark" && data && typeof data === "object") {
+    market.mark = data;
+  } else if (kind === "trades") {
+    for (const trade of listOf(data, "id")) market.trades.set(Number(trade.id), trade);
+    trimOldest(market.trades, TAPE_TRADES);
   }
 }
 
@@ -458,7 +481,7 @@ function trimOldest(map, bound) {
   if (map.size <= bound) return;
   const keys = [...map.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   for (const key of keys.slice(0, map.size - bound)) map.delete(key);
-  chartDirty = true;
+  if (map === market.candles) chartDirty = true;
 }
 
 // ---- reference data for the selection ------------------------------------------------------
@@ -540,6 +563,7 @@ function scheduleRender() {
     renderCandles();
     renderSignals();
     renderBook();
+    renderTape();
     renderStats();
     trading.render();
   });
@@ -664,6 +688,21 @@ function renderBook() {
   ui.bookTime.textContent = formatTime(book?.time, prefs.utc);
 }
 
+function renderTape() {
+  const p = decimals(market.instrument?.tick_size ?? "0.01");
+  const trades = [...market.trades.values()].sort((a, b) => b.id - a.id);
+  ui.tape.replaceChildren(
+    ...trades.map((t) => {
+      const tr = row([formatTime(t.time, prefs.utc).slice(11), formatPrice(t.price, p), formatQty(t.qty)], {
+        id: String(t.id),
+        side: t.side,
+      });
+      tr.className = t.side === "buy" ? "up" : "down";
+      return tr;
+    }),
+  );
+}
+
 function renderStats() {
   const p = decimals(market.instrument?.tick_size ?? "0.01");
   const last = lastCandle();
@@ -674,6 +713,28 @@ function renderStats() {
   ui.high24h.textContent = s ? formatPrice(s.high, p) : "–";
   ui.low24h.textContent = s ? formatPrice(s.low, p) : "–";
   ui.volume24h.textContent = s ? `${formatQty(s.volume)} USDT` : "–";
+}
+
+// Mark price, the coming funding rate and the time left until it is paid (the exchange's
+// next funding time; the countdown runs on the browser's clock between updates).
+function renderFunding(now) {
+  const m = market.mark;
+  const p = decimals(market.instrument?.tick_size ?? "0.01");
+  ui.mark.textContent = m ? formatPrice(m.mark, p) : "–";
+  ui.mark.dataset.value = m?.mark ?? "";
+  if (!m) {
+    ui.funding.textContent = "–";
+    return;
+  }
+  const left = Math.max(0, Number(m.next_funding_time) - now);
+  const s = Math.floor(left / 1000);
+  const clock = [Math.floor(s / 3600), Math.floor(s / 60) % 60, s % 60]
+    .map((n) => String(n).padStart(2, "0"))
+    .join(":");
+  const rate = Number(m.funding_rate) * 100;
+  ui.funding.textContent = `${rate >= 0 ? "+" : ""}${rate.toFixed(4)}% / ${clock}`;
+  ui.funding.className = rate >= 0 ? "up" : "down";
+  ui.funding.dataset.nextFunding = String(m.next_funding_time);
 }
 
 function lastCandle() {
@@ -693,7 +754,8 @@ function renderIdentity() {
 // since it arrived, so a browser clock that is off does not matter.
 function renderAges() {
   const now = Date.now();
-  for (const kind of KINDS) {
+  renderFunding(now);
+  for (const kind of AGE_KINDS) {
     const fresh = market.fresh[kind];
     const el = ui.age[kind];
     if (!fresh) {
