@@ -183,10 +183,10 @@ def test_sign_in_with_ethereum_then_log_out(web_stack: Any, page: Page) -> None:
 
 @pytest.fixture
 def chart_stack(sim_factory: Any, start_pipeline: Any, tmp_path: Path) -> Iterator[WebStack]:
-    """A stack whose snapshot is small (10 candles) next to the 1s history it builds (one candle
+    """A stack whose snapshot is small (5 candles) next to the 1s history it builds (one candle
     a second), so scrolling back has something to load."""
     sim = sim_factory(rate=40.0, symbol_count=6)
-    stack = start_web_stack(sim, start_pipeline, tmp_path, TP_WEB_SNAPSHOT_CANDLES="10")
+    stack = start_web_stack(sim, start_pipeline, tmp_path, TP_WEB_SNAPSHOT_CANDLES="5")
     yield stack
     stack.stop()
 
@@ -200,19 +200,19 @@ def test_chart_scrolls_back_into_history_and_follows_the_symbol(
 ) -> None:
     stack = chart_stack
     key = stack.keys.candles("BTCUSDT", "1s")
-    stack.pipeline.wait_for("1s history", lambda: stack.redis.zcard(key) > 40, timeout_s=60)
+    stack.pipeline.wait_for("1s history", lambda: stack.redis.zcard(key) > 16, timeout_s=60)
     page.set_viewport_size({"width": 1400, "height": 900})
     pages: list[str] = []
     page.on("request", lambda r: pages.append(r.url) if "before=" in r.url else None)
     page.goto(stack.base_url + "/#BTCUSDT/1s")
     expect(page.locator("#status")).to_have_text("connected")
-    # The snapshot (10 candles) leaves the chart's left side empty: older pages are asked for
+    # The snapshot (5 candles) leaves the chart's left side empty: older pages are asked for
     # (/api/candles?before=) until it is full or the history ends.
-    page.wait_for_function("() => window.tpPage.market.candles.size > 30", timeout=LIVE_MS)
+    page.wait_for_function("() => window.tpPage.market.candles.size > 14", timeout=LIVE_MS)
     assert pages, "no older page was asked for"
     stored = stack.redis.zrange(key, 0, -1)
     shown = page.evaluate("() => Math.min(...window.tpPage.market.candles.keys())")
-    assert shown <= orjson.loads(stored[-30])[4]  # older than anything in the snapshot
+    assert shown <= orjson.loads(stored[-14])[4]  # older than anything in the snapshot
     assert shown >= orjson.loads(stored[0])[4]
 
     # Dragging to the right moves the view back in time.
@@ -256,19 +256,18 @@ def test_chart_scrolls_back_into_history_and_follows_the_symbol(
 def test_signal_markers_sit_where_the_history_changed_state(web_stack: Any, page: Page) -> None:
     stack = web_stack
     hist = stack.keys.signal_history("BTCUSDT", "1s", "ema_1s")
-    stack.pipeline.wait_for("ema_1s history", lambda: stack.redis.zcard(hist) > 20, timeout_s=60)
+
+    def changes_kept() -> list[int]:
+        values = [orjson.loads(m) for m in stack.redis.zrange(hist, 0, -1)]
+        return [v[5] for i, v in enumerate(values) if i == 0 or v[7] != values[i - 1][7]]
+
+    stack.pipeline.wait_for("two state changes", lambda: len(changes_kept()) >= 2, timeout_s=60)
     page.goto(stack.base_url + "/#BTCUSDT/1s")
     expect(page.locator("#status")).to_have_text("connected")
     page.select_option("#marker-signal", "ema_1s")
 
     # The state changes the system kept, read independently of the page.
-    values = [orjson.loads(m) for m in stack.redis.zrange(hist, 0, -1)]
-    changes, state = [], None
-    for v in values:
-        if v[7] != state:
-            changes.append(v[5])
-            state = v[7]
-    assert len(changes) >= 2, "the 1 s signal never changed state: nothing to check"
+    changes = changes_kept()
     page.wait_for_function(
         "(n) => window.tpPage.chart.markers().length >= n", arg=len(changes), timeout=LIVE_MS
     )
