@@ -565,10 +565,12 @@ export class Trading {
       : 2;
   }
 
-  /** The live price of `symbol` where the page follows it (the selected symbol's last trade),
-   *  else the mark price of the last account read. */
+  /** The price the PnL is valued at: the mark price, as the exchange values it (live from the
+   *  mark stream for the selected symbol, else from the last account read), the last trade
+   *  price while the selected symbol has no mark yet. */
   #livePrice(symbol, position) {
     if (symbol === this.market.selection?.symbol) {
+      if (this.market.mark?.mark) return { price: Number(this.market.mark.mark), source: "mark" };
       let last = null;
       for (const c of this.market.candles.values()) if (!last || c.open_time > last.open_time) last = c;
       if (last) return { price: Number(last.close), source: "last" };
@@ -621,7 +623,7 @@ export class Trading {
     const margin = Math.abs(amount * entry) / (Number(p.leverage) || 1);
     const prec = this.#precision(symbol);
     return {
-      mark: live ? `${formatPrice(live.price, prec)}${live.source === "last" ? "" : " (mark)"}` : "–",
+      mark: live ? `${formatPrice(live.price, prec)}${live.source === "last" ? " (last)" : ""}` : "–",
       pnl,
       pnlText: `${pnl >= 0 ? "+" : ""}${pnl.toFixed(2)} USDT (${formatPercent(margin ? (pnl / margin) * 100 : 0)})`,
     };
