@@ -30,6 +30,8 @@ async function signIn() {
 
 /** Resume from the refresh cookie when it belongs to an ops login; resolve true if signed in. */
 async function resume() {
+  // No ops login in this browser (its readable hint cookie is absent): nothing to ask for.
+  if (!document.cookie.split("; ").includes("tp_signed_in_ops=1")) return false;
   try {
     const grant = await acrossTabs(() => request("/auth/refresh", { method: "POST", body: { scope: "ops" } }));
     if (grant?.scope !== "ops") return false; // the main page's login: not ours to use
