@@ -129,6 +129,7 @@ class WebSettings:
 
     origin: str  # the site's canonical origin: JWT issuer, SIWE domain and URI by default
     origins: tuple[str, ...]  # every origin the page may be opened from (origin first): CORS, SIWE
+    bind: str  # the address gunicorn listens on (the Procfile's -b): the demo's is loopback only
     chain_id: int  # the EIP-155 chain a SIWE message must name
     anonymous: bool  # connections and REST reads without a token get read-only market data
     access_ttl_s: int
@@ -253,6 +254,9 @@ class Settings:
         )
         port = settings.port or 5000
         origin = r.get("TP_WEB_ORIGIN", f"http://localhost:{port}", _url(("http", "https")))
+        # Heroku's router reaches a dyno on any interface; the demo is for this machine only.
+        any_interface = "0.0.0.0"  # noqa: S104
+        bind = r.get("TP_WEB_BIND", "127.0.0.1" if settings.demo else any_interface, _parse_host)
         # Unconfigured, the page works at localhost and at 127.0.0.1; configured, at the origin
         # and the extra origins listed (a browser sends its Origin for the socket and sign-in).
         extra = f"http://127.0.0.1:{port}" if "TP_WEB_ORIGIN" not in r.env else ""
@@ -260,6 +264,7 @@ class Settings:
         web = WebSettings(
             origin=origin,
             origins=tuple(dict.fromkeys((origin, *(origins or ())))) if origin else (),
+            bind=bind,
             chain_id=r.get("TP_SIWE_CHAIN_ID", "1", _int_range(1, 2**53)),
             anonymous=r.get("TP_WEB_ANONYMOUS", "1", _parse_bool),
             access_ttl_s=r.get("TP_ACCESS_TTL_S", "600", _int_range(5, 86_400)),
@@ -336,7 +341,8 @@ KNOWN = frozenset(
             "EXEC_RECV_WINDOW_MS EXEC_TIMEOUT_MS EXEC_KEEPALIVE_S EXEC_RECONCILE_S "
             "EXEC_STREAM_ROTATE_S "
             "TRADE_PER_MINUTE TRADE_REPLY_TIMEOUT_MS TRADE_COMMAND_TTL_MS "
-            "WEB_ORIGIN WEB_ORIGINS SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S REFRESH_TTL_S "
+            "WEB_ORIGIN WEB_ORIGINS WEB_BIND SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S "
+            "REFRESH_TTL_S "
             "WEB_MAX_SUBSCRIPTIONS WEB_TICK_MS WEB_CLIENT_BACKLOG WEB_SLOW_MS WEB_SEND_BUFFER "
             "WEB_SNAPSHOT_CANDLES LOGIN_PER_MINUTE_IP LOGIN_PER_MINUTE_ADDRESS OPS_ADDRESSES "
             "WEB_PROXIES"
@@ -411,6 +417,12 @@ def _parse_source(raw: str) -> MarketSource:
     if raw not in _HOSTS:
         raise ValueError(f"{raw!r} is not a market source (use sim, testnet or live)")
     return raw  # type: ignore[return-value]  # checked against the Literal's values above
+
+
+def _parse_host(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.:\[\]-]{1,255}", raw):
+        raise ValueError(f"{raw!r} is not an address to listen on (such as 127.0.0.1 or 0.0.0.0)")
+    return raw
 
 
 def _parse_origins(raw: str) -> tuple[str, ...]:

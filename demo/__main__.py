@@ -127,7 +127,8 @@ def main() -> int:
         # `python` in the Procfile must be this interpreter (the venv's), as on Heroku.
         path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         child_env = {**env, **settings.secret_env(), "REDIS_URL": redis_url, "PATH": path,
-                     "PORT": str(settings.port), "PYTHONUNBUFFERED": "1"}  # fmt: skip
+                     "PORT": str(settings.port), "TP_WEB_BIND": settings.web.bind,
+                     "PYTHONUNBUFFERED": "1"}  # fmt: skip
         print(banner(settings, redis_url, processes, embedded=server is not None), flush=True)
         manager = Manager()
         for name, cmd in processes.items():

@@ -30,6 +30,14 @@ MAX_REQUEST_BYTES = 64 * 1024  # HTTP bodies and websocket messages (stack-notes
 STATIC_MAX_AGE_S = 300  # then revalidated by ETag (304): a deploy reaches browsers within minutes
 GZIP_CACHE_ENTRIES = 64  # compressed static files kept (the page has about 15)
 GZIP_TYPES = ("text/html", "text/css", "text/javascript", "application/javascript")
+# The pages load only their own scripts, styles and sockets (no inline script, no third party);
+# the favicon is a data: URL; 'self' covers the page's own ws:/wss: in current browsers. The one
+# inline style allowed, by its hash, is the <style> lightweight-charts 5.3.0 adds for the
+# TradingView attribution logo its licence asks us to show (recompute it when upgrading).
+CHART_LOGO_STYLE = "'sha256-3pRED1tOXas1FXFoPb9TGCjmYe9XQsmO9OV23khV2nY='"
+CSP = (f"default-src 'self'; script-src 'self'; style-src 'self' {CHART_LOGO_STYLE}; "
+       "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")  # fmt: skip
 
 socketio = SocketIO()  # attached in create_app; web/sockets.py registers the events on it
 
@@ -162,6 +170,8 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", CSP)
         if request.path.startswith(("/api", "/auth", "/ops/api")):
             response.headers.setdefault("Cache-Control", "no-store")
         elif response.status_code == 200 and response.mimetype in GZIP_TYPES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -27,6 +28,9 @@ COOKIES = {"web": "tp_refresh", "ops": "tp_refresh_ops"}  # one login per scope 
 # Readable by the page, holding no secret: "a refresh cookie was set", so an anonymous page
 # does not POST /auth/refresh only to get a 401 (a console error on every anonymous load).
 HINTS = {"web": "tp_signed_in", "ops": "tp_signed_in_ops"}
+# The nonce's binder: a secret set with the nonce (HttpOnly, Path=/auth) that the login must
+# present, so a signed message that leaks before it is used is worth nothing without it.
+NONCE_COOKIE = "tp_nonce"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -77,7 +81,8 @@ def bearer_claims(audience: str) -> Claims | None:
 
 
 def verify_access(token: str, audience: str) -> Claims:
-    """Verify an access token for ``audience`` and that its login is not revoked."""
+    """Verify an access token for ``audience`` and that its login is not revoked (and, for the
+    ops page, that its address is still an operator)."""
     w = web()
     try:
         claims = w.keyring.verify(token, audience=audience)
@@ -85,6 +90,8 @@ def verify_access(token: str, audience: str) -> Claims:
         raise ApiError(401, exc.code, exc.message) from None
     if not w.sessions.alive(claims.family):
         raise ApiError(401, "token_revoked", "this session was signed out or revoked")
+    if audience == "ops" and claims.address.lower() not in w.settings.web.ops_addresses:
+        raise ApiError(403, "not_an_operator", "this address may no longer use the ops page")
     return claims
 
 
@@ -122,17 +129,29 @@ def site() -> str:
     return here if here in web().settings.web.origins else web().settings.web.origin
 
 
+def _same_site_only() -> None:
+    """Refuse a browser request sent by a page of another origin (CSRF on cookie routes);
+    requests without an Origin header (not from a browser page) are not concerned."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in web().settings.web.origins:
+        raise ApiError(403, "bad_origin", f"requests from {origin[:100]!r} are not accepted")
+
+
 @bp.get("/nonce")
 def nonce() -> Any:
     w = web()
     _limit("nonce", client_ip(), w.settings.web.login_per_minute_ip)
-    return jsonify(
-        nonce=w.sessions.new_nonce(),
+    binder = secrets.token_urlsafe(24)
+    response = jsonify(
+        nonce=w.sessions.new_nonce(binder),
         domain=urlsplit(site()).netloc,
         uri=site(),
         chain_id=w.settings.web.chain_id,
         expires_in=NONCE_TTL_S,
     )
+    response.set_cookie(NONCE_COOKIE, binder, max_age=NONCE_TTL_S, path="/auth", httponly=True,
+                        samesite="Strict", secure=site().startswith("https:"))  # fmt: skip
+    return response
 
 
 @bp.post("/login")
@@ -160,10 +179,12 @@ def login() -> Any:
     except siwe.SiweError as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     _limit("address", claimed.address.lower(), cfg.login_per_minute_address)
+    here = site()
     try:
-        here = site()
+        # A message naming a scheme must name this site's ("https" when it names none).
+        scheme = urlsplit(here).scheme if claimed.scheme else None
         msg = siwe.verify(message, signature, domain=urlsplit(here).netloc, uri=None,
-                          chain_id=cfg.chain_id, now_ms=now_ms())  # fmt: skip
+                          scheme=scheme, chain_id=cfg.chain_id, now_ms=now_ms())  # fmt: skip
     except siwe.SiweError as exc:
         log.info("sign-in rejected: %s", exc.code, extra={"code": exc.code})
         raise ApiError(401, exc.code, str(exc)) from None
@@ -171,6 +192,9 @@ def login() -> Any:
         raise ApiError(401, "uri_mismatch", f"URI must be {here} or under it")
     if scope == "ops" and msg.address.lower() not in cfg.ops_addresses:
         raise ApiError(403, "not_an_operator", "this address may not use the ops page")
+    if not w.sessions.nonce_bound_to(msg.nonce, request.cookies.get(NONCE_COOKIE)):
+        raise ApiError(401, "unknown_nonce", "unknown, expired or already used nonce, or one "
+                       "issued to another client (its cookie is missing)")  # fmt: skip
     if not w.sessions.consume_nonce(msg.nonce):
         raise ApiError(401, "unknown_nonce", "unknown, expired or already used nonce")
     log.info("signed in %s (%s)", msg.address, scope, extra={"address": msg.address})
@@ -222,6 +246,7 @@ def _scope() -> str:
 
 @bp.post("/refresh")
 def refresh() -> Any:
+    _same_site_only()
     scope = _scope()
     cookie = COOKIES[scope]
     token = request.cookies.get(cookie)
@@ -240,11 +265,20 @@ def refresh() -> Any:
         response, status = error_response(ApiError(401, exc.code, exc.message))
         _forget(response, scope)
         return response, status
+    if login.scope == "ops" and login.address.lower() not in web().settings.web.ops_addresses:
+        # Removed from TP_OPS_ADDRESSES since signing in: the ops login ends here.
+        revoke(login.family, "not_an_operator")
+        response, status = error_response(
+            ApiError(403, "not_an_operator", "this address may no longer use the ops page")
+        )
+        _forget(response, scope)
+        return response, status
     return _issue(login)
 
 
 @bp.post("/logout")
 def logout() -> Any:
+    _same_site_only()
     scope = _scope()
     cookie = COOKIES[scope]
     family = None

@@ -11,6 +11,7 @@ at the refresh lifetime, sliding), so the auth keys are bounded by live logins.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import string
 from dataclasses import dataclass
@@ -76,12 +77,21 @@ class Sessions:
         self._rotate = client.register_script(_ROTATE)
 
     # --- nonces ---
-    def new_nonce(self) -> str:
-        """Return a fresh single-use nonce (22 alphanumerics, ~131 bits), valid NONCE_TTL_S."""
+    def new_nonce(self, binder: str) -> str:
+        """Return a fresh single-use nonce (22 alphanumerics, ~131 bits), valid NONCE_TTL_S,
+        bound to ``binder`` (a secret the asking client keeps in a cookie; stored hashed)."""
+        bound = hashlib.sha256(binder.encode()).hexdigest()
         while True:
             nonce = "".join(secrets.choice(_ALPHANUM) for _ in range(22))
-            if self.client.set(self.keys.auth_nonce(nonce), 1, ex=NONCE_TTL_S, nx=True):
+            if self.client.set(self.keys.auth_nonce(nonce), bound, ex=NONCE_TTL_S, nx=True):
                 return nonce
+
+    def nonce_bound_to(self, nonce: str, binder: str | None) -> bool:
+        """Whether the nonce exists and was issued to the client holding ``binder``."""
+        stored: bytes | None = self.client.get(self.keys.auth_nonce(nonce))  # type: ignore[assignment]
+        if stored is None or not binder:
+            return False
+        return hmac.compare_digest(stored, hashlib.sha256(binder.encode()).hexdigest().encode())
 
     def consume_nonce(self, nonce: str) -> bool:
         """Return whether the nonce was issued and unused, using it up atomically (GETDEL)."""

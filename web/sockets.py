@@ -71,11 +71,12 @@ def on_disconnect(reason: Any = None) -> None:
 
 def _parse(data: Any) -> tuple[str, str, str | None] | dict[str, Any]:
     """Return (kind, symbol, timeframe) of a subscription request, or the refusal to ack."""
-    if not isinstance(data, dict) or data.get("channel") not in CHANNELS:
+    channel = data.get("channel") if isinstance(data, dict) else None
+    if not isinstance(channel, str) or channel not in CHANNELS:
         return _no(
-            "bad_request", "expected {channel: candles|signals|book|mark, symbol, timeframe}"
+            "bad_request", "expected {channel: candles|signals|book|mark|trades, symbol, timeframe}"
         )
-    kind = CHANNELS[data["channel"]]
+    kind = CHANNELS[channel]
     symbol, timeframe = data.get("symbol"), data.get("timeframe")
     problem = web().market.check(symbol, timeframe, need_tf=kind not in SYMBOL_ONLY)
     if problem:

@@ -75,6 +75,11 @@ def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
         assert "<html" in page.text.lower()
         symbols = httpx.get(f"http://127.0.0.1:{port}/api/symbols", timeout=10).json()
         assert "BTCUSDT" in symbols["symbols"], symbols
+        # Reachable from this machine only: the web port listens on loopback, nowhere else.
+        listening = {c.laddr for child in children if "gunicorn" in " ".join(child.cmdline())
+                     for c in child.net_connections("inet")
+                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port}  # fmt: skip
+        assert {a.ip for a in listening} == {"127.0.0.1"}, listening
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         _, alive = psutil.wait_procs(children, timeout=10)

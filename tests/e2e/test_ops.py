@@ -379,6 +379,26 @@ def test_only_operators_with_ops_tokens_get_in(client: FlaskClient, operator: Lo
     assert posted.status_code == 401
 
 
+def test_an_operator_removed_from_the_list_loses_access_at_once(
+    client: FlaskClient, operator: LocalAccount, make_settings: Callable[..., Settings],
+    settings: Settings, origin: str, r: redis.Redis, keys: Keys,
+) -> None:  # fmt: skip
+    granted = login(client, operator, "ops")
+    assert granted.status_code == 200
+    token = granted.json["access_token"]
+    cookie = client.get_cookie("tp_refresh_ops", path="/auth")
+    assert cookie is not None
+    # The deployment restarts with TP_OPS_ADDRESSES no longer naming them.
+    restarted = make_settings(**settings.secret_env(), TP_OPS_ADDRESSES="", TP_WEB_ORIGIN=origin)
+    demoted = create_app(restarted, start_pump=False).test_client()
+    demoted.set_cookie("tp_refresh_ops", cookie.value, path="/auth")
+    api = demoted.get("/ops/api/health", headers={"Authorization": f"Bearer {token}"})
+    assert (api.status_code, api.json["error"]) == (403, "not_an_operator")
+    refreshed = demoted.post("/auth/refresh", json={"scope": "ops"})
+    assert (refreshed.status_code, refreshed.json["error"]) == (403, "not_an_operator")
+    assert not any(r.scan_iter(match=keys.auth_family("*")))  # revoked, not only refused
+
+
 def test_bad_input_is_refused(ops: Ops, r: redis.Redis, keys: Keys) -> None:
     bad: list[tuple[str, Any]] = [
         ("failed/retry", {"queue": QUEUE, "ids": ["a"] * (MAX_BATCH + 1)}),

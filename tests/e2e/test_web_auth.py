@@ -35,12 +35,15 @@ def test_sign_in_and_every_rejection_leaves_no_trace(web_stack: WebStack) -> Non
     http = httpx.Client(base_url=stack.base_url, timeout=10)
     account = Account.create()
 
-    def attempt(nonce: str, signer: object = None, **kw: object) -> httpx.Response:
+    def attempt(nonce: str, signer: object = None, who: object = None, **kw: object
+                ) -> httpx.Response:  # fmt: skip
         fields = {"domain": stack.origin.removeprefix("http://"), "uri": stack.origin,
                   "chain_id": stack.chain_id, **kw}  # fmt: skip
-        text = siwe_message(account, nonce, **fields)  # type: ignore[arg-type]
+        text = siwe_message(who or account, nonce, **fields)  # type: ignore[arg-type]
         return http.post("/auth/login", json={"message": text,
-                                              "signature": sign(signer or account, text)})  # type: ignore[arg-type]  # fmt: skip
+                                              "signature": sign(signer or who or account, text)})  # type: ignore[arg-type]  # fmt: skip
+
+    other = Account.create()  # the per-address limit (10 a minute) is not what is tested here
 
     nonce = http.get("/auth/nonce").json()["nonce"]
     now = datetime.now(UTC)
@@ -48,16 +51,30 @@ def test_sign_in_and_every_rejection_leaves_no_trace(web_stack: WebStack) -> Non
         "signer_mismatch": attempt(nonce, signer=Account.create()),  # forged signature
         "domain_mismatch": attempt(nonce, domain="evil.example"),
         "uri_mismatch": attempt(nonce, uri="https://evil.example"),
+        # This site is http://: a message naming another scheme, or a URI of one, is not for it.
+        "scheme_mismatch": attempt(
+            nonce, who=other, domain="https://" + stack.origin.removeprefix("http://")
+        ),
+        "uri_mismatch ftp": attempt(nonce, who=other, uri=stack.origin.replace("http", "ftp")),
+        "uri_mismatch https": attempt(nonce, who=other, uri=stack.origin.replace("http", "https")),
         "chain_mismatch": attempt(nonce, chain_id=5),
         "expired": attempt(nonce, expiration=now - timedelta(seconds=1)),
         "issued_at_skew": attempt(nonce, issued_at=now - timedelta(hours=1)),
         "unknown_nonce": attempt("NeverIssued1234567890"),
     }
-    assert {code: error(r) for code, r in rejected.items()} == {c: c for c in rejected}
+    assert {code: error(r) for code, r in rejected.items()} == {c: c.split()[0] for c in rejected}
     assert all(r.status_code == 401 for r in rejected.values())
     bad = http.post("/auth/login", json={"message": "hello", "signature": "0x00"})
     assert (bad.status_code, error(bad)) == (400, "malformed")
     assert error(http.post("/auth/login", content=b"not json")) == "malformed"
+
+    # A signed message is worth nothing to a client that did not ask for its nonce (the nonce's
+    # cookie), and trying does not use the nonce up.
+    text = siwe_message(account, nonce, domain=stack.origin.removeprefix("http://"),
+                        uri=stack.origin, chain_id=stack.chain_id)  # fmt: skip
+    thief = httpx.Client(base_url=stack.base_url, timeout=10)
+    stolen = thief.post("/auth/login", json={"message": text, "signature": sign(account, text)})
+    assert (stolen.status_code, error(stolen)) == (401, "unknown_nonce")
 
     # None of those consumed the nonce: it still signs in, once.
     ok = attempt(nonce)
@@ -105,6 +122,11 @@ def test_sign_in_and_every_rejection_leaves_no_trace(web_stack: WebStack) -> Non
         "wrong issuer": (401, "invalid_token"), "no jti": (401, "invalid_token"),
     }  # fmt: skip
 
+    # A page of another origin cannot use the cookie routes (CSRF), whatever SameSite does.
+    for path in ("/auth/refresh", "/auth/logout"):
+        foreign = http.post(path, headers={"Origin": "https://evil.example"})
+        assert (foreign.status_code, error(foreign)) == (403, "bad_origin")
+
     # Refresh rotates; presenting a rotated refresh token again revokes the whole login.
     first_cookie = http.cookies["tp_refresh"]
     refreshed = http.post("/auth/refresh")
@@ -148,6 +170,17 @@ def test_login_attempts_are_rate_limited_per_ip_and_per_address(web_stack: WebSt
     # The other web process (its own limits) still serves this IP: nothing else was affected.
     _, elsewhere = sign_in(httpx.Client(base_url=web_stack.base_url, timeout=10))
     assert elsewhere.status_code == 200
+
+
+def test_pages_carry_a_content_security_policy(web_stack: WebStack) -> None:
+    for path in ("/", "/ops"):
+        r = httpx.get(web_stack.base_url + path, timeout=10)
+        assert r.status_code == 200
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self';" in csp
+        assert "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp
+    assert "content-security-policy" not in httpx.get(web_stack.base_url + "/api/symbols").headers
 
 
 def test_the_app_refuses_to_start_without_a_signing_key() -> None:

@@ -161,6 +161,11 @@ def test_bad_subscriptions_unauthorised_and_expired_connections_are_refused(
         ack = anon.call("subscribe", request)
         assert (ack["ok"], ack["error"]) == (False, code), ack
     assert anon.call("subscribe", "junk")["error"] == "bad_request"
+    # A channel that is not a string (unhashable, once a TypeError with no answer) is refused.
+    for channel in (["candles"], {"a": 1}, None, 7):
+        for event in ("subscribe", "unsubscribe"):
+            ack = anon.call(event, {"channel": channel, "symbol": sym, "timeframe": "1s"})
+            assert ack["error"] == "bad_request", (event, channel, ack)
     # The per-connection limit (TP_WEB_MAX_SUBSCRIPTIONS=6 in this stack).
     symbols = httpx.get(f"{url}/api/symbols").json()["symbols"]
     acks = [anon.call("subscribe", {"channel": "book", "symbol": s}) for s in symbols]
