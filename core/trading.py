@@ -301,5 +301,11 @@ def encode_instruments(items: list[Instrument]) -> bytes:
 
 
 def decode_instruments(data: bytes | str) -> dict[str, Instrument]:
-    raw = orjson.loads(data)
-    return {symbol: Instrument.from_dict(v) for symbol, v in raw.items()}
+    """Return ``{symbol: Instrument}``; raise SchemaError if ``data`` is not that record."""
+    try:
+        raw = orjson.loads(data)
+        if not isinstance(raw, dict):
+            raise TypeError("not an object")
+        return {str(symbol): Instrument.from_dict(v) for symbol, v in raw.items()}
+    except (orjson.JSONDecodeError, TypeError, KeyError, ArithmeticError, ValueError) as exc:
+        raise SchemaError(f"instruments: not a {{symbol: filters}} object ({exc})") from None

@@ -22,6 +22,7 @@ import redis
 
 from binance.signing import generate_ed25519
 from core.config import Settings
+from core.errors import SchemaError
 from core.keys import Keys
 from core.trading import (
     Instrument,
@@ -104,7 +105,10 @@ class Trading:
         if time.monotonic() - self._instruments_at > INSTRUMENTS_TTL_S or not self._instruments:
             raw = self.r.get(self.keys.instruments())
             if raw:
-                self._instruments = decode_instruments(raw)
+                try:
+                    self._instruments = decode_instruments(raw)
+                except SchemaError as exc:  # keep what was read before; execution rewrites it
+                    log.error("unreadable instruments record: %s", exc)
                 self._instruments_at = time.monotonic()
         return self._instruments
 
