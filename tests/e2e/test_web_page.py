@@ -255,28 +255,33 @@ def test_chart_scrolls_back_into_history_and_follows_the_symbol(
 
 def test_signal_markers_sit_where_the_history_changed_state(web_stack: Any, page: Page) -> None:
     stack = web_stack
-    hist = stack.keys.signal_history("BTCUSDT", "1s", "ema_1s")
 
-    def changes_kept() -> list[int]:
+    def changes_kept(name: str) -> list[int]:
+        hist = stack.keys.signal_history("BTCUSDT", "1s", name)
         values = [orjson.loads(m) for m in stack.redis.zrange(hist, 0, -1)]
         return [v[5] for i, v in enumerate(values) if i == 0 or v[7] != values[i - 1][7]]
 
-    stack.pipeline.wait_for("two state changes", lambda: len(changes_kept()) >= 2, timeout_s=60)
+    def changing() -> str | None:  # whichever signal has changed state twice first
+        return next((n for n in ("rsi_1s", "ema_1s") if len(changes_kept(n)) >= 2), None)
+
+    stack.pipeline.wait_for("two state changes", lambda: changing() is not None, timeout_s=60)
+    name = changing()
+    assert name is not None
     page.goto(stack.base_url + "/#BTCUSDT/1s")
     expect(page.locator("#status")).to_have_text("connected")
-    page.select_option("#marker-signal", "ema_1s")
+    page.select_option("#marker-signal", name)
 
     # The state changes the system kept, read independently of the page.
-    changes = changes_kept()
+    changes = changes_kept(name)
     page.wait_for_function(
         "(n) => window.tpPage.chart.markers().length >= n", arg=len(changes), timeout=LIVE_MS
     )
     marked = page.evaluate(
-        """() => window.tpPage.market.changes.ema_1s.map((s) => Number(s.open_time))"""
+        "(name) => window.tpPage.market.changes[name].map((s) => Number(s.open_time))", name
     )
     assert marked[: len(changes)] == changes  # then live changes may follow
     texts = page.evaluate("() => window.tpPage.chart.markers().map((m) => m.text)")
-    assert all(t.startswith("ema_1s ") for t in texts)
+    assert all(t.startswith(f"{name} ") for t in texts)
 
     # The table: state first, human numbers, every configured signal present.
     expect(page.locator("#signals tr")).to_have_count(2)
