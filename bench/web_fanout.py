@@ -360,7 +360,9 @@ def web_command(port: int, override: str) -> tuple[list[str], dict[str, str]]:
     """Return the Procfile's ``web:`` command (or ``override``) as python arguments, and its env."""
     procfile = (ROOT / "Procfile").read_text().splitlines()
     line = override or next((x[4:] for x in procfile if x.startswith("web:")), DEFAULT_WEB)
-    words = shlex.split(line.replace("${PORT}", str(port)).replace("$PORT", str(port)))
+    line = line.replace("${PORT}", str(port)).replace("$PORT", str(port))
+    line = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", line)  # ${VAR:-default}, as a shell would
+    words = shlex.split(line)
     env = {}
     while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value prefixes
         name, _, value = words.pop(0).partition("=")

@@ -43,6 +43,9 @@ REQUEST_TTL_S = 7 * 86_400  # a request id maps to its order for a week
 COMMANDS_MAXLEN = 100_000
 ORDERS_PER_10S, ORDERS_PER_MIN = 300, 1_200  # Binance's per-account order limits (reference §2.5)
 INSTRUMENTS_TTL_S = 60.0
+# A reference price (min notional, percent price: the exchange checks both again) is reused this
+# long: reading it costs a 200-entry stream read, the heaviest round trip of a command.
+REFERENCE_TTL_S = 1.0
 MAX_WAITERS = 32
 WAIT_SLICE_S = 2  # one BLPOP never blocks longer (the clients' socket timeout is 10 s)
 AUDIT_MAXLEN = 10_000
@@ -93,6 +96,7 @@ class Trading:
         self._budget = r.register_script(_BUDGET)
         self._instruments: dict[str, Instrument] = {}
         self._instruments_at = 0.0
+        self._reference: dict[str, tuple[float, Decimal | None]] = {}  # bounded: instruments
         # Requests waiting for their outcome hold a connection of their own pool, at most
         # MAX_WAITERS at once: a slow execution process cannot starve the pump and the sign-ins
         # of connections; past the cap a command is answered 202 at once.
@@ -113,13 +117,21 @@ class Trading:
         return self._instruments
 
     def reference_price(self, symbol: str) -> Decimal | None:
-        """Return the mid of the latest book ticker of ``symbol`` (None if none is recent)."""
+        """Return the mid of the latest book ticker of ``symbol`` (None if none is recent), as
+        read at most REFERENCE_TTL_S ago. ``symbol`` is a traded instrument (checked before)."""
+        now = time.monotonic()
+        cached = self._reference.get(symbol)
+        if cached is not None and now - cached[0] < REFERENCE_TTL_S:
+            return cached[1]
+        price = None
         stream = self.keys.book(self.keys.shard_of(symbol))
         for _, fields in self.r.xrevrange(stream, count=200):
             raw = orjson.loads(fields[b"d"])
             if raw[2] == symbol:
-                return (Decimal(raw[4]) + Decimal(raw[6])) / 2
-        return None
+                price = (Decimal(raw[4]) + Decimal(raw[6])) / 2
+                break
+        self._reference[symbol] = (now, price)
+        return price
 
     # --- account ------------------------------------------------------------------------------
 
