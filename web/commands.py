@@ -233,12 +233,16 @@ class Trading:
 
     # --- trade commands -----------------------------------------------------------------------
 
-    def execute(self, address: str, action: str, body: Any) -> tuple[int, dict[str, Any]]:
-        """Check and queue one command; return (HTTP status, answer). Raises nothing."""
+    def execute(self, address: str, action: str, body: Any, *, family: str | None = None
+                ) -> tuple[int, dict[str, Any]]:  # fmt: skip
+        """Check and queue one command; return (HTTP status, answer). Raises nothing.
+
+        ``family``: the login of a socket's token, checked to be alive in the same round trip
+        as the first reads (a REST request's token was checked by ``require``)."""
         try:
             if not isinstance(body, dict):
                 raise Refusal("bad_request", "expected a JSON object")
-            return self._execute(address, action, body)
+            return self._execute(address, action, body, family)
         except Refusal as exc:
             rid = body.get("request_id") if isinstance(body, dict) else None
             self.r.xadd(
@@ -258,15 +262,19 @@ class Trading:
             return exc.status, {"ok": False, "error": exc.code, "message": exc.message}
 
     def _execute(
-        self, address: str, action: str, body: dict[str, Any]
+        self, address: str, action: str, body: dict[str, Any], family: str | None = None
     ) -> tuple[int, dict[str, Any]]:
         rid = checks.request_id(body)
-        # One round trip for both reads: in a web process busy with market data, each round trip
-        # may wait for the fan-out's current slice (web/fanout.py).
+        # One round trip for these reads: in a web process busy with market data, each round
+        # trip may wait for the fan-out's current slice (web/fanout.py).
         with self.r.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.order_request(address, rid))
             pipe.hget(self.keys.account(address), "status")
-            done, status = pipe.execute()
+            if family is not None:
+                pipe.exists(self.keys.auth_family(family))
+            done, status, *session = pipe.execute()
+        if session and not session[0]:
+            raise Refusal("token_revoked", "this session was signed out or revoked", 401)
         if done is not None:
             return self._duplicate(address, rid, done.decode())
         if action == "link":

@@ -166,13 +166,14 @@ def on_trade(data: Any = None) -> dict[str, Any]:
         return _no("unauthorized", "sign in first: connect with auth {token}")
     if client.expires_at_s is not None and client.expires_at_s * 1000 < _now_ms():
         return _no("token_expired", "the access token expired: reauth first")
-    if client.family is None or not w.sessions.alive(client.family):
+    if client.family is None:
         return _no("token_revoked", "this session was signed out or revoked")
     action = data.get("action") if isinstance(data, dict) else None
     if action not in ("place", "cancel", "cancel_all", "close", "leverage", "margin_type"):
         return _no("bad_action", "action must be place, cancel, cancel_all, close, leverage or "
                    "margin_type")  # fmt: skip
-    _, answer = w.trading.execute(client.address, str(action), data)
+    # The login is checked alive in the command's first round trip (web/commands.py).
+    _, answer = w.trading.execute(client.address, str(action), data, family=client.family)
     return answer
 
 

@@ -288,3 +288,19 @@ def test_an_hmac_key_that_fails_is_not_stored_and_secrets_leak_nowhere(stack: Tr
         "refused secret": no_futures["secretKey"].encode(), "access token": trader.token.encode(),
     })  # fmt: skip
     trader.close()
+
+
+def test_a_revoked_login_cannot_trade_over_its_still_open_socket(stack: TradeStack) -> None:
+    import jwt
+
+    trader = Trader(stack)
+    family = jwt.decode(trader.token, options={"verify_signature": False})["fam"]
+    command = {"action": "place", "request_id": rid(), "symbol": "BTCUSDT", "side": "BUY",
+               "type": "MARKET", "quantity": "0.01"}  # fmt: skip
+    assert trader.trade(command)["error"] == "no_account"  # alive: the next check speaks
+    # Revoked elsewhere (another tab's logout, a reused refresh token): the socket is told within
+    # 2 s, but a command sent meanwhile is refused already.
+    stack.redis.delete(stack.keys.auth_family(family))
+    refused = trader.trade({**command, "request_id": rid()})
+    assert refused["error"] == "token_revoked", refused
+    trader.close()
