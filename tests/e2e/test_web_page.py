@@ -128,12 +128,15 @@ def test_the_page_lists_symbols_and_shows_candles_live(web_stack: Any, page: Pag
     def trade_streams() -> int:
         return sum(h.get("trade_streams", 0) for h in web_stack.web_health().values())
 
-    assert trade_streams() >= 1
+    def within(seconds: float, check: Any) -> bool:  # health is published every 2 s
+        deadline = time.monotonic() + seconds
+        while not check() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return bool(check())
+
+    assert within(10, lambda: trade_streams() >= 1)
     page.goto("about:blank")
-    deadline = time.monotonic() + 10
-    while trade_streams() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert trade_streams() == 0
+    assert within(10, lambda: trade_streams() == 0)
 
 
 def test_sign_in_with_ethereum_then_log_out(web_stack: Any, page: Page) -> None:
