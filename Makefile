@@ -46,10 +46,15 @@ types: $(STAMP)  ## mypy strict on the product code
 
 check: lint types test  ## every gate: lint, types, tests (CI runs `make test`)
 
-lock:  ## re-resolve requirements.lock from pyproject.toml (needs the network)
+# requirements.lock: everything a developer installs (runtime, demo, dev tools), hash-pinned.
+# requirements.txt: what a deploy installs (Heroku's buildpack reads it), the runtime subset of the
+# same versions, without this machine's index lines.
+lock:  ## re-resolve requirements.lock and requirements.txt from pyproject.toml (needs the network)
 	$(PYTHON) -m venv .lockvenv && .lockvenv/bin/pip install --quiet pip-tools
-	.lockvenv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --extra dev \
-		-o requirements.lock pyproject.toml
+	.lockvenv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--extra dev --extra demo -o requirements.lock pyproject.toml
+	.lockvenv/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-index-url --no-emit-find-links -c requirements.lock -o requirements.txt pyproject.toml
 	rm -rf .lockvenv
 
 clean:  ## remove the venv and caches

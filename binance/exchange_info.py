@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, overload
 
@@ -20,8 +21,13 @@ log = logging.getLogger(__name__)
 
 EXCHANGE_INFO_PATH = "/fapi/v1/exchangeInfo"
 TIMEOUT_S = 10.0
-RETRY_FIRST_S = 1.0  # then doubled after each failure, up to RETRY_CAP_S
-RETRY_CAP_S = 30.0
+# Then doubled after each failure, up to RETRY_CAP_S: short, because at start-up (the demo, a
+# deploy) the exchange or simulator is often seconds away, and the page has no symbols until the
+# consumer has them. One exchangeInfo every 5 s is 1 weight in Binance's 2,400 a minute.
+RETRY_FIRST_S = 0.5
+RETRY_CAP_S = 5.0
+WARN_AFTER_S = 30.0  # waiting longer than this is a problem worth a warning...
+WARN_EVERY_S = 300.0  # ...repeated this often while it lasts
 
 
 def trading_perpetuals(exchange_info: Mapping[str, Any]) -> list[str]:
@@ -95,15 +101,16 @@ def _load(
 ) -> tuple[list[str], dict[str, Any]] | None:
     """Fetch exchangeInfo and resolve the universe, retrying until it answers.
 
-    Until exchangeInfo answers (a connection error, an error status, a body that is not JSON) log
-    a warning and try again, after 1 s, then twice as long each time up to 30 s. Return None if
-    ``stop`` is set first (without it, only the process ending stops the retries).
+    Until exchangeInfo answers (a connection error, an error status, a body that is not JSON) try
+    again, after 0.5 s, then twice as long each time up to 5 s, saying so quietly (_Waiting).
+    Return None if ``stop`` is set first (without it, only the process ending stops the retries).
 
     Raise ConfigError naming ``TP_SYMBOLS`` when a configured symbol is not a trading perpetual:
     no retry will fix that.
     """
     stopped = stop if stop is not None else threading.Event()
     delay = RETRY_FIRST_S
+    waiting = _Waiting(settings)
     with httpx.Client(
         base_url=settings.market.rest_url, timeout=TIMEOUT_S, transport=transport
     ) as http:
@@ -113,12 +120,50 @@ def _load(
                 response.raise_for_status()
                 info = response.json()
             except (httpx.HTTPError, ValueError) as exc:
-                log.warning("exchangeInfo unavailable (%s); retrying in %.0f s", exc, delay)
+                waiting.failed(exc)
                 stopped.wait(delay)
                 delay = min(delay * 2, RETRY_CAP_S)
                 continue
+            waiting.answered()
             try:
                 return resolve_universe(settings.symbols, info), info
             except ValueError as exc:
                 raise ConfigError([("TP_SYMBOLS", str(exc))]) from None
     return None
+
+
+class _Waiting:
+    """Start-up wait for the exchange, told quietly: one line, then a warning only if it lasts.
+
+    In the demo every process starts before the simulator listens, so a refused connection in the
+    first seconds is expected. Past :data:`WARN_AFTER_S` it is not: the warning names the host
+    and what to check.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.market = settings.market
+        self.since: float | None = None
+        self.warned_at = 0.0
+
+    def failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            log.info("waiting for the exchange at %s (%s)", self.market.rest_url, exc)
+            return
+        if now - self.since < WARN_AFTER_S or now - self.warned_at < WARN_EVERY_S:
+            log.debug("exchangeInfo still unavailable: %s", exc)
+            return
+        self.warned_at = now
+        hint = (
+            "is the simulator running (Procfile: simulator)?"
+            if self.market.source == "sim"
+            else f"check TP_MARKET={self.market.source}, TP_REST_URL and the route to that host"
+            " (Binance answers HTTP 451 where it serves no clients)"
+        )
+        log.warning("no answer from the exchange at %s for %.0f s (%s): %s",
+                    self.market.rest_url, now - self.since, exc, hint)  # fmt: skip
+
+    def answered(self) -> None:
+        if self.since is not None:
+            log.info("the exchange at %s answers", self.market.rest_url)

@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from core.errors import ConfigError
 from core.timeframes import Timeframe, parse_timeframe
@@ -144,6 +144,7 @@ class WebSettings:
     login_per_minute_address: int
     ops_addresses: frozenset[str]  # lower-case addresses allowed on the ops page
     proxies: int  # reverse proxies in front (X-Forwarded-For hops to trust; Heroku: 1)
+    metrics_token: str | None  # bearer token for /metrics (None: only an ops sign-in gets it)
 
     @property
     def domain(self) -> str:
@@ -186,6 +187,11 @@ class Settings:
     signals: SignalSettings
     web: WebSettings
     execution: ExecutionSettings
+    # rediss:// only: "verify" checks the server's certificate and host name (against
+    # redis_ca_file when set, else the system's CAs); "no-verify" encrypts without checking, for
+    # providers whose certificates are self-signed (Heroku Key-Value Store).
+    redis_tls: Literal["verify", "no-verify"] = "verify"
+    redis_ca_file: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -197,7 +203,10 @@ class Settings:
         env = os.environ if env is None else env
         r = _Reader(env)
         demo = r.get("TP_DEMO", "0", _parse_bool)
-        source: MarketSource = r.get("TP_MARKET", "sim", _parse_source)
+        # No default outside the demo: a deploy that forgot it must not trade against 127.0.0.1.
+        source: MarketSource = r.get("TP_MARKET", "sim" if demo else None, _parse_source)
+        if source is None and not r.problems_for("TP_MARKET"):
+            r.problems.append(("TP_MARKET", "required outside the demo: sim, testnet or live"))
         rest_default, ws_default = _HOSTS.get(source, _HOSTS["sim"])  # bad source: reported
         market = MarketEndpoints(
             source=source,
@@ -206,6 +215,8 @@ class Settings:
         )
         settings = cls(
             redis_url=r.get("REDIS_URL", None, _url(("redis", "rediss", "unix"))),
+            redis_tls=r.get("TP_REDIS_TLS", "verify", _parse_redis_tls),
+            redis_ca_file=r.get("TP_REDIS_CA_FILE", None, _parse_file),
             port=r.get("PORT", "5000", _int_range(1, 65535)),
             market=market,
             symbols=r.get("TP_SYMBOLS", "all", _parse_symbols),
@@ -281,6 +292,7 @@ class Settings:
             ),
             ops_addresses=r.get("TP_OPS_ADDRESSES", "", _parse_addresses),
             proxies=r.get("TP_WEB_PROXIES", "0", _int_range(0, 10)),
+            metrics_token=r.get("TP_METRICS_TOKEN", None, _parse_metrics_token),
         )
         timeframes = settings.timeframes or ()
         settings = dataclasses.replace(settings, web=web, candles=CandleSettings(
@@ -301,10 +313,24 @@ class Settings:
         return settings
 
     def require_redis_url(self) -> str:
-        """Return REDIS_URL; raise ConfigError when it is unset (only the demo starts a Redis)."""
+        """Return the URL to connect to Redis with; raise ConfigError when REDIS_URL is unset.
+
+        For ``rediss://`` the TLS settings travel as the URL's query (redis-py's ``ssl_cert_reqs``
+        and ``ssl_ca_certs``), so that every client built from it, ours, Dramatiq's broker and the
+        Socket.IO message queue, connects the same way.
+        """
         if self.redis_url is None:
             raise ConfigError([("REDIS_URL", "not set (only `make demo` starts its own Redis)")])
-        return self.redis_url
+        if not self.redis_url.startswith("rediss://"):
+            return self.redis_url
+        query: dict[str, str] = {}
+        if self.redis_tls == "no-verify":
+            query["ssl_cert_reqs"] = "none"
+        elif self.redis_ca_file:
+            query["ssl_ca_certs"] = self.redis_ca_file
+        if not query:
+            return self.redis_url
+        return self.redis_url + ("&" if "?" in self.redis_url else "?") + urlencode(query)
 
     def secret_env(self) -> dict[str, str]:
         """Return the secrets as environment variables, for handing to child processes."""
@@ -339,13 +365,13 @@ KNOWN = frozenset(
             "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS "
             "SIGNAL_CACHE_CANDLES "
             "EXEC_RECV_WINDOW_MS EXEC_TIMEOUT_MS EXEC_KEEPALIVE_S EXEC_RECONCILE_S "
-            "EXEC_STREAM_ROTATE_S "
+            "EXEC_STREAM_ROTATE_S REDIS_TLS REDIS_CA_FILE "
             "TRADE_PER_MINUTE TRADE_REPLY_TIMEOUT_MS TRADE_COMMAND_TTL_MS "
             "WEB_ORIGIN WEB_ORIGINS WEB_BIND SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S "
             "REFRESH_TTL_S "
             "WEB_MAX_SUBSCRIPTIONS WEB_TICK_MS WEB_CLIENT_BACKLOG WEB_SLOW_MS WEB_SEND_BUFFER "
             "WEB_SNAPSHOT_CANDLES LOGIN_PER_MINUTE_IP LOGIN_PER_MINUTE_ADDRESS OPS_ADDRESSES "
-            "WEB_PROXIES"
+            "WEB_PROXIES METRICS_TOKEN"
         ).split()
     }
 )
@@ -385,6 +411,9 @@ class _Reader:
             self.problems.append((var, str(exc)))  # the message never echoes the secret
             return None  # type: ignore[return-value]
 
+    def problems_for(self, var: str) -> bool:
+        return any(v == var for v, _ in self.problems)
+
     def reject_unknown(self) -> None:
         for var in sorted(v for v in self.env if v.startswith(PREFIX) and v not in KNOWN):
             close = difflib.get_close_matches(var, KNOWN, n=1)
@@ -404,6 +433,13 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(f"{raw!r} is not a boolean (use 1/0, true/false)")
 
 
+def _parse_metrics_token(raw: str) -> str:
+    # The message never echoes the token: it is a secret.
+    if not re.fullmatch(r"[A-Za-z0-9._~+/=-]{32,256}", raw):
+        raise ValueError("must be 32 to 256 characters of A-Z a-z 0-9 . _ ~ + / = -")
+    return raw
+
+
 def _parse_addresses(raw: str) -> frozenset[str]:
     out = set()
     for item in filter(None, (a.strip() for a in raw.split(","))):
@@ -411,6 +447,18 @@ def _parse_addresses(raw: str) -> frozenset[str]:
             raise ValueError(f"{item!r} is not an Ethereum address (0x and 40 hex digits)")
         out.add(item.lower())
     return frozenset(out)
+
+
+def _parse_redis_tls(raw: str) -> Literal["verify", "no-verify"]:
+    if raw not in ("verify", "no-verify"):
+        raise ValueError(f"{raw!r} is neither verify nor no-verify")
+    return raw  # type: ignore[return-value]
+
+
+def _parse_file(raw: str) -> str:
+    if not os.path.isfile(raw):
+        raise ValueError(f"no such file: {raw}")
+    return raw
 
 
 def _parse_source(raw: str) -> MarketSource:

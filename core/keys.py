@@ -29,6 +29,7 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:rest:ban-until                      hash     418 ban / 429 backoff end (server ms)
     <ns>:universe                            string   JSON list of the symbols followed
     <ns>:web:health                          hash     web process health, one field per process
+    <ns>:worker:health                       hash     Dramatiq worker health (worker, signals roles)
     <ns>:auth:nonce:<nonce>                  string   an unused SIWE nonce (TTL 5 min)
     <ns>:auth:refresh:<sha256>               hash     a refresh token: family, address, used
     <ns>:auth:family:<family>                hash     a login session: address; gone = revoked
@@ -194,6 +195,10 @@ class Keys:
     def web_health(self) -> str:
         """Hash: web process name -> JSON health (clients, pump, backlog bounds), every 2 s."""
         return f"{self.namespace}:web:health"
+
+    def worker_health(self) -> str:
+        """Hash: Dramatiq process name -> JSON health (role, queues, messages), every 2 s."""
+        return f"{self.namespace}:worker:health"
 
     def auth_nonce(self, nonce: str) -> str:
         return f"{self.namespace}:auth:nonce:{nonce}"

@@ -21,7 +21,15 @@ QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "websockets.client", "rlp.codec")
 
 
 class JsonFormatter(logging.Formatter):
-    """Format a record as one JSON line: ts, level, logger, msg, extra fields, exc."""
+    """Format a record as one JSON line: ts, level, logger, msg, extra fields, exc.
+
+    ``process_type`` tags records that :func:`setup_logging` did not (gunicorn's master process
+    logs before our code is imported: web/gunicorn_conf.py).
+    """
+
+    def __init__(self, process_type: str | None = None) -> None:
+        super().__init__()
+        self.process_type = process_type
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -34,6 +42,8 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD:
                 out[key] = value
+        if self.process_type is not None:
+            out.setdefault("process_type", self.process_type)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()

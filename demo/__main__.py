@@ -9,8 +9,8 @@
    new key-encryption key would leave the stored credentials unreadable.
 3. Start every process type of the Procfile with honcho (prefixed, coloured logs), giving each
    the same REDIS_URL and secrets; the ``simulator`` type runs only when the market is ``sim``.
-4. Ctrl-C or SIGTERM: honcho sends SIGTERM to every child's process group (SIGKILL after 5 s),
-   then the embedded Redis is stopped. Nothing is left running.
+4. Ctrl-C or SIGTERM: honcho sends SIGTERM to every child's process group (SIGKILL after 30 s,
+   Heroku's grace period), then the embedded Redis is stopped. Nothing is left running.
 """
 
 from __future__ import annotations
@@ -23,17 +23,24 @@ import sys
 import threading
 from pathlib import Path
 
+import honcho.manager
 import redis
 from honcho.environ import parse_procfile
 from honcho.manager import Manager
 
+from binance.exchange_info import resolve_universe
 from core.config import Settings, load_settings
 from core.keys import Keys
 from demo.redis_server import RedisServer, RedisServerError
+from release.checks import CheckFailed, check_exchange
+from simulator.instruments import load_exchange_info
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".demo"
 KEPT = ("accounts", "orders")  # user data: the key families a demo restart keeps
+# honcho SIGKILLs what has not stopped 5 s after its SIGTERM; give every process Heroku's 30 s,
+# so that a worker finishes its tasks (--worker-shutdown-timeout 25000) on Ctrl-C too.
+honcho.manager.KILL_WAIT = 30
 
 
 def persisted_secrets(env: dict[str, str], path: Path = DATA / "secrets.json") -> dict[str, str]:
@@ -79,32 +86,38 @@ def process_types(procfile: Path, settings: Settings) -> dict[str, str]:
 
 
 def banner(settings: Settings, redis_url: str, processes: dict[str, str], embedded: bool) -> str:
-    """Return the lines telling the user where to look."""
+    """Return the few lines telling the user where to look first."""
     lines = [f"Redis      {redis_url}" + ("  (embedded, stops on exit)" if embedded else "")]
     if "simulator" in processes:
-        lines.append(
-            f"Simulator  REST {settings.market.rest_url}  websocket {settings.market.ws_url}"
-        )
+        lines.append(f"Market     the simulator: REST {settings.market.rest_url}")
     else:
         lines.append(f"Market     {settings.market.source}: REST {settings.market.rest_url}")
-    if "feeder" in processes:
-        keys = Keys(settings.namespace, settings.stream_shards)
-        lines.append(f"Feed       redis-cli -u {redis_url} HGET {keys.feed_health()} feeder-1of1")
-        lines.append(f"           redis-cli -u {redis_url} XREVRANGE {keys.trades(0)} + - COUNT 5")
-    if "worker" in processes:
-        keys = Keys(settings.namespace, settings.stream_shards)
-        sym = "BTCUSDT"
-        lines.append(f"Candles    redis-cli -u {redis_url} ZRANGE {keys.candles(sym, '1m')} -3 -1")
-        lines.append(
-            f"           redis-cli -u {redis_url} HGETALL {keys.candle_metrics(keys.shard_of(sym))}"
-        )
-        lines.append(f"Signals    redis-cli -u {redis_url} HGETALL {keys.signals(sym, '1m')}")
-        events = keys.signal_events(keys.shard_of(sym))
-        lines.append(f"           redis-cli -u {redis_url} XREVRANGE {events} + - COUNT 5")
     if "web" in processes:
-        lines.append(f"Web        {settings.web.origin}/   (ops page: {settings.web.origin}/ops)")
+        origin = settings.web.origin
+        lines.append(f"Web        {origin}/   the trader's page: chart, signals, trading")
+        if settings.web.ops_addresses:
+            lines.append(f"Ops        {origin}/ops   (sign in with an address of TP_OPS_ADDRESSES)")
+        else:
+            lines.append(f"Ops        {origin}/ops   needs TP_OPS_ADDRESSES=<your wallet address>")
+        lines.append(f"Health     {origin}/api/health   (every process type, feeds, lag)")
+    lines.append("Logs       JSON lines below; TP_LOG_LEVEL=DEBUG for routine ones")
     lines.append(f"Processes  {', '.join(processes) or '(none yet)'}   Ctrl-C stops everything")
     return "\n".join(lines)
+
+
+def preflight(settings: Settings) -> str | None:
+    """Return why the demo cannot start with these settings (checked before anything starts)."""
+    if settings.market.source == "sim":  # the simulator serves the recorded exchangeInfo
+        try:
+            resolve_universe(settings.symbols, load_exchange_info())
+        except ValueError as exc:
+            return f"configuration error: TP_SYMBOLS: {exc}"
+        return None
+    try:
+        check_exchange(settings)
+    except CheckFailed as exc:
+        return f"demo: cannot start: {exc}"
+    return None
 
 
 def main() -> int:
@@ -116,6 +129,10 @@ def main() -> int:
     env = dict(os.environ, TP_DEMO="1")
     env.update(persisted_secrets(env))
     settings = load_settings(env)
+    problem = preflight(settings)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     processes = process_types(ROOT / "Procfile", settings)
     server: RedisServer | None = None
     try:

@@ -106,7 +106,7 @@ def _backfill(
                            metrics={"backfill_dropped": 1}, done=members, later=[])  # fmt: skip
             return
         wait = exc.retry_after_ms or UNAVAILABLE_RETRY_MS
-        log.info("backfill %s %s deferred %d ms: %s", symbol, timeframe, wait, exc)
+        log.debug("backfill %s %s deferred %d ms: %s", symbol, timeframe, wait, exc)
         later = [(time.time_ns() // 1_000_000 + wait, m) for m in members]
         write_exchange(client, script, keys, shard, [], retention={}, updates_maxlen=1,
                        metrics={"backfill_deferred": 1}, done=[], later=later)  # fmt: skip

@@ -18,6 +18,10 @@ What differs from the defaults, and why (stack-notes A):
   (:class:`FinalTraceback`).
 * Bounded trigger queues (:func:`send_bounded`): a message that only says "shard N has work" is
   not sent when its queue already holds a bound of waiting messages.
+* Health: :class:`tasks.health.WorkerHealth` reports each worker process in
+  ``<ns>:worker:health`` like the other process types do in theirs.
+* One stop signal is enough (:class:`tasks.shutdown.OneStopSignal`): Dramatiq's worker process
+  would kill its tasks on a second SIGTERM, which a stop of the whole process group delivers.
 * ``CurrentMessage`` for log context. The worker runs one process (``-p 1``, scale by adding
   processes) with ``--worker-shutdown-timeout 25000``, inside Heroku's 30 s.
 """
@@ -44,6 +48,8 @@ from dramatiq.middleware import (
 from core.config import Settings, load_settings
 from core.keys import Keys
 from core.redis_clients import sync_client
+from tasks.health import WorkerHealth
+from tasks.shutdown import OneStopSignal
 
 MAX_RETRIES = 5
 MIN_BACKOFF_MS = 250
@@ -112,6 +118,8 @@ def make_broker(settings: Settings, *, dead_letters_max: int = DEAD_LETTERS_MAX)
         Retries(max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS),
         CurrentMessage(),
         FinalTraceback(dead_letters_max, keys.dead_letters_trimmed()),
+        WorkerHealth(keys.worker_health()),  # the worker and signals processes' health
+        OneStopSignal(),  # a stop of the whole process group is graceful too
     ]
     return RedisBroker(  # type: ignore[no-untyped-call]
         client=client,

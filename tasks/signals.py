@@ -268,7 +268,7 @@ class ShardSignals:
         first = tf.open_time_ms(last - (short - 1) * tf.ms)
         member = f"{sym}|{tf_name}|{first}|{last}"
         self.client.zadd(keys.repairs(self.shard), {member: now}, nx=True)
-        log.info("signals on %s %s need %d more candles: backfill asked", sym, tf_name, short)
+        log.debug("signals on %s %s need %d more candles: backfill asked", sym, tf_name, short)
 
 
 def _open(member: bytes) -> bool:

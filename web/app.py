@@ -66,7 +66,7 @@ def web() -> Web:
 
 def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     """Build the app for ``settings``; start the fan-out pump unless told not to (unit tests)."""
-    from web import api, auth, ops, sockets, trade_api  # noqa: F401  # sockets registers events
+    from web import api, auth, metrics, ops, probes, sockets, trade_api  # noqa: F401  # sockets registers events
 
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
@@ -154,6 +154,8 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
     app.register_blueprint(trade_api.bp)
+    app.register_blueprint(metrics.bp)  # /metrics
+    app.register_blueprint(probes.bp)  # /livez, /readyz
 
     @app.get("/")
     def index() -> Any:

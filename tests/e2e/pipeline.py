@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARDS = 4
 TIMEFRAMES = "15s,1m,5m"
 # As in the Procfile: candles and backfill in `worker`, signals in a process type of their own.
-WORKER = ["-m", "dramatiq", "tasks.candles", "tasks.backfill", "--queues", "candles", "backfill",
-          "--processes", "1", "--threads", "4", "--worker-shutdown-timeout", "5000"]  # fmt: skip
-SIGNALS = ["-m", "dramatiq", "tasks.signals", "--queues", "signals", "--processes", "1",
+WORKER = ["-m", "tasks", "worker", "tasks.candles", "tasks.backfill", "--queues", "candles",
+          "backfill", "--processes", "1", "--threads", "4",
+          "--worker-shutdown-timeout", "5000"]  # fmt: skip
+SIGNALS = ["-m", "tasks", "signals", "tasks.signals", "--queues", "signals", "--processes", "1",
            "--threads", "2", "--worker-shutdown-timeout", "5000"]  # fmt: skip
 
 

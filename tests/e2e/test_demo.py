@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -20,9 +21,12 @@ import redis
 from core.timeframes import SUPPORTED
 
 ROOT = Path(__file__).resolve().parents[2]
+HONCHO_LINE = re.compile(r"^\d\d:\d\d:\d\d (\S+)\s+\| (.*)$")
 
 
-def start_demo(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+def start_demo(
+    env: dict[str, str], output: list[str] | None = None
+) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "demo"], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -34,7 +38,8 @@ def start_demo(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
         if line.startswith("Processes"):
             break
     # Keep reading: a full pipe would block every process writing its log.
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    sink = output if output is not None else []
+    threading.Thread(target=lambda: sink.extend(proc.stdout or ()), daemon=True).start()
     return proc, lines
 
 
@@ -47,7 +52,8 @@ def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
     from tests.e2e.webstack import free_port
 
     port = free_port()
-    proc, banner = start_demo(clean_env(PORT=str(port)))
+    output: list[str] = []
+    proc, banner = start_demo(clean_env(PORT=str(port)), output)
     try:
         assert any(line.startswith(f"Web        http://localhost:{port}/") for line in banner)
         url = re.search(r"redis://\S+", banner[0])
@@ -61,7 +67,9 @@ def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
                 "-m simulator",
                 "-m feeds",
                 "-m workers.consumer",
-                "-m dramatiq",
+                "-m tasks worker",
+                "-m tasks signals",
+                "-m execution",
                 "gunicorn",
             ),
         )
@@ -73,7 +81,13 @@ def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
         page = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert page.status_code == 200
         assert "<html" in page.text.lower()
-        symbols = httpx.get(f"http://127.0.0.1:{port}/api/symbols", timeout=10).json()
+        # The symbol list comes from the consumer's exchangeInfo, within seconds of the start.
+        deadline = time.monotonic() + 15
+        while True:
+            symbols = httpx.get(f"http://127.0.0.1:{port}/api/symbols", timeout=10).json()
+            if "BTCUSDT" in symbols["symbols"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert "BTCUSDT" in symbols["symbols"], symbols
         # Reachable from this machine only: the web port listens on loopback, nowhere else.
         listening = {c.laddr for child in children if "gunicorn" in " ".join(child.cmdline())
@@ -81,9 +95,18 @@ def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
                      if c.status == psutil.CONN_LISTEN and c.laddr.port == port}  # fmt: skip
         assert {a.ip for a in listening} == {"127.0.0.1"}, listening
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=40) == 0
         _, alive = psutil.wait_procs(children, timeout=10)
         assert alive == []
+        # Every line every process logged is one JSON object (honcho prefixes time and name).
+        time.sleep(0.5)  # the reader thread drains the pipe
+        logged = [m.groups() for m in map(HONCHO_LINE.match, output) if m]
+        assert {name for name, _ in logged} >= {"simulator", "feeder", "worker", "web"}, output
+        for name, line in logged:
+            if name != "system":  # honcho's own lines ("web started (pid=...)")
+                assert line.startswith("{"), line
+                assert json.loads(line)["process_type"] == name, line
+        assert not any("Killing worker process" in line for line in output)
         with pytest.raises(redis.ConnectionError):
             client.ping()
     finally:
@@ -138,4 +161,16 @@ def test_a_bad_setting_stops_the_demo_with_one_line() -> None:
         "configuration error: TP_TIMEFRAMES: unsupported timeframe '2m' (supported: "
         + ", ".join(SUPPORTED)
         + ")"
+    ]
+
+
+def test_a_symbol_the_exchange_does_not_trade_stops_the_demo_before_anything_starts() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "demo"], cwd=ROOT, env=clean_env(TP_SYMBOLS="BTCUSDT,NOPEUSDT"),
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert out.stdout == ""  # no banner: nothing was started
+    assert out.stderr.strip().splitlines() == [
+        "configuration error: TP_SYMBOLS: not trading perpetuals on this exchange: NOPEUSDT"
     ]

@@ -47,7 +47,8 @@ def free_port() -> int:
 
 
 def gunicorn_args(port: int, connections: int = 1000) -> list[str]:
-    return ["-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", str(connections),
+    return ["-m", "gunicorn", "-c", "python:web.gunicorn_conf", "-k", "gevent", "-w", "1",
+            "--worker-connections", str(connections),
             "--graceful-timeout", "5", "--no-control-socket", "-b", f"127.0.0.1:{port}",
             "web.wsgi:app"]  # fmt: skip
 

@@ -31,6 +31,7 @@ def test_rekey_moves_records_to_the_new_key_and_reports_unreadable_ones(
     r.hset(keys.account(A), mapping={"secret": sealed, "status": "linked"})
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("TP_")},
            "REDIS_URL": redis_url, "TP_NAMESPACE": namespace, "TP_JWT_KEYS": "k:" + "x" * 40,
+           "TP_MARKET": "sim",
            "TP_KEY_ENCRYPTION_KEY": f"{new},{old}"}  # fmt: skip
     run = subprocess.run([sys.executable, "-m", "execution.rekey"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=60)  # fmt: skip

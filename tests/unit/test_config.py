@@ -12,7 +12,8 @@ from core.config import Settings
 from core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRETS = {
+SECRETS = {  # the least a deployment must set (with REDIS_URL)
+    "TP_MARKET": "sim",
     "TP_JWT_KEYS": "k1:" + "s" * 32,
     "TP_KEY_ENCRYPTION_KEY": "bJ0vUQ2q6hT3n1xHq4Zb5m9C7yWc3kQe1fVd8sRt2aA=",
 }
@@ -104,11 +105,17 @@ def test_each_malformed_value_is_named_with_what_is_wrong(
 
 
 def test_secrets_are_required_outside_the_demo_and_never_echoed() -> None:
-    found = problems({})
+    found = problems({"TP_MARKET": "sim"})
     assert set(found) == {"TP_JWT_KEYS", "TP_KEY_ENCRYPTION_KEY"}
     assert "required outside the demo" in found["TP_JWT_KEYS"]
     bad_secret = "k1:" + "hunter2"
     assert "hunter2" not in problems({**SECRETS, "TP_JWT_KEYS": bad_secret})["TP_JWT_KEYS"]
+
+
+def test_the_market_is_required_outside_the_demo() -> None:
+    env = {k: v for k, v in SECRETS.items() if k != "TP_MARKET"}
+    assert problems(env) == {"TP_MARKET": "required outside the demo: sim, testnet or live"}
+    assert Settings.from_env({"TP_DEMO": "1"}).market.source == "sim"
 
 
 def test_unknown_prefixed_variable_is_rejected_with_a_suggestion() -> None:
@@ -134,7 +141,7 @@ def test_require_redis_url_names_the_variable() -> None:
 
 def test_start_up_failure_is_one_line_per_problem_and_no_traceback() -> None:
     code = "from core.config import load_settings; load_settings()"
-    env = {"PATH": "/usr/bin:/bin", "TP_MARKET": "mars", **SECRETS}
+    env = {"PATH": "/usr/bin:/bin", **SECRETS, "TP_MARKET": "mars"}
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=False
     )
@@ -202,3 +209,22 @@ def test_the_page_works_at_localhost_and_127_0_0_1_unless_origins_are_configured
     with pytest.raises(ConfigError) as err:
         Settings.from_env({**SECRETS, "TP_WEB_ORIGINS": "https://example.com/page"})
     assert "TP_WEB_ORIGINS" in str(err.value)
+
+
+def test_tls_redis_settings_travel_in_the_connection_url(tmp_path: Path) -> None:
+    plain = Settings.from_env({**SECRETS, "REDIS_URL": "rediss://:pw@h:6380"})
+    assert plain.require_redis_url() == "rediss://:pw@h:6380"  # verified against system CAs
+    heroku = {**SECRETS, "REDIS_URL": "rediss://:pw@h:6380", "TP_REDIS_TLS": "no-verify"}
+    assert Settings.from_env(heroku).require_redis_url() == "rediss://:pw@h:6380?ssl_cert_reqs=none"
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    own_ca = {**SECRETS, "REDIS_URL": "rediss://h:6380/0?db=1", "TP_REDIS_CA_FILE": str(ca)}
+    url = Settings.from_env(own_ca).require_redis_url()
+    assert url == f"rediss://h:6380/0?db=1&ssl_ca_certs={str(ca).replace('/', '%2F')}"
+    # Not TLS: nothing is added.
+    local = {**SECRETS, "REDIS_URL": "redis://h:6379", "TP_REDIS_TLS": "no-verify"}
+    assert Settings.from_env(local).require_redis_url() == "redis://h:6379"
+    assert problems({**SECRETS, "TP_REDIS_TLS": "off", "TP_REDIS_CA_FILE": "/nope"}) == {
+        "TP_REDIS_TLS": "'off' is neither verify nor no-verify",
+        "TP_REDIS_CA_FILE": "no such file: /nope",
+    }

@@ -35,14 +35,21 @@ def test_explicit_list_is_checked_against_the_exchange() -> None:
 
 
 class RecordedWaits(threading.Event):
-    """A stop event that is never set and returns at once, recording how long it was asked."""
+    """A stop event that is never set and returns at once, recording how long it was asked.
 
-    def __init__(self) -> None:
+    The loader's clock moves by each wait, as if it had been waited.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
         super().__init__()
         self.waits: list[float | None] = []
+        self.now = 1000.0
+        if monkeypatch is not None:
+            monkeypatch.setattr("binance.exchange_info.time.monotonic", lambda: self.now)
 
     def wait(self, timeout: float | None = None) -> bool:
         self.waits.append(timeout)
+        self.now += timeout or 0
         return False
 
 
@@ -52,8 +59,9 @@ def settings(symbols: str) -> Settings:
 
 def test_loader_waits_for_the_exchange_then_returns_the_configured_symbols(
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    answers = iter(["down", 503, "not json", 503, 503, 503, 200])
+    answers = iter(["down", 503, "not json", *[503] * 8, 200])
     requests: list[str] = []
 
     def exchange(request: httpx.Request) -> httpx.Response:
@@ -65,16 +73,24 @@ def test_loader_waits_for_the_exchange_then_returns_the_configured_symbols(
             return httpx.Response(200, content=b"<html>")
         return httpx.Response(answer, content=orjson.dumps(exchange_info()))
 
-    stop = RecordedWaits()
-    with caplog.at_level(logging.WARNING):
+    stop = RecordedWaits(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="binance.exchange_info"):
         symbols = load_universe(
             settings("ETHUSDT,BTCUSDT"), stop=stop, transport=httpx.MockTransport(exchange)
         )
     assert symbols == ["ETHUSDT", "BTCUSDT"]
-    assert requests == ["/fapi/v1/exchangeInfo"] * 7
-    assert stop.waits == [1, 2, 4, 8, 16, 30]
-    assert all(m.startswith("exchangeInfo unavailable") for m in caplog.messages)
-    assert len(caplog.messages) == 6
+    assert requests == ["/fapi/v1/exchangeInfo"] * 12
+    assert stop.waits == [0.5, 1, 2, 4, 5, 5, 5, 5, 5, 5, 5]
+    # Quietly: one line when the wait starts, one warning once it lasted past 30 s (naming the
+    # host and what to check), one line when the exchange answers; the rest at DEBUG.
+    assert [(r.levelname, r.getMessage()[:60]) for r in caplog.records] == [
+        ("INFO", "waiting for the exchange at http://127.0.0.1:8765 (connectio"),
+        ("WARNING", "no answer from the exchange at http://127.0.0.1:8765 for 32 "),
+        ("INFO", "the exchange at http://127.0.0.1:8765 answers"),
+    ]
+    assert (
+        caplog.records[1].getMessage().endswith("is the simulator running (Procfile: simulator)?")
+    )
 
 
 def test_loader_stops_at_once_on_a_symbol_the_exchange_does_not_trade() -> None:

@@ -8,6 +8,10 @@
 // Destructive actions: one row's retry goes at once; a delete, and any action on a selection,
 // asks for confirmation first. A selection is sent in batches of at most BATCH ids (the server's
 // limit), one batch after another, and the page reports what the server did with each id.
+// "All matching" sweeps every failed message (or dead entry) the filters match, not only the rows
+// shown: after one confirmation the server acts on one batch per call and answers a cursor for
+// the next, until none is left (ops/failed.py, ops/dead.py). The page reloads itself every
+// REFRESH_MS while "auto-refresh" is ticked; a list with rows selected is left as it is.
 
 import { ApiError, request } from "./http.js";
 import { acrossTabs, walletLogin } from "./auth.js";
@@ -16,6 +20,8 @@ const STATEMENT = "Sign in to the tradepipe ops page.";
 const BATCH = 100; // web/ops.py MAX_BATCH
 const MAX_SELECTION = 500; // web/ops.py MAX_LIST: at most one listing per confirmation
 const BATCHED = `They are sent in batches of at most ${BATCH}.`;
+const REFRESH_MS = 5_000;
+const ROLES = ["feeders", "consumers", "workers", "signals", "web", "execution"]; // Procfile types
 
 let token = null;
 let failedRows = [];
@@ -51,6 +57,7 @@ function accept(grant) {
   $("signin").hidden = true;
   $("logout").hidden = false;
   $("reload").hidden = false;
+  $("auto-label").hidden = false;
   $("content").hidden = false;
 }
 
@@ -60,6 +67,7 @@ function signedOut(reason) {
   $("signin").hidden = false;
   $("logout").hidden = true;
   $("reload").hidden = true;
+  $("auto-label").hidden = true;
   $("content").hidden = true;
   notice(reason ?? "signed out", reason ? "error" : "");
 }
@@ -169,7 +177,7 @@ async function loadHealth() {
   const h = await api("health");
   $("health-at").textContent = `at ${utc(h.now)}; stale after ${h.stale_after_ms / 1000} s`;
   const rows = [];
-  for (const role of ["feeders", "consumers", "web"]) {
+  for (const role of ROLES) {
     const reports = Object.entries(h[role] ?? {});
     if (reports.length === 0) {
       const none = el("td", { class: "stale", text: "none reporting", colSpan: 4 });
@@ -210,11 +218,26 @@ async function loadHealth() {
         {},
         el("td", { text: s.shard }),
         el("td", { class: s.dead ? "num error" : "num", text: s.dead }),
+        ...["trades", "klines", "gaps"].map((name) => lagCell(s.streams?.[name])),
+        el("td", { class: "num", text: pendingOf(s.streams) }),
         el("td", { class: "mono" }, metrics(s.candle_metrics)),
         el("td", { class: "mono" }, metrics(s.signal_metrics)),
       ),
     ),
   );
+}
+
+/** A stream's lag as a number (its group's undelivered entries); "?" when Redis cannot tell. */
+function lagCell(stream) {
+  if (!stream) return el("td", { class: "num", text: "–" });
+  const lag = stream.lag ?? "?";
+  const title = `${stream.group}: length ${stream.length}, pending ${stream.pending ?? "–"}`;
+  return el("td", { class: stream.lag ? "num error" : "num", text: String(lag), title });
+}
+
+function pendingOf(streams) {
+  const pending = Object.values(streams ?? {}).map((s) => s.pending ?? 0);
+  return String(pending.reduce((a, b) => a + b, 0));
 }
 
 // --- failed Dramatiq messages ---------------------------------------------------------------
@@ -317,7 +340,8 @@ async function loadDead() {
   const args = new URLSearchParams({ limit: $("dead-limit").value || "100" });
   if ($("dead-shard").value) args.set("shard", $("dead-shard").value);
   const data = await api(`dead?${args}`);
-  deadRows = data.dead;
+  const kind = $("dead-stream").value;
+  deadRows = kind ? data.dead.filter((row) => (row.stream ?? "").endsWith(`:${kind}`)) : data.dead;
   if (!$("dead-shard").value) fillSelect($("dead-shard"), Object.keys(data.totals));
   $("dead-totals").textContent =
     Object.entries(data.totals).map(([s, n]) => `shard ${s}: ${n}`).join(" · ") +
@@ -350,6 +374,64 @@ async function actOnDead(action, rows, ask) {
     action === "retry" ? `Put ${what} ${back}? ${BATCHED}` : `Delete ${what}? ${BATCHED}`;
   const send = (shard, ids) => api(`dead/${action}`, { shard, ids });
   await run(ask, question, `dead ${action}`, groups, send);
+  await Promise.all([loadDead(), loadHealth(), loadAudit()]);
+}
+
+// --- "all matching": a sweep in batches, continued by the server's cursor ---------------------
+
+async function sweep(label, targets, call) {
+  const tally = {};
+  try {
+    for (const target of targets) {
+      let cursor = null;
+      do {
+        const reply = await call(target, cursor);
+        for (const [result, n] of Object.entries(reply.counts)) {
+          tally[result] = (tally[result] ?? 0) + n;
+        }
+        cursor = reply.next;
+        notice(`${label}: ${counts(tally)}…`);
+      } while (cursor);
+    }
+    notice(`${label}: ${counts(tally)}`);
+  } catch (err) {
+    notice(`${label} stopped: ${err.message} (done so far: ${counts(tally)})`, "error");
+  }
+}
+
+async function failedMatching(action) {
+  const queue = $("failed-queue").value;
+  const actor = $("failed-actor").value.trim();
+  const queues = queue ? [queue] : [...$("failed-queue").options].map((o) => o.value).filter(Boolean);
+  const verb = action === "retry" ? "Retry" : "Delete";
+  const which = `${actor ? `of actor ${actor} ` : ""}in ${queue || "every queue"}`;
+  if (!(await confirmDialog(`${verb} every failed message ${which}, not only those shown? ${BATCHED}`))) {
+    return;
+  }
+  const before = Date.now(); // a message failing again after its retry is not retried twice
+  await sweep(`failed ${action} (all matching)`, queues, (q, cursor) =>
+    api(`failed/${action}-matching`, { queue: q, actor: actor || null, before, cursor }),
+  );
+  await Promise.all([loadFailed(), loadHealth(), loadAudit()]);
+}
+
+async function deadMatching(action) {
+  const shard = $("dead-shard").value;
+  const stream = $("dead-stream").value || null;
+  const shards = shard ? [shard] : [...$("dead-shard").options].map((o) => o.value).filter(Boolean);
+  const verb = action === "retry" ? "Put back" : "Delete";
+  const which = `${stream ? `from ${stream} ` : ""}in ${shard ? `shard ${shard}` : "every shard"}`;
+  if (!(await confirmDialog(`${verb} every dead-lettered entry ${which}, not only those shown? ${BATCHED}`))) {
+    return;
+  }
+  const ends = {};
+  for (const s of shards) {
+    const newest = await api(`dead?shard=${s}&limit=1`);
+    if (newest.dead.length) ends[s] = newest.dead[0].id; // entries dead-lettered later wait
+  }
+  await sweep(`dead ${action} (all matching)`, Object.keys(ends), (s, cursor) =>
+    api(`dead/${action}-matching`, { shard: Number(s), stream, until: ends[s], cursor }),
+  );
   await Promise.all([loadDead(), loadHealth(), loadAudit()]);
 }
 
@@ -435,6 +517,24 @@ async function loadAll() {
   else if (token) notice(`loaded at ${utc(Date.now())}`);
 }
 
+/** The periodic reload: skipped while signed out, paused, a dialog is open or a load runs. */
+let refreshing = false;
+async function refresh() {
+  if (!token || !$("auto").checked || $("confirm").open || refreshing) return;
+  refreshing = true;
+  try {
+    const loads = [loadHealth(), loadSignalErrors(), loadAudit()];
+    // A list with rows selected stays as it is: the operator is about to act on them.
+    if (!selected("failed", failedRows).length) loads.push(loadFailed());
+    if (!selected("dead", deadRows).length) loads.push(loadDead());
+    await Promise.all(loads);
+  } catch (err) {
+    if (token) notice(`auto-refresh: ${err.message}`, "error");
+  } finally {
+    refreshing = false;
+  }
+}
+
 // --- wiring ---------------------------------------------------------------------------------
 
 function wire() {
@@ -448,6 +548,11 @@ function wire() {
     }
   });
   $("logout").addEventListener("click", () => logout());
+  for (const action of ["retry", "delete"]) {
+    $(`failed-${action}-matching`).addEventListener("click", () => failedMatching(action));
+    $(`dead-${action}-matching`).addEventListener("click", () => deadMatching(action));
+  }
+  setInterval(refresh, REFRESH_MS);
   $("reload").addEventListener("click", () => loadAll());
   $("failed-filter").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -1,0 +1,1 @@
+"""The release phase: checks a deploy before its processes start (Procfile: release)."""

@@ -1,0 +1,118 @@
+"""The release checks (``python -m release``): each returns a line, or raises CheckFailed."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from binance.exchange_info import EXCHANGE_INFO_PATH, resolve_universe
+from core.config import Settings
+from core.keys import Keys
+from core.redis_clients import sync_client
+from core.vault import Vault
+
+CREDENTIAL_FIELDS = ("secret", "candidate", "keypair")
+EXCHANGE_TIMEOUT_S = 10.0
+
+
+class CheckFailed(Exception):
+    """A check's reason, printed as ``FAIL <check>: <reason>``."""
+
+
+def redis_host(url: str) -> str:
+    """Return ``scheme://host:port`` of a Redis URL: never its password."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
+
+
+def check_redis(settings: Settings) -> str:
+    url = settings.require_redis_url()
+    client = sync_client(url, max_connections=1, client_name="release")
+    try:
+        client.ping()
+        version = client.info("server").get("redis_version", "?")
+    except Exception as exc:
+        hint = (
+            " (a self-signed certificate: set TP_REDIS_TLS=no-verify, or TP_REDIS_CA_FILE)"
+            if "CERTIFICATE" in str(exc).upper()
+            else ""
+        )
+        raise CheckFailed(f"{redis_host(url)} does not answer: {exc}{hint}") from None
+    finally:
+        client.close()
+    return f"Redis {version} at {redis_host(url)}"
+
+
+def check_credentials(settings: Settings) -> str:
+    keys = Keys(settings.namespace, settings.stream_shards)
+    vault = Vault.from_setting(settings.namespace, settings.key_encryption_key)
+    configured = {kid for kid, _ in vault.keys}
+    client: Any = sync_client(settings.require_redis_url(), max_connections=1,
+                              client_name="release")  # fmt: skip
+    seen = 0
+    missing: dict[str, int] = {}
+    try:
+        for key in client.scan_iter(match=keys.accounts_pattern(), count=500):
+            for token in client.hmget(key, CREDENTIAL_FIELDS):
+                if token is None:
+                    continue
+                seen += 1
+                kid = vault.kid_of(token.decode())
+                if kid not in configured:
+                    missing[kid] = missing.get(kid, 0) + 1
+    finally:
+        client.close()
+    if missing:
+        which = ", ".join(f"{n} under {kid!r}" for kid, n in sorted(missing.items()))
+        raise CheckFailed(
+            f"stored credentials use key ids TP_KEY_ENCRYPTION_KEY no longer holds ({which}): put"
+            " the old key back after the new one, run `python -m execution.rekey`, then drop it"
+        )
+    return f"{seen} stored credentials, all under configured keys"
+
+
+def check_formulas(settings: Settings) -> str:
+    for module in settings.signals.modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            raise CheckFailed(f"TP_FORMULA_MODULES: {module} does not import: {exc!r}") from None
+    return f"{len(settings.signals.modules)} formula modules import"
+
+
+def check_exchange(settings: Settings) -> str:
+    market = settings.market
+    if market.source == "sim":
+        return "exchange: the simulator (a process type of this deploy), not checked"
+    url = market.rest_url + EXCHANGE_INFO_PATH
+    try:
+        response = httpx.get(url, timeout=EXCHANGE_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        raise CheckFailed(
+            f"{market.rest_url} does not answer ({exc!r}): check TP_MARKET={market.source},"
+            " TP_REST_URL and the network route to it"
+        ) from None
+    if response.status_code == 451:
+        raise CheckFailed(
+            f"{market.rest_url} answered 451: Binance serves no client from this location;"
+            " run the deploy in a region it serves"
+        )
+    if response.status_code != 200:
+        raise CheckFailed(f"{url} answered HTTP {response.status_code}")
+    try:
+        universe = resolve_universe(settings.symbols, response.json())
+    except ValueError as exc:
+        raise CheckFailed(f"TP_SYMBOLS: {exc}") from None
+    return f"exchange {market.rest_url}: {len(universe)} symbols to follow"
+
+
+CHECKS: tuple[tuple[str, Callable[[Settings], str]], ...] = (
+    ("redis", check_redis),
+    ("credentials", check_credentials),
+    ("formulas", check_formulas),
+    ("exchange", check_exchange),
+)
