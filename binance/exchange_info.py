@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, overload
 
@@ -16,6 +15,7 @@ import httpx
 
 from core.config import Settings
 from core.errors import ConfigError
+from core.logs import QuietWait
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,6 @@ TIMEOUT_S = 10.0
 # consumer has them. One exchangeInfo every 5 s is 1 weight in Binance's 2,400 a minute.
 RETRY_FIRST_S = 0.5
 RETRY_CAP_S = 5.0
-WARN_AFTER_S = 30.0  # waiting longer than this is a problem worth a warning...
-WARN_EVERY_S = 300.0  # ...repeated this often while it lasts
 
 
 def trading_perpetuals(exchange_info: Mapping[str, Any]) -> list[str]:
@@ -84,13 +82,25 @@ def load_universe(
 
 
 def load_exchange_info(
-    settings: Settings, *, transport: httpx.BaseTransport | None = None
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    transport: httpx.BaseTransport | None = None,
 ) -> tuple[list[str], dict[str, Any]]:
-    """Return (the universe, the whole exchangeInfo body): for the trading filters."""
-    loaded = _load(settings, stop=None, transport=transport)
-    if loaded is None:  # only a stop event ends the retries, and none was given
-        raise RuntimeError("exchangeInfo loading stopped")
+    """Return (the universe, the whole exchangeInfo body): for the trading filters.
+
+    Raise :class:`Stopped` if ``stop`` is set before exchangeInfo answers: a process stopping
+    while the exchange is unreachable must not wait for it (asyncio.run joins the thread this
+    runs in).
+    """
+    loaded = _load(settings, stop=stop, transport=transport)
+    if loaded is None:
+        raise Stopped("exchangeInfo loading stopped")
     return loaded
+
+
+class Stopped(Exception):
+    """The wait for exchangeInfo was stopped before it answered."""
 
 
 def _load(
@@ -102,15 +112,23 @@ def _load(
     """Fetch exchangeInfo and resolve the universe, retrying until it answers.
 
     Until exchangeInfo answers (a connection error, an error status, a body that is not JSON) try
-    again, after 0.5 s, then twice as long each time up to 5 s, saying so quietly (_Waiting).
-    Return None if ``stop`` is set first (without it, only the process ending stops the retries).
+    again, after 0.5 s, then twice as long each time up to 5 s, saying so quietly
+    (core.logs.QuietWait). Return None if ``stop`` is set first (without it, only the process
+    ending stops the retries).
 
     Raise ConfigError naming ``TP_SYMBOLS`` when a configured symbol is not a trading perpetual:
     no retry will fix that.
     """
     stopped = stop if stop is not None else threading.Event()
     delay = RETRY_FIRST_S
-    waiting = _Waiting(settings)
+    market = settings.market
+    hint = (
+        "is the simulator running (Procfile: simulator)?"
+        if market.source == "sim"
+        else f"check TP_MARKET={market.source}, TP_REST_URL and the route to that host"
+        " (Binance answers HTTP 451 where it serves no clients)"
+    )
+    waiting = QuietWait(log, "the exchange", market.rest_url, hint)
     with httpx.Client(
         base_url=settings.market.rest_url, timeout=TIMEOUT_S, transport=transport
     ) as http:
@@ -130,40 +148,3 @@ def _load(
             except ValueError as exc:
                 raise ConfigError([("TP_SYMBOLS", str(exc))]) from None
     return None
-
-
-class _Waiting:
-    """Start-up wait for the exchange, told quietly: one line, then a warning only if it lasts.
-
-    In the demo every process starts before the simulator listens, so a refused connection in the
-    first seconds is expected. Past :data:`WARN_AFTER_S` it is not: the warning names the host
-    and what to check.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.market = settings.market
-        self.since: float | None = None
-        self.warned_at = 0.0
-
-    def failed(self, exc: Exception) -> None:
-        now = time.monotonic()
-        if self.since is None:
-            self.since = now
-            log.info("waiting for the exchange at %s (%s)", self.market.rest_url, exc)
-            return
-        if now - self.since < WARN_AFTER_S or now - self.warned_at < WARN_EVERY_S:
-            log.debug("exchangeInfo still unavailable: %s", exc)
-            return
-        self.warned_at = now
-        hint = (
-            "is the simulator running (Procfile: simulator)?"
-            if self.market.source == "sim"
-            else f"check TP_MARKET={self.market.source}, TP_REST_URL and the route to that host"
-            " (Binance answers HTTP 451 where it serves no clients)"
-        )
-        log.warning("no answer from the exchange at %s for %.0f s (%s): %s",
-                    self.market.rest_url, now - self.since, exc, hint)  # fmt: skip
-
-    def answered(self) -> None:
-        if self.since is not None:
-            log.info("the exchange at %s answers", self.market.rest_url)

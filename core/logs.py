@@ -68,3 +68,37 @@ def setup_logging(level: str, *, process: str) -> None:
     # every step at DEBUG: neither is ours to report, and both would drown what is.
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+class QuietWait:
+    """A start-up wait for a dependency, told quietly: one line, a warning only if it lasts.
+
+    Processes start together (the demo, a deploy), so a dependency that refuses the first
+    seconds is expected and worth one INFO line. Past ``warn_after_s`` it is a problem: a
+    warning names the host and ``hint`` (what to check or set), repeated every ``warn_every_s``
+    while it lasts. Every other failure goes to DEBUG.
+    """
+
+    def __init__(self, log: logging.Logger, what: str, where: str, hint: str, *,
+                 warn_after_s: float = 30.0, warn_every_s: float = 300.0) -> None:  # fmt: skip
+        self.log, self.what, self.where, self.hint = log, what, where, hint
+        self.warn_after_s, self.warn_every_s = warn_after_s, warn_every_s
+        self.since: float | None = None
+        self.warned_at = -float("inf")
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            self.log.info("waiting for %s at %s (%s)", self.what, self.where, exc)
+            return
+        if now - self.since < self.warn_after_s or now - self.warned_at < self.warn_every_s:
+            self.log.debug("%s still unavailable: %s", self.what, exc)
+            return
+        self.warned_at = now
+        self.log.warning("no answer from %s at %s for %.0f s (%s): %s",
+                         self.what, self.where, now - self.since, exc, self.hint)  # fmt: skip
+
+    def answered(self) -> None:
+        if self.since is not None:
+            self.log.info("%s at %s answers", self.what, self.where)

@@ -18,7 +18,10 @@ hiredis is installed (``redis[hiredis]``) and picked up automatically for reply 
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
@@ -27,6 +30,7 @@ import redis.retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from core.errors import RedisSetupError
+from core.logs import QuietWait
 
 MAX_BLOCK_MS = 2_000  # the longest BLOCK any of our XREAD/XREADGROUP calls may ask for
 SOCKET_TIMEOUT_S = 10.0  # > MAX_BLOCK_MS, with room for a slow reply
@@ -84,3 +88,44 @@ def async_client(
         **_options(client_name, asyncio=True),
     )
     return redis.asyncio.Redis(connection_pool=pool)
+
+
+def redacted(url: str) -> str:
+    """Return ``scheme://host:port/db`` of a Redis URL, for logs and messages: never a password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
+def wait_for_redis(url: str, stop: threading.Event | None = None) -> bool:
+    """Return True once Redis at ``url`` answers PING; False if ``stop`` is set first.
+
+    Start-up only, so that a process started before its Redis (a deploy, a Redis restart) waits
+    quietly instead of dying with a traceback: one line, then a warning naming the host and what
+    to set if it lasts (:class:`core.logs.QuietWait`). Retries after 0.5 s, doubling up to 5 s.
+    """
+    stopped = stop if stop is not None else threading.Event()
+    probe = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                 socket_timeout=CONNECT_TIMEOUT_S, protocol=2)  # fmt: skip
+    hint = "check REDIS_URL" + (
+        " (a self-signed certificate: TP_REDIS_TLS=no-verify or TP_REDIS_CA_FILE)"
+        if url.startswith("rediss://")
+        else ""
+    )
+    waiting = QuietWait(logging.getLogger(__name__), "Redis", redacted(url), hint)
+    delay = 0.5
+    try:
+        while not stopped.is_set():
+            try:
+                probe.ping()
+            except (redis.RedisError, OSError) as exc:
+                waiting.failed(exc)
+                stopped.wait(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            waiting.answered()
+            return True
+        return False
+    finally:
+        probe.close()

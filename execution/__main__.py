@@ -17,7 +17,7 @@ import sys
 from core.config import load_settings
 from core.errors import ConfigError
 from core.logs import setup_logging
-from core.redis_clients import async_client
+from core.redis_clients import async_client, wait_for_redis
 from execution.service import ExecutionService
 
 log = logging.getLogger("execution")
@@ -39,6 +39,7 @@ def main() -> int:
     args = parser.parse_args()
     settings = load_settings()
     setup_logging(settings.log_level, process="execution")
+    wait_for_redis(settings.require_redis_url())
     client = async_client(settings.require_redis_url(), max_connections=32, client_name="execution")
     try:
         asyncio.run(main_async(ExecutionService(settings, client, consumer=args.name)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -93,7 +94,11 @@ class ExecutionService:
         self._stopping.set()
 
     async def _publish_instruments(self) -> None:
-        symbols, info = await asyncio.to_thread(load_exchange_info, self.settings)
+        stop = threading.Event()
+        try:
+            symbols, info = await asyncio.to_thread(load_exchange_info, self.settings, stop=stop)
+        finally:
+            stop.set()  # cancelled (SIGTERM) while the exchange is unreachable: end the retries
         wanted = set(symbols)
         items = [
             Instrument.from_exchange(e)

@@ -19,7 +19,7 @@ from binance.exchange_info import load_universe
 from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.logs import setup_logging
-from core.redis_clients import async_client
+from core.redis_clients import async_client, wait_for_redis
 from feeds.feeder import Feeder
 
 log = logging.getLogger("feeds")
@@ -57,6 +57,7 @@ def main() -> int:
     args = parser.parse_args()
     settings = load_settings()
     setup_logging(settings.log_level, process="feeder")
+    wait_for_redis(settings.require_redis_url())
     try:
         symbols = shard_symbols(load_universe(settings), *args.shard)
         asyncio.run(main_async(settings, symbols, args.shard))

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
 from binance.exchange_info import EXCHANGE_INFO_PATH, resolve_universe
 from core.config import Settings
 from core.keys import Keys
-from core.redis_clients import sync_client
+from core.redis_clients import redacted, sync_client
 from core.vault import Vault
 
 CREDENTIAL_FIELDS = ("secret", "candidate", "keypair")
@@ -21,12 +20,6 @@ EXCHANGE_TIMEOUT_S = 10.0
 
 class CheckFailed(Exception):
     """A check's reason, printed as ``FAIL <check>: <reason>``."""
-
-
-def redis_host(url: str) -> str:
-    """Return ``scheme://host:port`` of a Redis URL: never its password."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
 
 
 def check_redis(settings: Settings) -> str:
@@ -41,10 +34,10 @@ def check_redis(settings: Settings) -> str:
             if "CERTIFICATE" in str(exc).upper()
             else ""
         )
-        raise CheckFailed(f"{redis_host(url)} does not answer: {exc}{hint}") from None
+        raise CheckFailed(f"{redacted(url)} does not answer: {exc}{hint}") from None
     finally:
         client.close()
-    return f"Redis {version} at {redis_host(url)}"
+    return f"Redis {version} at {redacted(url)}"
 
 
 def check_credentials(settings: Settings) -> str:

@@ -44,7 +44,7 @@ from core.config import Settings, load_settings
 from core.errors import ConfigError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_BACKFILL, GROUP_CANDLES, Keys
 from core.logs import setup_logging
-from core.redis_clients import MAX_BLOCK_MS, sync_client
+from core.redis_clients import MAX_BLOCK_MS, sync_client, wait_for_redis
 from core.schemas import Gap, decode
 from core.timeframes import Timeframe
 from tasks.backfill import backfill_klines
@@ -479,6 +479,7 @@ def main() -> int:
     args = parser.parse_args()
     settings = load_settings()
     setup_logging(settings.log_level, process="consumer")
+    wait_for_redis(settings.require_redis_url())
     shards = parse_shards(args.shard, settings.stream_shards)
     serve(settings, shards, args.name or consumer_name())
     return 0

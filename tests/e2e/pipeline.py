@@ -7,6 +7,7 @@ output in the test's temporary directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -100,8 +101,13 @@ class Pipeline:
         return [self.feeder, self.consumer, self.worker, self.signals]
 
     def stop(self) -> None:
-        for s in self.services():
-            s.stop()
+        """SIGTERM to every service at once (as a dyno stop does), then wait for each."""
+        services = [s for s in self.services() if s.alive()]
+        for s in services:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(s.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+        for s in services:
+            s.stop()  # already signalled: waits, then SIGKILL after its grace
 
     def metrics(self) -> dict[str, int]:
         """The candle stage's counters, summed over the shards."""

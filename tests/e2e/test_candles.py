@@ -247,10 +247,11 @@ def test_backfill_answers_a_429_by_stopping_and_is_never_banned(
 ) -> None:
     """History for 40 symbols x 3 timeframes, with our budget set above the exchange's limit.
 
-    The exchange's weight window is shortened from a minute to 10 s to keep the test short.
+    The exchange's weight window is shortened from a minute to 5 s to keep the test short (the
+    history still needs several windows, so the budget runs into the limit).
     """
     sim = sim_factory(rate=0.0, symbol_count=40, weight_limit=60, ban_after=2,
-                      weight_window_s=10)  # fmt: skip
+                      weight_window_s=5)  # fmt: skip
     p = start_pipeline(sim, TP_REST_WEIGHT_BUDGET="1000", TP_TIMEFRAMES="1m,3m,5m")
     p.wait_for("history fetched", lambda: p.metrics().get("backfill_requests", 0) >= 120,
                timeout_s=90)  # fmt: skip

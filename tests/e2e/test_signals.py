@@ -23,13 +23,15 @@ from tests.e2e.pipeline import Pipeline
 
 PLUGIN = "tests.e2e.plugins.acme_formulas"
 HISTORY = 12  # closed values kept per series and signal: the run makes more
-# Candles the signals worker caches, 60 per shard (4 shards): a 1 s series needs 33, and shard 0
-# holds two symbols (ETHUSDT, XRPUSDT), so its windows are evicted and read again all the time
-# while the other shards keep theirs. The values must not tell the difference.
-CACHE = 240
-# Small windows on 1 s candles, so that they fill within seconds.
-PARAMS = {"ema_cross": {"fast": 3, "slow": 5}, "rsi": {"period": 5}, "macd": {"fast": 3, "slow": 6,
-          "signal": 3}, "bollinger": {"period": 5}, "donchian": {"period": 5},
+# Candles the signals worker caches, 40 per shard (4 shards): a 1 s series needs 22 (the longest
+# window, RSI's 16, + CATCH_UP 5 + the open candle), and shard 0 holds two symbols (ETHUSDT,
+# XRPUSDT), so its windows are evicted and read again all the time while the other shards keep
+# theirs. The values must not tell the difference.
+CACHE = 160
+# Small windows on 1 s candles, so that they fill within seconds (the longest, 16, sets how long
+# the run waits for every signal's first value).
+PARAMS = {"ema_cross": {"fast": 3, "slow": 5}, "rsi": {"period": 3}, "macd": {"fast": 2, "slow": 3,
+          "signal": 2}, "bollinger": {"period": 5}, "donchian": {"period": 5},
           "vwap_deviation": {"period": 5, "threshold": 0.0005}}  # fmt: skip
 
 
@@ -72,7 +74,8 @@ def test_signals_never_repaint_and_a_bad_formula_hurts_no_other(
                        TP_SIGNAL_CACHE_CANDLES=str(CACHE))  # fmt: skip
     symbols = [i.symbol for i in sim.sim.model.instruments]
     sim.admin("POST", "/sim/rate", {"rate": 60})
-    longest = [p.keys.signal_history(s, "1s", "macd_1s") for s in symbols]  # 27 candles
+    slowest = max(PARAMS, key=lambda f: resolve(f).window(PARAMS[f]))  # rsi: 16 candles
+    longest = [p.keys.signal_history(s, "1s", f"{slowest}_1s") for s in symbols]
     p.wait_for("every signal's first closed value",
                lambda: all(p.redis.exists(k) for k in longest), timeout_s=90)  # fmt: skip
 

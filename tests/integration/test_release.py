@@ -74,6 +74,6 @@ def test_an_unreachable_redis_is_named_without_its_password() -> None:
     run = release(REDIS_URL=f"redis://:hunter2-pass@127.0.0.1:{port}/0", TP_MARKET="sim",
                   TP_JWT_KEYS="k:" + "x" * 40, TP_KEY_ENCRYPTION_KEY=kek("k"))  # fmt: skip
     assert run.returncode == 1
-    assert f"FAIL redis: redis://127.0.0.1:{port} does not answer" in run.stdout
+    assert f"FAIL redis: redis://127.0.0.1:{port}/0 does not answer" in run.stdout
     assert "hunter2" not in run.stdout + run.stderr
     assert "credentials" not in run.stdout  # not tried without Redis

@@ -45,7 +45,7 @@ class RecordedWaits(threading.Event):
         self.waits: list[float | None] = []
         self.now = 1000.0
         if monkeypatch is not None:
-            monkeypatch.setattr("binance.exchange_info.time.monotonic", lambda: self.now)
+            monkeypatch.setattr("core.logs.time.monotonic", lambda: self.now)
 
     def wait(self, timeout: float | None = None) -> bool:
         self.waits.append(timeout)
