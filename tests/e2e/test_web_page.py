@@ -138,6 +138,18 @@ def test_the_page_lists_symbols_and_shows_candles_live(web_stack: Any, page: Pag
     page.goto("about:blank")
     assert within(10, lambda: trade_streams() == 0)
 
+    # The feed stops (the exchange unreachable, the feeder down): a connected socket must not
+    # pass for live data. The status line says so and why, and recovers with the feed.
+    page.goto(web_stack.base_url + "/")
+    expect(page.locator("#status")).to_have_text("connected")
+    web_stack.pipeline.feeder.stop()
+    expect(page.locator("#status")).to_have_text(
+        re.compile(r"^connected · no market data for \d+ s: no feed process is running$"),
+        timeout=35_000,
+    )
+    web_stack.pipeline.feeder.start()
+    expect(page.locator("#status")).to_have_text("connected", timeout=LIVE_MS)
+
 
 def test_sign_in_with_ethereum_then_log_out(web_stack: Any, page: Page) -> None:
     account = Account.create()

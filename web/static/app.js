@@ -193,6 +193,7 @@ function reconnect() {
 }
 
 socket.on("connect", () => {
+  connectedAt = Date.now();
   notice = null;
   afterServerDisconnect = null;
   ui.reconnect.hidden = true;
@@ -752,9 +753,15 @@ function renderIdentity() {
 
 // Age of the newest update shown, on the server's clock: its age when sent (t - at) plus the time
 // since it arrived, so a browser clock that is off does not matter.
+function ageOf(fresh, now) {
+  const sentAge = Number.isFinite(fresh.t) ? fresh.t - fresh.at : fresh.receivedAt - fresh.at;
+  return Math.max(0, sentAge + now - fresh.receivedAt);
+}
+
 function renderAges() {
   const now = Date.now();
   renderFunding(now);
+  renderFeedState(now);
   for (const kind of AGE_KINDS) {
     const fresh = market.fresh[kind];
     const el = ui.age[kind];
@@ -763,8 +770,7 @@ function renderAges() {
       el.dataset.ageMs = "";
       continue;
     }
-    const sentAge = Number.isFinite(fresh.t) ? fresh.t - fresh.at : fresh.receivedAt - fresh.at;
-    const ageMs = Math.max(0, sentAge + now - fresh.receivedAt);
+    const ageMs = ageOf(fresh, now);
     el.dataset.ageMs = String(ageMs);
     el.textContent =
       ageMs < 10_000
@@ -772,6 +778,50 @@ function renderAges() {
         : ageMs < 120_000
           ? `${Math.round(ageMs / 1000)} s`
           : `${Math.round(ageMs / 60_000)} min`;
+  }
+}
+
+// A connected socket says nothing about the exchange: with the feed down (the exchange
+// unreachable, the feeder stopped) the page would look live while nothing moves. The mark price
+// comes every second for every symbol, so its silence means no market data; the status line says
+// so, and why, from an /api/health read every 10 s while it lasts.
+const STALLED_MS = 10_000;
+let connectedAt = null;
+const STALL_ASK_MS = 10_000; // while stalled, ask why again this often (it may change)
+let stallCause = "";
+let stallAskedAt = null; // null: not stalled
+
+function renderFeedState(now) {
+  if (!socket.connected || connectedAt === null) return;
+  const fresh = market.fresh.mark;
+  const silentMs = fresh ? ageOf(fresh, now) : now - connectedAt;
+  const state = ui.status.dataset.state;
+  if (silentMs <= STALLED_MS) {
+    stallAskedAt = null;
+    stallCause = "";
+    if (state === "stalled") setStatus("connected", "connected");
+    return;
+  }
+  if (state !== "connected" && state !== "stalled") return; // an error or sign-in notice wins
+  if (stallAskedAt === null || now - stallAskedAt > STALL_ASK_MS) {
+    stallAskedAt = now;
+    feedTrouble().then((cause) => {
+      if (stallAskedAt !== null) stallCause = cause;
+    });
+  }
+  const why = stallCause ? `: ${stallCause}` : "";
+  setStatus(`connected · no market data for ${Math.round(silentMs / 1000)} s${why}`, "stalled");
+}
+
+async function feedTrouble() {
+  try {
+    const res = await fetch("/api/health", { cache: "no-store" });
+    const feeders = Object.values((await res.json())?.feeders ?? {}).filter((f) => !f.stale);
+    if (feeders.length === 0) return "no feed process is running";
+    const live = feeders.some((f) => (f.connections ?? []).some((c) => c.state === "live"));
+    return live ? "the exchange sends nothing for this symbol" : "the feed cannot reach the exchange";
+  } catch {
+    return "";
   }
 }
 
