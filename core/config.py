@@ -75,6 +75,7 @@ class FeedSettings:
 
     trade_stream: Literal["aggTrade", "trade"]
     buffer_max: int  # entries the outbox may hold while Redis is slow or down
+    buffer_bytes: int  # and bytes of encoded records: whichever bound is reached first
     max_streams: int  # per websocket connection (Binance: 1024)
     silence_ms: int  # shortest silence after which a stream that was delivering counts as stalled
     reorder_ms: int  # how long a trade-id jump waits for reordered frames before it is a gap
@@ -231,6 +232,7 @@ class Settings:
             feed=FeedSettings(
                 trade_stream=r.get("TP_TRADE_STREAM", "aggTrade", _parse_trade_stream),
                 buffer_max=r.get("TP_FEED_BUFFER_MAX", "200000", _int_range(100, 10_000_000)),
+                buffer_bytes=r.get("TP_FEED_BUFFER_BYTES", "33554432", _int_range(65_536, 2**34)),
                 max_streams=r.get("TP_FEED_MAX_STREAMS", "1024", _int_range(1, 1024)),
                 silence_ms=r.get("TP_FEED_SILENCE_MS", "30000", _int_range(100, 3_600_000)),
                 reorder_ms=r.get("TP_FEED_REORDER_MS", "500", _int_range(0, 60_000)),
@@ -359,7 +361,8 @@ KNOWN = frozenset(
         PREFIX + name
         for name in (
             "DEMO MARKET REST_URL WS_URL SYMBOLS TIMEFRAMES NAMESPACE STREAM_SHARDS STREAM_MAXLEN "
-            "JWT_KEYS KEY_ENCRYPTION_KEY LOG_LEVEL TRADE_STREAM FEED_BUFFER_MAX FEED_MAX_STREAMS "
+            "JWT_KEYS KEY_ENCRYPTION_KEY LOG_LEVEL TRADE_STREAM FEED_BUFFER_MAX FEED_BUFFER_BYTES "
+            "FEED_MAX_STREAMS "
             "FEED_SILENCE_MS FEED_REORDER_MS FEED_ROTATE_S CANDLE_RETENTION CANDLE_HISTORY "
             "CANDLE_MAX_DELIVERIES CLAIM_IDLE_MS REST_WEIGHT_BUDGET UPDATES_MAXLEN "
             "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS "

@@ -54,6 +54,25 @@ def _ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+class Backoff:
+    """Retry pacing while Redis is unreachable: 0.5 s doubling to 5 s, one warning per outage."""
+
+    def __init__(self) -> None:
+        self.delay = 0.0
+
+    async def failed(self, exc: BaseException) -> None:
+        if self.delay == 0.0:
+            log.warning("redis unreachable (%s): waiting for it", type(exc).__name__)
+            self.delay = 0.5
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, 5.0)
+
+    def answered(self) -> None:
+        if self.delay:
+            log.info("redis answers again")
+            self.delay = 0.0
+
+
 class ExecutionService:
     """Everything one execution process does."""
 
@@ -88,7 +107,8 @@ class ExecutionService:
             health.cancel()
             for rt in list(self.runtimes.values()):
                 await rt.stop()
-            await self._write_health()
+            with contextlib.suppress(OSError, redis.RedisError):  # Redis may be the reason
+                await self._write_health()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -137,27 +157,37 @@ class ExecutionService:
 
     async def _read_loop(self) -> None:
         stream = self.keys.order_commands()
-        start_id = "0"  # first what this consumer left pending (a crash), then new entries
+        # First what this consumer left pending (a crash), page by page from "0"; once a page
+        # comes back empty, new entries (">").
+        start_id = "0"
         last_claim = time.monotonic()  # claims come after our own pending entries
+        outage = Backoff()
         while not self._stopping.is_set():
-            if start_id == ">" and time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
-                last_claim = time.monotonic()
-                await self._claim_orphans()
-            reply: Any = await self.r.xreadgroup(
-                GROUP_EXECUTION,
-                self.consumer,
-                {stream: start_id},
-                count=READ_COUNT,
-                block=None if start_id == "0" else BLOCK_MS,
-            )
+            try:
+                if start_id == ">" and time.monotonic() - last_claim > CLAIM_IDLE_MS / 1000:
+                    last_claim = time.monotonic()
+                    await self._claim_orphans()
+                reply: Any = await self.r.xreadgroup(
+                    GROUP_EXECUTION,
+                    self.consumer,
+                    {stream: start_id},
+                    count=READ_COUNT,
+                    block=None if start_id != ">" else BLOCK_MS,
+                )
+            except (OSError, redis.ConnectionError, redis.TimeoutError) as exc:
+                # Redis restarting: wait for it like every other process type. The commands
+                # stay in the stream and the group, unacked ones pending: nothing is lost.
+                await outage.failed(exc)
+                continue
+            outage.answered()
             entries = reply[0][1] if reply else []
-            if start_id == "0" and not entries:
+            if start_id != ">" and not entries:
                 start_id = ">"
                 continue
             for entry_id, fields in entries:
                 await self._dispatch(entry_id.decode(), fields.get(b"d", b""),
                                      redelivered=start_id != ">")  # fmt: skip
-            if start_id == "0" and entries:
+            if start_id != ">" and entries:
                 start_id = entries[-1][0].decode()
 
     async def _claim_orphans(self) -> None:

@@ -24,9 +24,10 @@ from typing import Any
 import orjson
 import redis.asyncio
 
-from binance.market_ws import FeedConnection, now_ms
+from binance.market_ws import FeedConnection
 from binance.parse import Ignored, Parsed
 from binance.streams import ConnectionPlan, plan_connections
+from core.clock import now_ms
 from core.config import Settings
 from core.keys import Keys
 from core.schemas import BookTicker, Gap, Kline, MarkPrice, Trade, encode
@@ -87,7 +88,7 @@ class Feeder:
         self.symbols = symbols
         self.client = client
         self.feeder_id = feeder_id
-        self.keys = Keys(settings.namespace, settings.stream_shards)
+        self.keys = Keys.of(settings)
         shard = {s: self.keys.shard_of(s) for s in symbols}
         self.trade_stream = {s: self.keys.trades(shard[s]) for s in symbols}
         self.kline_stream = {s: self.keys.klines(shard[s]) for s in symbols}
@@ -100,7 +101,7 @@ class Feeder:
         # event; streams learn their pace from the current one only, not from the duplicates.
         self.current: set[FeedConnection] = set()
         self.latest = LatestFilter()
-        self.outbox = Outbox(self.feed.buffer_max)
+        self.outbox = Outbox(self.feed.buffer_max, self.feed.buffer_bytes)
         self.writer = StreamWriter(client, self.outbox, self.keys, maxlen=settings.stream_maxlen)
         self.watch = SilenceWatch(min_silence_ms=self.feed.silence_ms)
         self.counters = FeedCounters()
@@ -133,21 +134,30 @@ class Feeder:
             if stream is None:
                 self.counters.foreign_symbols += 1
             elif self.latest.book(ev):
-                self.outbox.put(stream, encode(ev))
+                if self.outbox.full:
+                    self.outbox.shed()
+                else:
+                    self.outbox.put(stream, encode(ev))
         elif isinstance(ev, MarkPrice):
             self.counters.mark_prices += 1
             stream = self.mark_stream.get(ev.symbol)
             if stream is None:
                 self.counters.foreign_symbols += 1
             elif self.latest.mark(ev):
-                self.outbox.put(stream, encode(ev))
+                if self.outbox.full:
+                    self.outbox.shed()
+                else:
+                    self.outbox.put(stream, encode(ev))
         elif isinstance(ev, Kline):
             self.counters.klines += 1
             stream = self.kline_stream.get(ev.symbol)
             if stream is None:
                 self.counters.foreign_symbols += 1
             elif self.latest.kline(ev):
-                self.outbox.put(stream, encode(ev))
+                if self.outbox.full:
+                    self.outbox.shed()
+                else:
+                    self.outbox.put(stream, encode(ev))
         elif isinstance(ev, Ignored):
             self.counters.ignored += 1
         self.writer.wake()
@@ -158,8 +168,12 @@ class Feeder:
                   extra={"conn": conn.name})  # fmt: skip
 
     def _flush_released(self, now: int) -> None:
+        outbox = self.outbox
         for trade in self._released:
-            self.outbox.put_trade(self.trade_stream[trade.symbol], encode(trade), trade, now)
+            if outbox.full:
+                outbox.shed_trade(trade, now)  # not encoded: shedding is the cheap path
+            else:
+                outbox.put_trade(self.trade_stream[trade.symbol], encode(trade), trade, now)
         self._released.clear()
         for gap in self._gaps:
             self.outbox.add_gap(gap)
@@ -383,6 +397,8 @@ class Feeder:
             "outbox": {
                 "size": len(self.outbox),
                 "max": self.outbox.max_entries,
+                "bytes": self.outbox.bytes,
+                "max_bytes": self.outbox.max_bytes,
                 "high_water": self.outbox.high_water,
                 "in_flight": self.writer.in_flight,
                 "pending_gaps": self.outbox.pending_gaps,

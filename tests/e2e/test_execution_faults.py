@@ -157,6 +157,38 @@ def test_execution_killed_between_sending_and_the_answer_places_exactly_one_orde
         return bool(stats.get("resolved", 0) >= 1 or stats.get("reconciles", 0) >= 1)
 
     stack.wait("the restarted process's own lookup", resolved_by_lookup)
+    # Having found its own pending command at start, the process goes on to new ones (it once
+    # kept re-reading its empty pending list, and every later order stayed PENDING).
+    after = market_buy(trader)
+    assert after.status_code == 200, after.text
+    assert after.json()["order"]["status"] == "FILLED"
+    assert len(exchange_orders(stack, exchange)) == 2
+
+
+@pytest.mark.owned_redis
+def test_execution_waits_out_a_redis_restart_and_trades_on(
+    stack_factory: Callable[..., TradeStack], redis_control: Any
+) -> None:
+    stack = stack_factory()
+    trader, exchange = linked_trader(stack)
+    assert market_buy(trader).status_code == 200
+    redis_control.restart(down_s=2)  # the linked account and the orders are on disk
+    assert stack.execution is not None
+
+    request = rid()  # one intent, however often it is sent while Redis comes back
+
+    def taken() -> bool:
+        try:
+            return market_buy(trader, request).status_code in (200, 202)
+        except Exception:  # the web process is reconnecting too
+            return False
+
+    stack.wait("the web takes a command after Redis came back", taken, timeout_s=60)
+    stack.wait("the order on the exchange", lambda: len(exchange_orders(stack, exchange)) == 2,
+               timeout_s=60, service=stack.execution)  # fmt: skip
+    assert stack.execution.alive(), stack.execution.tail()
+    time.sleep(1)
+    assert len(exchange_orders(stack, exchange)) == 2  # and only one for the retried request
 
 
 def test_no_fill_is_missed_when_the_user_stream_drops_or_its_key_expires(

@@ -23,6 +23,25 @@ def test_a_flood_never_grows_the_outbox_past_its_bound() -> None:
     assert box.counters.shed_trades + box.counters.shed_other == 20_000 - 100
 
 
+def test_a_flood_of_large_records_is_held_to_the_byte_bound() -> None:
+    box = Outbox(max_entries=1_000_000, max_bytes=10_000)
+    big = b"k" * 250  # a kline is about twice a trade: entries vary, the bound is in bytes
+    for a in range(10_000):
+        box.put("k", big)
+        box.put_trade("t", b"x" * 120, trade("A1", a), now_ms=5)
+        assert box.bytes < 10_000 + 250
+    assert box.counters.shed_trades > 0
+    assert box.counters.shed_other > 0
+    gaps, taken = box.take(1_000_000)
+    assert sum(len(p) for _, p, _ in taken) < 10_000 + 250
+    assert box.bytes == 0  # taking frees the bytes: the writer drains, the feeder accepts again
+    assert box.put("k", big)
+    # Every shed trade is in the symbol's one gap: its ids from the first shed to the last.
+    [gap] = gaps
+    shed = list(range(10_000))[-box.counters.shed_trades :]
+    assert (gap.symbol, gap.from_trade_id, gap.to_trade_id) == ("A1", 2 * shed[0], 2 * shed[-1] + 1)
+
+
 def test_shed_trades_become_one_gap_per_symbol_covering_every_dropped_id() -> None:
     box = Outbox(max_entries=2)
     for a in range(1, 6):
