@@ -2,8 +2,8 @@
 
 When Redis is slow or down, or the feeder is offered more than it can write, the outbox fills.
 It never grows past ``max_entries`` entries or ``max_bytes`` bytes of encoded records (entries
-vary in size: a kline is twice a trade): beyond either it sheds, in a defined and counted way, instead of running out of
-memory as the prototype did:
+vary in size: a kline is twice a trade): beyond either it sheds, in a defined and counted way,
+instead of running out of memory as the prototype did:
 
 * trades are dropped, and per symbol the dropped raw-id range and its time window accumulate
   into one pending :class:`~core.schemas.Gap` (reason ``shed``) for backfill;
