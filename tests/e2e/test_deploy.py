@@ -45,20 +45,6 @@ KEK = "k1:" + "a2V5LWVuY3J5cHRpb24ta2V5LW9mLTMyLWJ5dGVzISE="
 STOP_LIMIT_S = 30  # Heroku's grace between SIGTERM and SIGKILL
 
 
-@pytest.fixture(scope="module")
-def runtime_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtual environment with requirements.txt installed, nothing else."""
-    venv = tmp_path_factory.mktemp("deploy") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", "--no-compile", "--require-hashes",
-         "-r", str(ROOT / "requirements.txt")],
-        capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    assert pip.returncode == 0, pip.stderr[-3000:]
-    return venv
-
-
 @pytest.fixture
 def tls_redis(tmp_path: Path) -> Iterator[str]:
     """A redis-server on TLS only, with a self-signed certificate and a password."""
