@@ -398,6 +398,7 @@ class Feeder:
                 "max": self.outbox.max_entries,
                 "bytes": self.outbox.bytes,
                 "max_bytes": self.outbox.max_bytes,
+                "high_water_bytes": self.outbox.high_water_bytes,
                 "high_water": self.outbox.high_water,
                 "in_flight": self.writer.in_flight,
                 "pending_gaps": self.outbox.pending_gaps,

@@ -42,6 +42,7 @@ class Outbox:
         # symbol -> [from id, to id, start ms, end ms, reason, detected ms]: merged in place
         self._gaps: dict[str, list[Any]] = {}
         self.high_water = 0  # the most entries ever held: proves the bound under a flood
+        self.high_water_bytes = 0  # the most bytes ever held
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -73,6 +74,7 @@ class Outbox:
             return False
         self._entries.append((stream, payload, trade))
         self.bytes += len(payload)
+        self.high_water_bytes = max(self.high_water_bytes, self.bytes)
         self.counters.accepted += 1
         self.high_water = max(self.high_water, len(self._entries))
         return True
@@ -84,6 +86,7 @@ class Outbox:
             return False
         self._entries.append((stream, payload, None))
         self.bytes += len(payload)
+        self.high_water_bytes = max(self.high_water_bytes, self.bytes)
         self.counters.accepted += 1
         self.high_water = max(self.high_water, len(self._entries))
         return True
