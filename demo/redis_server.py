@@ -72,8 +72,9 @@ class RedisServer:
     """One redis-server process with its data in ``data_dir``; the port survives restarts."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None, binary: Path | None = None,
-                 appendonly: bool = False):  # fmt: skip
+                 appendonly: bool = False, extra_args: tuple[str, ...] = ()):  # fmt: skip
         self.data_dir = data_dir
+        self.extra_args = extra_args  # e.g. cluster mode (demo/redis_cluster.py)
         self.appendonly = appendonly  # every write logged (fsync each second): survives a crash
         self.port = port or free_port()
         self.binary = binary or find_binary()
@@ -106,6 +107,7 @@ class RedisServer:
             "--appendfsync", "everysec",
             "--maxmemory-policy", "noeviction",  # streams and the broker must never be evicted
             "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
         ]  # fmt: skip
         self._proc = subprocess.Popen(  # noqa: S603 - our own binary and arguments
             args,
