@@ -4,7 +4,7 @@ Every call is signed (binance/signing.py) with ``timestamp`` = local clock + the
 to ``GET /fapi/v1/time`` (re-measured every :data:`TIME_SYNC_S` and after a -1021, which keeps
 "outside of the recvWindow" away) and a short ``recvWindow``: since 2023 the matching engine
 itself re-checks it, so an order whose answer was lost cannot go live later than
-``timestamp + recvWindow`` (reference/execution-notes.md §1).
+``timestamp + recvWindow`` (docs/execution.md, "What we rely on from Binance").
 
 Outcomes, for a request that changes state (an order, a cancel):
 
@@ -40,6 +40,7 @@ from binance.rest import (
     _retry_after_ms,
 )
 from binance.signing import Signer
+from core.clock import now_ms
 from core.errors import Banned, NotSent, OutcomeUnknown, RateLimited, RestError, Throttled
 from core.keys import Keys
 from core.timeframes import MINUTE_MS
@@ -95,10 +96,6 @@ class SharedWeight:
         )
 
 
-def _local_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class AccountClient:
     """Signed USD-M REST calls for one account. Build one per API key; ``aclose`` when done."""
 
@@ -139,13 +136,13 @@ class AccountClient:
 
     def now_ms(self) -> int:
         """Return the exchange's clock as we estimate it."""
-        return _local_ms() + self._offset_ms
+        return now_ms() + self._offset_ms
 
     async def sync_time(self) -> int:
         """Measure the offset to the server clock (half the round trip); return it."""
-        t0 = _local_ms()
+        t0 = now_ms()
         resp = await self._send("GET", "/fapi/v1/time", "", api_key=False)
-        t1 = _local_ms()
+        t1 = now_ms()
         server = int(resp["serverTime"])
         self._offset_ms = server - (t0 + t1) // 2
         self._synced_at = time.monotonic()

@@ -14,7 +14,7 @@ from typing import Any, overload
 import httpx
 
 from core.config import Settings
-from core.errors import ConfigError
+from core.errors import ConfigError, Stopped
 from core.logs import QuietWait
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,6 @@ def load_exchange_info(
     if loaded is None:
         raise Stopped("exchangeInfo loading stopped")
     return loaded
-
-
-class Stopped(Exception):
-    """The wait for exchangeInfo was stopped before it answered."""
 
 
 def _load(

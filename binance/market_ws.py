@@ -23,6 +23,7 @@ from websockets.exceptions import WebSocketException
 
 from binance.parse import ControlReply, Parsed, parse_frame
 from binance.streams import control_messages
+from core.clock import now_ms
 from core.errors import FrameError
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,6 @@ HEALTHY_AFTER_S = 30.0  # a connection up this long resets the backoff
 # outbox filled and shed, and the cost of shedding kept the feeder overloaded (issue 19: ~45,000
 # events/s read, ~16,000 written). Yielding every few frames gives every ready task a turn.
 YIELD_EVERY_FRAMES = 16
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class FeedConnection:

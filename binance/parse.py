@@ -20,7 +20,7 @@ import orjson
 from core.errors import FrameError
 from core.schemas import BookTicker, Kline, MarkPrice, Trade
 
-# Every field Binance documents (reference/binance-usdm.md §1.4), per event type.
+# Every field Binance documents (docs/binance.md, "Stream payloads"), per event type.
 KNOWN_FIELDS: dict[str, frozenset[str]] = {
     "aggTrade": frozenset("e E s a p q nq f l T m".split()),
     "trade": frozenset("e E T s t p q X m".split()),

@@ -2,8 +2,8 @@
 
 Binance counts request weight per IP per calendar minute and reports the count in
 ``X-MBX-USED-WEIGHT-1M`` on every response; past the limit it answers 429, and a client that keeps
-sending is banned with 418 for 2 minutes to 3 days (reference/binance-usdm.md §2.5). Every worker
-process on one IP shares that budget, so the accounting lives in Redis:
+sending is banned with 418 for 2 minutes to 3 days (docs/binance.md, "Rate limits and bans"). Every
+worker process on one IP shares that budget, so the accounting lives in Redis:
 
 * ``Keys.rest_weight()``: hash ``minute -> weight used`` (minute = server ms // 60 000). A request
   reserves its weight first (atomically: check and ``HINCRBY`` in one script), and each response
@@ -31,6 +31,7 @@ from typing import Any, NoReturn
 import httpx
 import redis
 
+from core.clock import now_ms
 from core.errors import Banned, RateLimited, RestError, RestUnavailable, Throttled
 from core.keys import Keys
 from core.schemas import Candle
@@ -196,9 +197,9 @@ class MarketRest:
         with self._sync_lock:
             due = self._synced_at is None or time.monotonic() - self._synced_at >= TIME_SYNC_S
             if due:
-                t0 = _local_ms()
+                t0 = now_ms()
                 body = self._get(TIME_PATH, {}, 1)
-                t1 = _local_ms()
+                t1 = now_ms()
                 server = body.get("serverTime") if isinstance(body, dict) else None
                 if type(server) is not int:
                     self._count("errors")
@@ -327,15 +328,11 @@ class MarketRest:
     # --- helpers ----------------------------------------------------------------------------
 
     def _now_ms(self) -> int:
-        return _local_ms() + self._offset_ms
+        return now_ms() + self._offset_ms
 
     def _count(self, name: str) -> None:
         with self._stats_lock:
             self.stats[name] += 1
-
-
-def _local_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _to_next_minute(now_ms: int) -> int:

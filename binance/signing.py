@@ -1,7 +1,7 @@
 """Request signing for Binance's SIGNED endpoints: HMAC-SHA256 and Ed25519. Pure, no I/O.
 
 Binance signs ``totalParams`` = the query string followed by the body, exactly as sent
-(reference/binance-usdm.md §3.1):
+(docs/execution.md, "What we rely on from Binance"):
 
 * HMAC keys: ``signature`` = hex HMAC-SHA256 of totalParams under the secret (case-insensitive).
 * Ed25519 keys: ``signature`` = standard base64 of the Ed25519 signature of totalParams; it holds

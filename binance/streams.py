@@ -1,6 +1,6 @@
 """Stream names, their routed paths, and how streams are spread over connections. Pure.
 
-Since 2026-04-23 Binance serves each stream only on its route (reference/binance-usdm.md §1.1):
+Since 2026-04-23 Binance serves each stream only on its route (docs/binance.md, "Stream routes"):
 ``/market`` for aggTrade, kline and markPrice, ``/public`` for bookTicker, trade and depth. A
 stream subscribed on the wrong route is acknowledged and then silent, so routing is decided here,
 in one table, and tested.

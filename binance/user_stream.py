@@ -1,6 +1,6 @@
 """A USD-M user data stream for one account: listenKey kept alive, replaced, resynced (async).
 
-Lifecycle (reference/binance-usdm.md §4, execution-notes §1 "listenKey"):
+Lifecycle (docs/execution.md, "The user data stream and reconciliation"):
 
 1. ``POST /fapi/v1/listenKey``, connect ``<ws>/private/ws/<listenKey>``;
 2. only then call ``on_resync()`` (the caller's REST snapshot of open orders, positions, fills):

@@ -2,6 +2,8 @@
 
     PipelineError
     ├── ConfigError      a setting is missing or malformed; start-up stops, one line per problem
+    ├── PlanError        the configured signals cannot run (also a ValueError; tasks/signal_eval)
+    ├── FormulaLoadError a formula module named in the configuration does not import
     ├── SchemaError      a record on the wire cannot be decoded (type, length, version, value)
     ├── FrameError       an exchange websocket frame cannot be parsed (counted, logged, skipped)
     ├── RedisSetupError  a Redis client cannot be built as asked (gevent client, unpatched)
@@ -12,7 +14,16 @@
         ├── RestUnavailable  5xx, timeout or connection error: retry later
         │   └── OutcomeUnknown   a request that changes state may have been executed: look it up
         └── NotSent          the request never left (connection refused): nothing happened
-    VaultError           a stored credential does not decrypt for its owner (core/vault.py)
+    ├── Stopped          a wait (for exchangeInfo) was stopped before it answered
+    ├── BuildConflictError  other workers kept moving a shard's candle cursor: retry the build
+    ├── AuthError        a sign-in, token or refresh that does not pass; ``code`` for the API
+    │   ├── SiweError        a sign-in message that does not parse or verify (web/siwe.py)
+    │   ├── TokenError       a token that does not verify (web/tokens.py)
+    │   └── RefreshError     a refresh token that cannot be used (web/sessions.py)
+    └── VaultError       a stored credential does not decrypt for its owner (core/vault.py)
+
+Errors answered over HTTP are the web tier's own (``web.auth.ApiError``,
+``web.trade_checks.Refusal``): a status and a code for the browser, not a failure of the pipeline.
 
 ``retryable`` on a RestError class says whether trying again later can succeed (a bad symbol
 never will); ``retry_after_ms``, when not None, says how long to wait first.
@@ -39,6 +50,49 @@ class ConfigError(PipelineError):
     def __init__(self, problems: list[tuple[str, str]]) -> None:
         self.problems = problems
         super().__init__("\n".join(f"{var}: {what}" for var, what in problems))
+
+
+class PlanError(PipelineError, ValueError):
+    """The configured signals cannot run: unknown formula, bad parameters, window too long."""
+
+
+class FormulaLoadError(PipelineError):
+    """A formula module named in the configuration could not be imported."""
+
+
+class Stopped(PipelineError):
+    """A wait was stopped (its stop event set) before it was answered."""
+
+
+class BuildConflictError(PipelineError):
+    """Other workers kept moving the shard's cursor: retry the build later."""
+
+
+class AuthError(PipelineError):
+    """A sign-in, token or refresh that does not pass; ``code`` is short and stable, for the
+    API's answer and for logs."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class SiweError(AuthError):
+    """A sign-in message that does not parse or verify (web/siwe.py names the codes)."""
+
+
+class TokenError(AuthError):
+    """A token that does not verify; ``code`` is the API's error code."""
+
+
+class RefreshError(AuthError):
+    """A refresh token that cannot be used (``code``: refresh_unknown, refresh_reused,
+    token_revoked); ``family`` is its login session when known."""
+
+    def __init__(self, code: str, message: str, family: str | None = None) -> None:
+        super().__init__(code, message)
+        self.family = family
 
 
 class SchemaError(PipelineError):
@@ -110,8 +164,9 @@ class RestUnavailable(RestError):
 class OutcomeUnknown(RestUnavailable):
     """The exchange may or may not have executed the request (timeout, -1006, -1007, 408, 5xx).
 
-    For an order this is not a failure: the order is resolved by looking it up by its client
-    order id and from the user data stream, never by sending it again (execution-notes §1).
+    For an order this is not a failure: the order is resolved by looking it up by its client order
+    id and from the user data stream, never by sending it again (docs/execution.md, "What we rely on
+    from Binance").
     """
 
 

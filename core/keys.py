@@ -15,7 +15,8 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:{s<shard>}:candle-cursor            hash     last entries applied; failing entries
     <ns>:{s<shard>}:candle-metrics           hash     counters (applied, gaps, reconciled)
     <ns>:{s<shard>}:build-queued             string   set while a build_candles(shard) is queued
-    <ns>:{s<shard>}:repairs                  zset     "SYM|tf|first_open|last_open" by due time (ms)
+    <ns>:{s<shard>}:repairs                  zset     repair windows by due time (tasks/repairs.py)
+    <ns>:{s<shard>}:repairs:lock:<SYM>:<tf>  string   set while backfill fetches that series
     <ns>:{s<shard>}:signals:<SYMBOL>:<tf>    hash     latest value per signal
     <ns>:{s<shard>}:signal-history:<SYMBOL>:<tf>:<signal>  zset  closed-candle values by open time
     <ns>:{s<shard>}:signal-dirty             hash     "SYM|tf" -> updates since last evaluated
@@ -54,16 +55,17 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:dead-letters-trimmed                hash     queue -> dead letters dropped past the bound
 
 Market data is sharded by a stable hash of the symbol (CRC-32, identical in every process and
-language, unlike Python's salted ``hash``). The shard is also the Redis Cluster hash tag
-(``{s3}``), so a shard's input streams, its candles and its output streams share one slot: one
-script or transaction may touch any of them, and a cluster spreads the load shard by shard.
-Dramatiq's keys cannot live on a cluster (its Lua builds key names; stack-notes A2, B5).
+language, unlike Python's salted ``hash``). The shard is also the Redis Cluster hash tag (``{s3}``),
+so a shard's input streams, its candles and its output streams share one slot: one script or
+transaction may touch any of them, and a cluster spreads the load shard by shard. Dramatiq's keys
+cannot live on a cluster (its Lua builds key names; docs/stack.md, "Dramatiq's Redis layout").
 """
 
 from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Protocol
 
 # Consumer groups, named for the role that reads.
 GROUP_EXECUTION = "execution"  # trade commands -> the execution process
@@ -79,12 +81,25 @@ def shard_of(symbol: str, shards: int) -> int:
     return zlib.crc32(symbol.encode()) % shards
 
 
+class _Deployment(Protocol):
+    @property
+    def namespace(self) -> str: ...
+
+    @property
+    def stream_shards(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Key names of one deployment: a namespace prefix and a shard count."""
 
     namespace: str = "tp"
     shards: int = 8
+
+    @classmethod
+    def of(cls, settings: _Deployment) -> Keys:
+        """Return the keys of the deployment ``settings`` (``core.config.Settings``) describes."""
+        return cls(settings.namespace, settings.stream_shards)
 
     def shard_of(self, symbol: str) -> int:
         return shard_of(symbol, self.shards)
@@ -96,6 +111,21 @@ class Keys:
 
     def _sym(self, symbol: str) -> str:
         return self._shard(self.shard_of(symbol))
+
+    @staticmethod
+    def shard_in(key: str | bytes) -> int:
+        """Return the shard of a per-shard key or stream name (its ``{sN}`` hash tag, as Redis
+        returns it in a reply); raise ValueError if it has none."""
+        name = key.decode() if isinstance(key, bytes) else key
+        _, tag, rest = name.partition(":{s")
+        shard, brace, _ = rest.partition("}")
+        if not (tag and brace and shard.isdigit()):
+            raise ValueError(f"{name!r} is not a per-shard key")
+        return int(shard)
+
+    def shard_stream(self, shard: int, name: str) -> str:
+        """Return the stream ``name`` (``trades``, ``klines``, ...) of ``shard``."""
+        return f"{self._shard(shard)}:{name}"
 
     # --- streams (one per shard) ---
     def trades(self, shard: int) -> str:
@@ -141,6 +171,10 @@ class Keys:
 
     def repairs(self, shard: int) -> str:
         return f"{self._shard(shard)}:repairs"
+
+    def repair_lock(self, shard: int, symbol: str, timeframe: str) -> str:
+        """String: set while a backfill fetches ``symbol`` ``timeframe`` (duplicate deliveries)."""
+        return f"{self.repairs(shard)}:lock:{symbol}:{timeframe}"
 
     def signals(self, symbol: str, timeframe: str) -> str:
         return f"{self._sym(symbol)}:signals:{symbol}:{timeframe}"
@@ -275,9 +309,36 @@ class Keys:
         """Hash: queue -> dead letters dropped, oldest first, past the bound (tasks/broker.py)."""
         return f"{self.namespace}:dead-letters-trimmed"
 
+    # Dramatiq's own layout (dramatiq/brokers/redis.py and its dispatch.lua; docs/stack.md):
+    # per queue a list of waiting ids and a hash of their messages, the same pair for delayed
+    # messages (``<queue>.DQ``), and dead letters in a zset by failure time and a hash.
     def dramatiq_queue(self, queue_name: str) -> str:
         """List: the ids of a Dramatiq queue's messages waiting to be fetched (broker layout)."""
         return f"{self.dramatiq_namespace()}:{queue_name}"
+
+    def dramatiq_messages(self, queue_name: str) -> str:
+        """Hash: message id -> encoded message, for the queue's waiting messages."""
+        return f"{self.dramatiq_queue(queue_name)}.msgs"
+
+    def dramatiq_delayed_messages(self, queue_name: str) -> str:
+        """Hash: message id -> encoded message, for the queue's delayed messages."""
+        return f"{self.dramatiq_queue(queue_name)}.DQ.msgs"
+
+    def dramatiq_failed(self, queue_name: str) -> str:
+        """Zset: the queue's dead letters by failure time (ms)."""
+        return f"{self.dramatiq_queue(queue_name)}.XQ"
+
+    def dramatiq_failed_messages(self, queue_name: str) -> str:
+        """Hash: message id -> encoded message, for the queue's dead letters."""
+        return f"{self.dramatiq_failed(queue_name)}.msgs"
+
+    def dramatiq_failed_pattern(self) -> str:
+        """Return a SCAN pattern matching every queue's dead-letter zset."""
+        return self.dramatiq_failed("*")
+
+    def dramatiq_queue_of_failed(self, key: str) -> str:
+        """Return the queue name of a dead-letter zset's key."""
+        return key.removeprefix(self.dramatiq_namespace() + ":").removesuffix(".XQ")
 
     def all_keys_pattern(self) -> str:
         """Return a SCAN pattern matching every key of this namespace (tests clean up with it)."""

@@ -1,8 +1,9 @@
 """The one factory for Redis clients: sync, asyncio, and gevent-patched.
 
-redis-py 8 changed defaults that break a streaming pipeline (stack-notes B3): a 5 s socket timeout
-(so an ``XREADGROUP BLOCK 10000`` raises TimeoutError), a 100-connection pool cap that raises
-instead of waiting, and RESP3 on the wire. Every client here states its choice instead:
+redis-py 8 changed defaults that break a streaming pipeline (docs/stack.md, "redis-py 8
+defaults"): a 5 s socket timeout (so an ``XREADGROUP BLOCK 10000`` raises TimeoutError), a
+100-connection pool cap that raises instead of waiting, and RESP3 on the wire. Every client here
+states its choice instead:
 
 * ``socket_timeout`` = :data:`SOCKET_TIMEOUT_S`, longer than any server-side block we issue
   (:data:`MAX_BLOCK_MS`); a blocking read must use ``block=`` at most ``MAX_BLOCK_MS``;

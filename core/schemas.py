@@ -210,8 +210,99 @@ class Signal:
         return None
 
 
+# --- health reports ---------------------------------------------------------------------------
+
+HEALTH_STALE_MS = 10_000  # a process that has not reported for this long is counted down
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    """One process's report: a JSON object in its role's health hash, one field per process
+    (``feed:health``, ``consumer:health``, ``worker:health``, ``web:health``,
+    ``execution:health``), written every 2 s.
+
+    Every report carries the time it was written, ``at_ms``; the feeder's names it
+    ``updated_ms`` (tests and the ops page read that name), and a reader accepts either. The rest
+    is the process's own figures, passed on as they are. A report is stale once it is older than
+    ``HEALTH_STALE_MS`` (or has no time): the one rule the health API, the ops page, ``/readyz``
+    and ``/metrics`` apply.
+    """
+
+    name: str  # the process (the hash field)
+    at_ms: int  # when it was written; 0 when the report has no time or is unreadable
+    fields: dict[str, Any]  # the report as written, or {"unreadable": text}
+
+    TIME_FIELDS: ClassVar[tuple[str, ...]] = ("at_ms", "updated_ms")
+    # What readers add to a report (and is not one of the process's figures).
+    ADDED: ClassVar[tuple[str, ...]] = ("age_ms", "stale")
+
+    @classmethod
+    def decode(cls, name: bytes | str, raw: bytes | str) -> HealthReport:
+        """Return the report stored under ``name``; an unreadable one is kept as text."""
+        text_name = name.decode(errors="replace") if isinstance(name, bytes) else name
+        try:
+            fields = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            fields = None
+        if not isinstance(fields, dict):
+            text = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+            return cls(text_name, 0, {"unreadable": text})
+        at = next((fields[f] for f in cls.TIME_FIELDS if fields.get(f)), 0)
+        return cls(text_name, at if type(at) is int else 0, fields)
+
+    def encode(self) -> bytes:
+        """Return the stored form: ``{"name", "at_ms", ...fields}``."""
+        return orjson.dumps({"name": self.name, "at_ms": self.at_ms, **self.fields})
+
+    def age_ms(self, now_ms: int) -> int | None:
+        return now_ms - self.at_ms if self.at_ms else None
+
+    def stale(self, now_ms: int, stale_after_ms: int = HEALTH_STALE_MS) -> bool:
+        """Whether the process has not reported for longer than ``stale_after_ms``."""
+        return not self.at_ms or now_ms - self.at_ms > stale_after_ms
+
+    def view(
+        self, now_ms: int, stale_after_ms: int = HEALTH_STALE_MS, *, age: bool = True
+    ) -> dict[str, Any]:
+        """Return the report's fields with ``stale`` (and ``age_ms``) added, for readers."""
+        out = dict(self.fields)
+        if age:
+            out["age_ms"] = self.age_ms(now_ms)
+        out["stale"] = self.stale(now_ms, stale_after_ms)
+        return out
+
+
 Record = Trade | Candle | Kline | BookTicker | MarkPrice | Gap | Signal
 R = TypeVar("R", Trade, Candle, Kline, BookTicker, MarkPrice, Gap, Signal)
+
+
+# --- wire layout -----------------------------------------------------------------------------
+
+
+def positions(cls: type) -> dict[str, int]:
+    """Return each field's index in the wire array of ``cls`` (after kind and version)."""
+    return {f.name: i + 2 for i, f in enumerate(dataclasses.fields(cls))}
+
+
+def wire_length(cls: type) -> int:
+    """Return the length of the wire array of ``cls``: kind, version and every field."""
+    return len(dataclasses.fields(cls)) + 2
+
+
+# A candle's last two fields are ``closed`` and ``source``, in that order, and must stay there:
+# the candle scripts (tasks/candle_store.py) tell a final candle, a partial one and one built
+# from trades by the member's last bytes, and the signals actor tells an open one the same way,
+# without decoding (tests/unit/test_candle_layout.py pins this).
+CANDLE_AT = positions(Candle)
+
+
+def candle_ending(source: str, *, closed: bool | None = None) -> bytes:
+    """Return the last bytes of every encoded candle with ``source`` (and ``closed``)."""
+    tail = orjson.dumps(source) + b"]"
+    return tail if closed is None else orjson.dumps(closed) + b"," + tail
+
+
+CANDLE_OPEN_ENDINGS = tuple(candle_ending(s, closed=False) for s in CANDLE_SOURCES)
 
 
 # --- codec -----------------------------------------------------------------------------------

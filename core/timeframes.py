@@ -38,10 +38,6 @@ class Timeframe:
     name: str
     ms: int
 
-    @property
-    def is_calendar_month(self) -> bool:
-        return self.name == "1M"
-
     def open_time_ms(self, ts_ms: int) -> int:
         """Return the open time of the candle that contains ``ts_ms``."""
         if self.name == "1M":

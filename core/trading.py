@@ -38,7 +38,7 @@ FINAL = frozenset({"FILLED", "CANCELED", "EXPIRED", "EXPIRED_IN_MATCH", "REJECTE
 OURS = ("PENDING", "SENDING", "UNKNOWN")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
-# Binance: ^[\.A-Z\:/a-z0-9_-]{1,36}$, unique among open orders only (execution-notes §1).
+# Binance: ^[\.A-Z\:/a-z0-9_-]{1,36}$, unique among open orders only (docs/execution.md).
 CLIENT_ORDER_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 CID_PREFIX = "tp"  # ours; an order whose id lacks it was placed outside the system
 _DECIMAL = re.compile(r"^\d{1,20}(\.\d{1,20})?$")
@@ -245,7 +245,7 @@ def parse_decimal(value: Any) -> Decimal | None:
 
 @dataclass(frozen=True, slots=True)
 class Instrument:
-    """A symbol's trading filters from exchangeInfo (reference/binance-usdm.md §2.2)."""
+    """A symbol's trading filters from exchangeInfo (docs/binance.md, "Filters")."""
 
     symbol: str
     tick_size: Decimal

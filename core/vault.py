@@ -5,11 +5,11 @@
 decrypts, so a key rotates by prepending a new one, running ``python -m execution.rekey`` (every
 record re-encrypted under the first key) and then dropping the old one.
 
-A ciphertext is ``v1.<kid>.<nonce>.<ciphertext+tag>`` (base64url, no padding). The associated
-data is ``<namespace>|<address lower-case>|<purpose>``: a ciphertext copied onto another user's
-record, another deployment or another field does not decrypt (Fernet has no associated data,
-hence AES-GCM; execution-notes §3). Nonces are 96 random bits, fresh for every encryption; at
-the volumes of account linking the birthday bound (2^32 messages per key) is out of reach.
+A ciphertext is ``v1.<kid>.<nonce>.<ciphertext+tag>`` (base64url, no padding). The associated data
+is ``<namespace>|<address lower-case>|<purpose>``: a ciphertext copied onto another user's record,
+another deployment or another field does not decrypt (Fernet has no associated data, hence AES-GCM;
+docs/execution.md, "Keys: custody"). Nonces are 96 random bits, fresh for every encryption; at the
+volumes of account linking the birthday bound (2^32 messages per key) is out of reach.
 
 Nothing here logs, and no exception message carries a plaintext or a key.
 """

@@ -24,9 +24,10 @@ from typing import Any
 import orjson
 import redis.asyncio
 
-from binance.market_ws import FeedConnection, now_ms
+from binance.market_ws import FeedConnection
 from binance.parse import Ignored, Parsed
 from binance.streams import ConnectionPlan, plan_connections
+from core.clock import now_ms
 from core.config import Settings
 from core.keys import Keys
 from core.schemas import BookTicker, Gap, Kline, MarkPrice, Trade, encode
@@ -87,7 +88,7 @@ class Feeder:
         self.symbols = symbols
         self.client = client
         self.feeder_id = feeder_id
-        self.keys = Keys(settings.namespace, settings.stream_shards)
+        self.keys = Keys.of(settings)
         shard = {s: self.keys.shard_of(s) for s in symbols}
         self.trade_stream = {s: self.keys.trades(shard[s]) for s in symbols}
         self.kline_stream = {s: self.keys.klines(shard[s]) for s in symbols}

@@ -8,13 +8,13 @@ command line), ``action`` (``failed.retry``, ``failed.delete``, ``dead.retry``, 
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from typing import Any
 
 import orjson
 import redis
 
+from core.clock import now_ms
 from core.keys import Keys
 
 log = logging.getLogger("ops")
@@ -27,7 +27,7 @@ def record(r: redis.Redis, keys: Keys, who: str, action: str, target: str,
     """Append one action and what it did to each id to the audit stream and the log; return the
     count of each result."""
     counts = dict(Counter(results.values()))
-    entry: Any = {"at_ms": time.time_ns() // 1_000_000, "who": who, "action": action,
+    entry: Any = {"at_ms": now_ms(), "who": who, "action": action,
                   "target": target, "ids": orjson.dumps(list(results)),
                   "results": orjson.dumps(counts)}  # fmt: skip
     r.xadd(keys.ops_audit(), entry, maxlen=AUDIT_MAXLEN, approximate=True)

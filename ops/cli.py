@@ -28,6 +28,7 @@ from typing import Any, TextIO
 import orjson
 import redis
 
+from core.clock import now_ms
 from core.config import Settings, load_settings
 from core.keys import Keys
 from core.logs import setup_logging
@@ -75,8 +76,7 @@ class Cli:
     def __init__(self, settings: Settings, r: redis.Redis, *, who: str, out: TextIO,
                  confirm: Callable[[str], bool]) -> None:  # fmt: skip
         self.settings, self.r, self.who, self.out, self.confirm = settings, r, who, out, confirm
-        self.keys = Keys(settings.namespace, settings.stream_shards)
-        self.ns = self.keys.dramatiq_namespace()
+        self.keys = Keys.of(settings)
         self.tally: Counter[str] = Counter()
 
     def print(self, text: str) -> None:
@@ -110,7 +110,7 @@ class Cli:
     def list_failed(self, args: argparse.Namespace) -> None:
         limit, rows, totals = self._limit(args), list[dict[str, Any]](), {}
         for queue in self._queues(args.queue):
-            got, totals[queue] = failed_messages.list_failed(self.r, self.ns, queue, args.actor,
+            got, totals[queue] = failed_messages.list_failed(self.r, self.keys, queue, args.actor,
                                                              limit)  # fmt: skip
             rows += got
         rows = sorted(rows, key=lambda row: row["failed_at"], reverse=True)[:limit]
@@ -153,20 +153,20 @@ class Cli:
                 raise UsageError(f"not Redis message ids: {' '.join(bad[:5])}")
             self._ask(args, f"{args.verb} {len(args.ids)} failed message(s) of {queue}?")
             for ids in _batches(list(dict.fromkeys(args.ids))):
-                results = failed_messages.act_on_failed(self.r, self.ns, args.verb, queue, ids)
+                results = failed_messages.act_on_failed(self.r, self.keys, args.verb, queue, ids)
                 self._record(f"failed.{args.verb}", queue, results)
             return
         queues = self._queues(args.queue)
         actor = f" of actor {args.actor}" if args.actor else ""
         self._ask(args, f"{args.verb} every failed message{actor} in {', '.join(queues)}?")
-        before = time.time_ns() // 1_000_000  # a message failing again after its retry waits
+        before = now_ms()  # a message failing again after its retry waits
         for queue in queues:
             after = None
             while True:
-                ids, after = failed_messages.select_failed(self.r, self.ns, queue,
+                ids, after = failed_messages.select_failed(self.r, self.keys, queue,
                     actor=args.actor, before_ms=before, after=after)  # fmt: skip
                 if ids:
-                    results = failed_messages.act_on_failed(self.r, self.ns, args.verb, queue,
+                    results = failed_messages.act_on_failed(self.r, self.keys, args.verb, queue,
                                                             ids)  # fmt: skip
                     self._record(f"failed.{args.verb}", queue, results)
                 if after is None:
@@ -215,7 +215,7 @@ class Cli:
     def _queues(self, name: str | None) -> list[str]:
         if name is not None:
             return [self._queue(name)]
-        return failed_messages.queues(self.r, self.ns)
+        return failed_messages.queues(self.r, self.keys)
 
     def _shards(self, shard: int | None) -> list[int]:
         if shard is None:

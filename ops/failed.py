@@ -1,11 +1,11 @@
 """Failed Dramatiq messages: list, select by filter, retry, delete.
 
-They are read straight from the broker's keys (``<ns>:dramatiq:<queue>.XQ`` zset scored by
-failure time, ``.XQ.msgs`` hash) and retried by an atomic move back to the queue (stack-notes
-A6 b): WATCH/MULTI with the same Redis message id, so a second retry of an id finds nothing to
-move. Retrying "everything matching a filter" walks the set oldest first, in batches, with a
-cursor (failure time, id) and a cut-off time: a message that fails again after its retry is
-scored after the cut-off and is not retried twice in one sweep.
+They are read straight from the broker's keys (``<ns>:dramatiq:<queue>.XQ`` zset scored by failure
+time, ``.XQ.msgs`` hash) and retried by an atomic move back to the queue (docs/stack.md, "Retrying a
+dead letter"): WATCH/MULTI with the same Redis message id, so a second retry of an id finds nothing
+to move. Retrying "everything matching a filter" walks the set oldest first, in batches, with a
+cursor (failure time, id) and a cut-off time: a message that fails again after its retry is scored
+after the cut-off and is not retried twice in one sweep.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import redis
 from dramatiq import Message
 from dramatiq.errors import DecodeError
 
+from core.keys import Keys
 from ops import MAX_BATCH, MAX_LIST
 
 QUEUES = ("candles", "backfill", "signals")  # the project's actors; others are found by SCAN
@@ -90,18 +91,18 @@ def format_cursor(cursor: Cursor | None) -> str | None:
 # --- Redis I/O ---------------------------------------------------------------------------------
 
 
-def queues(r: redis.Redis, ns: str) -> list[str]:
+def queues(r: redis.Redis, keys: Keys) -> list[str]:
     """Return the project's queues and every other queue that has a dead-letter set."""
     found = set(QUEUES)
-    for key in r.scan_iter(match=f"{ns}:*.XQ", count=1000, _type="zset"):
-        found.add(key.decode().removeprefix(f"{ns}:").removesuffix(".XQ"))
+    for key in r.scan_iter(match=keys.dramatiq_failed_pattern(), count=1000, _type="zset"):
+        found.add(keys.dramatiq_queue_of_failed(key.decode()))
     return sorted(found)
 
 
-def list_failed(r: redis.Redis, ns: str, queue: str, actor: str | None, limit: int
+def list_failed(r: redis.Redis, keys: Keys, queue: str, actor: str | None, limit: int
                 ) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
     """Return up to ``limit`` failed messages of ``queue``, newest first, and the queue's total."""
-    xq = f"{ns}:{queue}.XQ"
+    xq, xq_msgs = keys.dramatiq_failed(queue), keys.dramatiq_failed_messages(queue)
     total, start, rows = int(r.zcard(xq)), 0, list[dict[str, Any]]()
     page = limit if actor is None else MAX_LIST
     while len(rows) < limit and start < min(total, 10 * MAX_LIST):  # a filter scans a bounded part
@@ -109,7 +110,7 @@ def list_failed(r: redis.Redis, ns: str, queue: str, actor: str | None, limit: i
         if not ids:
             break
         start += len(ids)
-        raws: Any = r.hmget(f"{xq}.msgs", [rid for rid, _ in ids])
+        raws: Any = r.hmget(xq_msgs, [rid for rid, _ in ids])
         for (rid, score), raw in zip(ids, raws, strict=True):
             if raw is not None:  # moved or deleted between the two reads
                 row = failed_row(queue, rid.decode(), int(score), raw)
@@ -118,7 +119,7 @@ def list_failed(r: redis.Redis, ns: str, queue: str, actor: str | None, limit: i
     return rows[:limit], total
 
 
-def select_failed(r: redis.Redis, ns: str, queue: str, *, actor: str | None, before_ms: int,
+def select_failed(r: redis.Redis, keys: Keys, queue: str, *, actor: str | None, before_ms: int,
                   after: Cursor | None = None, limit: int = MAX_BATCH,
                   ) -> tuple[list[str], Cursor | None]:  # fmt: skip
     """Return the ids of up to ``limit`` failed messages of ``queue`` (of ``actor`` if given) that
@@ -127,7 +128,7 @@ def select_failed(r: redis.Redis, ns: str, queue: str, *, actor: str | None, bef
 
     Equal failure times are ordered by id, as Redis orders them, so the cursor is exact.
     """
-    xq = f"{ns}:{queue}.XQ"
+    xq, xq_msgs = keys.dramatiq_failed(queue), keys.dramatiq_failed_messages(queue)
     lo: int | str = "-inf" if after is None else after[0]
     offset, ids = 0, list[str]()
     while True:
@@ -139,7 +140,7 @@ def select_failed(r: redis.Redis, ns: str, queue: str, *, actor: str | None, bef
         found = [(int(score), rid.decode()) for rid, score in page]
         found = [key for key in found if after is None or key > after]
         if actor is not None and found:
-            raws: Any = r.hmget(f"{xq}.msgs", [rid for _, rid in found])
+            raws: Any = r.hmget(xq_msgs, [rid for _, rid in found])
             found = [k for k, raw in zip(found, raws, strict=True) if actor_of(raw) == actor]
         for key in found:
             ids.append(key[1])
@@ -162,12 +163,13 @@ def transact(r: redis.Redis, watched: str, step: Callable[[Any], str]) -> str:
     return "busy"
 
 
-def retry_failed(r: redis.Redis, ns: str, queue: str, rid: str) -> str:
+def retry_failed(r: redis.Redis, keys: Keys, queue: str, rid: str) -> str:
     """Move one failed message back to its queue; return retried|missing|corrupt|busy."""
-    xq, q = f"{ns}:{queue}.XQ", f"{ns}:{queue}"
+    xq, xq_msgs = keys.dramatiq_failed(queue), keys.dramatiq_failed_messages(queue)
+    q, q_msgs = keys.dramatiq_queue(queue), keys.dramatiq_messages(queue)
 
     def step(p: Any) -> str:
-        raw = p.hget(f"{xq}.msgs", rid)
+        raw = p.hget(xq_msgs, rid)
         if raw is None:
             return "missing"
         try:
@@ -175,22 +177,22 @@ def retry_failed(r: redis.Redis, ns: str, queue: str, rid: str) -> str:
         except DecodeError:
             return "corrupt"
         p.multi()
-        p.zrem(xq, rid).hdel(f"{xq}.msgs", rid).hset(f"{q}.msgs", rid, payload).rpush(q, rid)
+        p.zrem(xq, rid).hdel(xq_msgs, rid).hset(q_msgs, rid, payload).rpush(q, rid)
         return MOVED
 
-    return transact(r, f"{xq}.msgs", step)
+    return transact(r, xq_msgs, step)
 
 
-def delete_failed(r: redis.Redis, ns: str, queue: str, rid: str) -> str:
+def delete_failed(r: redis.Redis, keys: Keys, queue: str, rid: str) -> str:
     """Delete one failed message; return deleted|missing."""
-    xq = f"{ns}:{queue}.XQ"
+    xq, xq_msgs = keys.dramatiq_failed(queue), keys.dramatiq_failed_messages(queue)
     p: Any = r.pipeline()  # MULTI
-    removed, _ = p.zrem(xq, rid).hdel(f"{xq}.msgs", rid).execute()
+    removed, _ = p.zrem(xq, rid).hdel(xq_msgs, rid).execute()
     return "deleted" if removed else "missing"
 
 
-def act_on_failed(r: redis.Redis, ns: str, action: str, queue: str, ids: list[str]
+def act_on_failed(r: redis.Redis, keys: Keys, action: str, queue: str, ids: list[str]
                   ) -> dict[str, str]:  # fmt: skip
     """Retry or delete (``action``) each id of ``queue``; return id -> result."""
     act = retry_failed if action == "retry" else delete_failed
-    return {rid: act(r, ns, queue, rid) for rid in dict.fromkeys(ids)}
+    return {rid: act(r, keys, queue, rid) for rid in dict.fromkeys(ids)}

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import redis
 
 from core.keys import GROUP_BACKFILL, GROUP_CANDLES, Keys
+from core.schemas import HealthReport
 
 ROLES = ("web", "feeder", "consumer", "worker", "signals", "execution")  # Procfile types
 DRAMATIQ_ROLES = ("worker", "signals")  # both report into worker:health
@@ -23,19 +23,10 @@ STREAM_GROUPS = (("trades", GROUP_CANDLES), ("klines", GROUP_CANDLES), ("gaps", 
 
 
 def health_reports(raw: dict[bytes, bytes], now: int, stale_after_ms: int) -> dict[str, Any]:
-    """Decode a health hash (field -> JSON) and flag reports older than ``stale_after_ms``."""
-    out: dict[str, Any] = {}
-    for name, value in raw.items():
-        try:
-            report = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            report = None
-        report = report if isinstance(report, dict) else {"unreadable": value.decode("latin-1")}
-        at = report.get("at_ms") or report.get("updated_ms") or 0
-        report["age_ms"] = now - at if at else None
-        report["stale"] = not at or now - at > stale_after_ms
-        out[name.decode(errors="replace")] = report
-    return out
+    """Decode a health hash (field -> JSON) and flag reports older than ``stale_after_ms``
+    (``core.schemas.HealthReport``: ``age_ms`` and ``stale`` added to each)."""
+    reports = (HealthReport.decode(name, value) for name, value in raw.items())
+    return {rep.name: rep.view(now, stale_after_ms) for rep in reports}
 
 
 def counters(raw: dict[bytes, bytes]) -> dict[str, Any]:
@@ -91,12 +82,12 @@ def fresh_roles(reports: dict[str, dict[str, Any]]) -> dict[str, int]:
 def queue_stats(r: redis.Redis, keys: Keys, queue_names: list[str]) -> dict[str, dict[str, int]]:
     """Return queue -> ready, delayed, failed (dead letters) and trimmed (dropped past the
     bound) of each Dramatiq queue named."""
-    ns = keys.dramatiq_namespace()
     p: Any
     with r.pipeline(transaction=False) as p:
         p.hgetall(keys.dead_letters_trimmed())
         for q in queue_names:
-            p.llen(f"{ns}:{q}").hlen(f"{ns}:{q}.DQ.msgs").zcard(f"{ns}:{q}.XQ")
+            p.llen(keys.dramatiq_queue(q)).hlen(keys.dramatiq_delayed_messages(q))
+            p.zcard(keys.dramatiq_failed(q))
         got: list[Any] = p.execute()
     trimmed = {q.decode(): int(n) for q, n in got[0].items()}
     return {q: {"ready": int(got[1 + 3 * i]), "delayed": int(got[2 + 3 * i]),

@@ -1,10 +1,10 @@
 """``backfill_klines``: replace candles that miss trades with the exchange's own klines.
 
-Repairs (``<ns>:{sN}:repairs``, a sorted set of ``SYM|tf|first_open|last_open`` by due time)
-come from the candle actor (lost trades, a candle that started before we did, a reconciliation
-difference), from gap records and from the start-up history. The consumer sends the due ones
-here, coalesced per symbol and timeframe and leased for a minute, so a window is not fetched
-twice at once; a duplicate delivery is also turned away by a per-series lock.
+Repairs (``<ns>:{sN}:repairs``, windows by due time: ``tasks.repairs``) come from the candle
+actor (lost trades, a candle that started before we did, a reconciliation difference), from gap
+records, from the start-up history and from signals short of candles. The consumer sends the
+due ones here, coalesced per symbol and timeframe and leased for a minute, so a window is not
+fetched twice at once; a duplicate delivery is also turned away by a per-series lock.
 
 One request per message, within the REST weight budget shared by every process
 (``binance.rest``). When the budget is spent, on 429 and during a 418 ban the repairs are
@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import dramatiq
 import redis
 
 from binance.rest import MarketRest
+from core.clock import now_ms
 from core.errors import RestError
-from core.redis_clients import sync_client
 from core.schemas import Candle, decode
-from tasks.broker import keys, send_bounded, settings, trigger_bound
-from tasks.candle_store import COMPARED, EXCHANGE, write_exchange
-from tasks.signals import evaluate_signals
+from tasks.actors import BACKFILL_KLINES, EVALUATE_SIGNALS
+from tasks.broker import clients, keys, send_bounded, settings, trigger_bound
+from tasks.candle_store import EXCHANGE, write_exchange
+from tasks.repairs import bar_count, classify, due_ms
 
 log = logging.getLogger("tasks.backfill")
 
@@ -40,34 +40,28 @@ _lock = threading.Lock()
 # is admitted, so a burst of requests already in flight cannot collect the repeated 429s that
 # earn a 418 ban.
 _in_flight = threading.Lock()
-_client: redis.Redis | None = None
 _rest: MarketRest | None = None
+clients.declare("backfill", max_connections=8)
 
 
 def _clients() -> tuple[redis.Redis, MarketRest]:
-    global _client, _rest
+    global _rest
+    client = clients.get("backfill")
     with _lock:
-        if _client is None or _rest is None:
-            _client = sync_client(settings.require_redis_url(), max_connections=8,
-                                  client_name="backfill")  # fmt: skip
-            _rest = MarketRest(settings.market.rest_url, redis=_client, keys=keys,
+        if _rest is None:
+            _rest = MarketRest(settings.market.rest_url, redis=client, keys=keys,
                                weight_budget=settings.candles.rest_weight_budget)  # fmt: skip
-        return _client, _rest
+        return client, _rest
 
 
 def difference(stored: Candle | None, exch: Candle) -> str:
     """Name what the exchange's closed kline does to the stored candle (a counter name)."""
-    if stored is None:
-        return "backfill_filled"
-    if stored.source == "exchange":
-        return "backfill_repeated"
-    if stored.source == "partial":
-        return "backfill_repaired"
-    same = all(getattr(stored, f) == getattr(exch, f) for f in COMPARED)
-    return "backfill_equal" if same else "backfill_diff"
+    outcome, _ = classify(stored, exch)
+    return "backfill_repaired" if outcome == "partial" else f"backfill_{outcome}"
 
 
-@dramatiq.actor(queue_name="backfill", max_retries=3, min_backoff=1_000, max_backoff=10_000,
+@dramatiq.actor(actor_name=BACKFILL_KLINES.actor_name, queue_name=BACKFILL_KLINES.queue_name,
+                max_retries=3, min_backoff=1_000, max_backoff=10_000,
                 time_limit=60_000)  # fmt: skip
 def backfill_klines(
     shard: int, symbol: str, timeframe: str, first_open_ms: int, last_open_ms: int,
@@ -75,7 +69,7 @@ def backfill_klines(
 ) -> None:  # fmt: skip
     """Fetch the exchange's klines of ``symbol`` ``timeframe`` opening in the window; store them."""
     client, rest = _clients()
-    lock = f"{keys.repairs(shard)}:lock:{symbol}:{timeframe}"
+    lock = keys.repair_lock(shard, symbol, timeframe)
     if not client.set(lock, "1", nx=True, px=LOCK_MS):
         return  # the same series is being fetched now (a duplicate delivery): the lease covers it
     try:
@@ -89,9 +83,7 @@ def _backfill(
     first_open_ms: int, last_open_ms: int, members: list[str],
 ) -> None:  # fmt: skip
     tf = next(t for t in settings.timeframes if t.name == timeframe)
-    bars, t = 1, first_open_ms
-    while (t := tf.next_open_time_ms(t)) <= last_open_ms:
-        bars += 1
+    bars = bar_count(tf, first_open_ms, last_open_ms)
     script = client.register_script(EXCHANGE)
     try:
         with _in_flight:
@@ -107,7 +99,7 @@ def _backfill(
             return
         wait = exc.retry_after_ms or UNAVAILABLE_RETRY_MS
         log.debug("backfill %s %s deferred %d ms: %s", symbol, timeframe, wait, exc)
-        later = [(time.time_ns() // 1_000_000 + wait, m) for m in members]
+        later = [(now_ms() + wait, m) for m in members]
         write_exchange(client, script, keys, shard, [], retention={}, updates_maxlen=1,
                        metrics={"backfill_deferred": 1}, done=[], later=later)  # fmt: skip
         return
@@ -121,11 +113,11 @@ def _backfill(
         name = difference(decode(stored[0], Candle) if stored else None, c)
         metrics[name] = metrics.get(name, 0) + 1
     still_open = any(not c.closed for c in rows if c.open_time_ms <= last_open_ms)
-    settle = tf.close_time_ms(last_open_ms) + 3_000
+    settle = due_ms(tf, last_open_ms)
     done, later = (members, []) if not still_open else ([], [(settle, m) for m in members])
     _, signals_due = write_exchange(
         client, script, keys, shard, closed, retention=dict(settings.candles.retention),
         updates_maxlen=settings.candles.updates_maxlen, metrics=metrics, done=done, later=later,
     )  # fmt: skip
-    if signals_due and not send_bounded(evaluate_signals, shard, bound=trigger_bound()):
+    if signals_due and not send_bounded(EVALUATE_SIGNALS, shard, bound=trigger_bound()):
         client.hincrby(keys.candle_metrics(shard), "signals_refused", 1)

@@ -4,7 +4,7 @@ Importing this module reads the settings and sets the global broker, as Dramatiq
 any ``@dramatiq.actor`` runs; the worker (``dramatiq tasks.candles tasks.backfill``, Procfile
 ``worker``) and every process that sends messages import it through the actor modules.
 
-What differs from the defaults, and why (stack-notes A):
+What differs from the defaults, and why (docs/stack.md, "Dramatiq's defaults we change"):
 
 * Retries: 5 at most, from 250 ms up to 10 s (Dramatiq's 20 retries from 15 s add up to about
   30 days). Our actors are idempotent, so a retry is always safe; when they are exhausted the
@@ -22,6 +22,7 @@ What differs from the defaults, and why (stack-notes A):
   ``<ns>:worker:health`` like the other process types do in theirs.
 * One stop signal is enough (:class:`tasks.shutdown.OneStopSignal`): Dramatiq's worker process
   would kill its tasks on a second SIGTERM, which a stop of the whole process group delivers.
+* Each actor module's Redis client is made at worker boot (:class:`tasks.clients.ActorClients`).
 * ``CurrentMessage`` for log context. The worker runs one process (``-p 1``, scale by adding
   processes) with ``--worker-shutdown-timeout 25000``, inside Heroku's 30 s.
 """
@@ -29,7 +30,7 @@ What differs from the defaults, and why (stack-notes A):
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 from dramatiq.broker import MessageProxy
@@ -48,6 +49,7 @@ from dramatiq.middleware import (
 from core.config import Settings, load_settings
 from core.keys import Keys
 from core.redis_clients import sync_client
+from tasks.clients import ActorClients
 from tasks.health import WorkerHealth
 from tasks.shutdown import OneStopSignal
 
@@ -76,18 +78,19 @@ class FinalTraceback(Middleware):
     Past ``max_dead`` the oldest go, counted per queue in ``trimmed_key``.
     """
 
-    def __init__(self, max_dead: int, trimmed_key: str) -> None:
+    def __init__(self, max_dead: int, keys: Keys) -> None:
         self.max_dead = max_dead
-        self.trimmed_key = trimmed_key
+        self.keys = keys
+        self.trimmed_key = keys.dead_letters_trimmed()
 
     def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         rid = message.options.get("redis_message_id")
         if not isinstance(broker, RedisBroker) or rid is None:
             return
         queue = message.queue_name.removesuffix(".DQ")  # delayed retries dead-letter here too
-        xq = f"{broker.namespace}:{queue}.XQ"  # the broker's own layout (stack-notes A2)
+        xq, xq_msgs = self.keys.dramatiq_failed(queue), self.keys.dramatiq_failed_messages(queue)
         with broker.client.pipeline(transaction=False) as pipe:
-            pipe.hset(f"{xq}.msgs", rid, message.encode())
+            pipe.hset(xq_msgs, rid, message.encode())
             pipe.zcard(xq)
             count = pipe.execute()[1]
         if count <= self.max_dead:
@@ -96,7 +99,7 @@ class FinalTraceback(Middleware):
         oldest = [m for m, _ in popped]
         if oldest:
             with broker.client.pipeline(transaction=False) as pipe:
-                pipe.hdel(f"{xq}.msgs", *oldest)
+                pipe.hdel(xq_msgs, *oldest)
                 pipe.hincrby(self.trimmed_key, queue, len(oldest))
                 pipe.execute()
             logging.getLogger("tasks.broker").warning(
@@ -105,10 +108,16 @@ class FinalTraceback(Middleware):
             )  # fmt: skip
 
 
-def make_broker(settings: Settings, *, dead_letters_max: int = DEAD_LETTERS_MAX) -> RedisBroker:
+def make_broker(
+    settings: Settings,
+    *,
+    dead_letters_max: int = DEAD_LETTERS_MAX,
+    actor_clients: ActorClients | None = None,
+) -> RedisBroker:
     """Return a Redis broker on REDIS_URL under this deployment's namespace."""
-    keys = Keys(settings.namespace, settings.stream_shards)
-    client = sync_client(settings.require_redis_url(), max_connections=32, client_name="dramatiq")
+    keys = Keys.of(settings)
+    url = settings.require_redis_url()
+    client = sync_client(url, max_connections=32, client_name="dramatiq")
     middleware = [
         AgeLimit(),
         TimeLimit(time_limit=TIME_LIMIT_MS),
@@ -117,9 +126,10 @@ def make_broker(settings: Settings, *, dead_letters_max: int = DEAD_LETTERS_MAX)
         Pipelines(),
         Retries(max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS),
         CurrentMessage(),
-        FinalTraceback(dead_letters_max, keys.dead_letters_trimmed()),
+        FinalTraceback(dead_letters_max, keys),
         WorkerHealth(keys.worker_health()),  # the worker and signals processes' health
         OneStopSignal(),  # a stop of the whole process group is graceful too
+        actor_clients or ActorClients(url),  # the actor modules' Redis clients
     ]
     return RedisBroker(  # type: ignore[no-untyped-call]
         client=client,
@@ -132,8 +142,9 @@ def make_broker(settings: Settings, *, dead_letters_max: int = DEAD_LETTERS_MAX)
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is noise here
 settings = load_settings()
-keys = Keys(settings.namespace, settings.stream_shards)
-broker = make_broker(settings)
+keys = Keys.of(settings)
+clients = ActorClients(settings.require_redis_url())
+broker = make_broker(settings, actor_clients=clients)
 dramatiq.set_broker(broker)
 
 
@@ -142,7 +153,16 @@ def queue_depth(queue_name: str) -> int:
     return int(broker.client.llen(keys.dramatiq_queue(queue_name)))
 
 
-def send_bounded(actor: dramatiq.Actor[Any, Any], *args: Any, bound: int) -> bool:
+class Sendable(Protocol):
+    """An actor, or a reference to one by name (``tasks.actors``)."""
+
+    @property
+    def queue_name(self) -> str: ...
+
+    def send(self, *args: Any) -> Any: ...
+
+
+def send_bounded(actor: Sendable, *args: Any, bound: int) -> bool:
     """Send ``actor(*args)`` unless its queue already holds ``bound`` waiting messages.
 
     Our trigger messages are sent again while no worker takes them (their flag expires after a

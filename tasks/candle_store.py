@@ -8,11 +8,13 @@ Two writers, two scripts:
   another worker changes nothing and returns 0.
 * :data:`EXCHANGE` (backfill): the exchange's closed klines, written over whatever was there.
 
-In both, a candle the exchange closed (member ending in ``"exchange"]``) is final: a candle built
-from trades never replaces it. A member is a whole encoded :class:`~core.schemas.Candle`, scored
-by open time; replacing one is remove-by-score then add (stack-notes B6), then the set is trimmed
-to its retention by rank. Every key the scripts touch is declared in KEYS and shares the shard's
-hash tag, so they run unchanged on Redis Cluster.
+In both, a candle the exchange closed (source ``exchange``, the member's last field) is final: a
+candle built from trades never replaces it. The scripts tell a member's source by its last bytes
+(``core.schemas.candle_ending``, :data:`_ENDINGS`). A member is a whole encoded
+:class:`~core.schemas.Candle`, scored by open time; replacing one is remove-by-score then add
+(docs/stack.md, "Replacing a candle in a sorted set"), then the set is trimmed to its retention by
+rank. Every key the scripts touch is declared in KEYS and shares the shard's hash tag, so they run
+unchanged on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -24,23 +26,29 @@ import orjson
 import redis
 
 from core.keys import Keys
-from core.schemas import Candle, encode
+from core.schemas import Candle, candle_ending, encode
 
-# The fields on which our candle and the exchange's kline must agree (trade ids: REST has none).
-COMPARED = ("open", "high", "low", "close", "volume", "quote_volume", "trades",
-            "taker_buy_volume", "taker_buy_quote_volume")  # fmt: skip
+# Shared by the scripts: the last bytes of a member by its source (source is a candle's last field).
+_ENDINGS = f"""
+local EXCHANGE_END = '{candle_ending("exchange").decode()}'
+local PARTIAL_END = '{candle_ending("partial").decode()}'
+local TRADES_END = '{candle_ending("trades").decode()}'
+local function ends(member, ending) return string.sub(member, -#ending) == ending end
+"""
 
 # Shared by the scripts: write one candle unless an exchange candle is there and this one is not;
 # a candle marked partial (known to miss trades) stays partial until the exchange's replaces it.
 # Return the member written, or false.
-_PUT = """
+_PUT = (
+    _ENDINGS
+    + """
 local function put(key, score, member, keep, final)
   if not final then
     local old = redis.call('ZRANGEBYSCORE', key, score, score)
     if old[1] then
-      if string.sub(old[1], -11) == '"exchange"]' then return false end
-      if string.sub(old[1], -10) == '"partial"]' and string.sub(member, -9) == '"trades"]' then
-        member = string.sub(member, 1, -10) .. '"partial"]'
+      if ends(old[1], EXCHANGE_END) then return false end
+      if ends(old[1], PARTIAL_END) and ends(member, TRADES_END) then
+        member = string.sub(member, 1, -#TRADES_END - 1) .. PARTIAL_END
       end
     end
   end
@@ -50,6 +58,7 @@ local function put(key, score, member, keep, final)
   return member
 end
 """
+)
 
 # Marks the series whose candles changed for the signal stage (``signal-dirty``: update counter per
 # "SYM|tf") and sets ``signal-queued`` if absent: returns 2 when the caller should send
@@ -164,15 +173,17 @@ return {#written, dirty(KEYS[4], KEYS[5], a.dirty, a.flag_ms)}
 
 # KEYS: updates, metrics, then candle sets. ARGV[1]: {ranges: [[key, from, to]], updates_maxlen}.
 # Marks the trade-built candles scored in each range partial (an outage may have hidden trades).
-MARK_PARTIAL = """
+MARK_PARTIAL = (
+    _ENDINGS
+    + """
 local a = cjson.decode(ARGV[1])
 local written = {}
 for _, r in ipairs(a.ranges) do
   local found = redis.call('ZRANGEBYSCORE', KEYS[r[1]], r[2], r[3], 'WITHSCORES')
   for i = 1, #found, 2 do
     local m = found[i]
-    if string.sub(m, -9) == '"trades"]' then
-      local marked = string.sub(m, 1, -10) .. '"partial"]'
+    if ends(m, TRADES_END) then
+      local marked = string.sub(m, 1, -#TRADES_END - 1) .. PARTIAL_END
       redis.call('ZREM', KEYS[r[1]], m)
       redis.call('ZADD', KEYS[r[1]], found[i + 1], marked)
       written[#written + 1] = marked
@@ -186,6 +197,7 @@ if #written > 0 then
 end
 return #written
 """
+)
 
 
 @dataclass

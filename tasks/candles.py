@@ -34,26 +34,21 @@ import dramatiq
 import redis
 
 from core.config import Settings
-from core.errors import SchemaError
+from core.errors import BuildConflictError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_CANDLES, Keys
-from core.redis_clients import sync_client
 from core.schemas import Candle, Kline, Trade, decode
 from core.timeframes import Timeframe
-from tasks.broker import keys, send_bounded, settings, trigger_bound
+from tasks.actors import BUILD_CANDLES, EVALUATE_SIGNALS
+from tasks.broker import clients, keys, send_bounded, settings, trigger_bound
 from tasks.candle_fold import Repair, SymbolCandles, close_due, fold_trades
-from tasks.candle_store import BUILD, COMPARED, READ, BuildWrite
-from tasks.signals import evaluate_signals
+from tasks.candle_store import BUILD, READ, BuildWrite
+from tasks.repairs import RepairWindow, classify, containing_windows, scheduled
 
 log = logging.getLogger("tasks.candles")
 
 ROUNDS_S = 1.0  # a build goes round again for news this long, then hands over to a new message
 MAX_ENTRIES = 20_000  # per stream per build: a longer backlog is caught up over several builds
 CLOSE_GRACE_MS = 2_000  # a period is over once the shard's trades are this far past its end
-REPAIR_SETTLE_MS = 3_000  # after a period ends, wait this long before fetching its kline
-
-
-class BuildConflictError(Exception):
-    """Other workers kept moving the shard's cursor: retry the build later."""
 
 
 @dataclass
@@ -185,7 +180,7 @@ class ShardBuilder:
         outcome = w.execute(self.client, self.script)
         if not outcome:
             return None
-        if outcome == 2 and not send_bounded(evaluate_signals, s, bound=trigger_bound()):
+        if outcome == 2 and not send_bounded(EVALUATE_SIGNALS, s, bound=trigger_bound()):
             self.client.hincrby(self.keys.candle_metrics(s), "signals_refused", 1)
         self.cursor = w.cursor
         report.written = len(changed)
@@ -323,61 +318,44 @@ class ShardBuilder:
         return out
 
     def _count_difference(self, ours: Candle | None, exch: Candle, w: BuildWrite) -> None:
-        if ours is None:
-            w.count("reconcile_filled")  # we saw no trade of that period
+        outcome, diff = classify(ours, exch)
+        w.count(f"reconcile_{outcome}")
+        if outcome != "diff":
             return
-        if ours.source == "exchange":
-            w.count("reconcile_repeated")
-            return
-        diff = [f for f in COMPARED if getattr(ours, f) != getattr(exch, f)]
-        if ours.source == "partial":
-            w.count("reconcile_partial")  # known to miss trades: the exchange completes it
-            return
-        if not diff:
-            w.count("reconcile_equal")
-            return
-        w.count("reconcile_diff")
         for f in diff:
             w.count(f"reconcile_diff_{f}")
         log.warning("%s %s %d differs from the exchange's kline in %s (exchange wins)",
                     exch.symbol, exch.timeframe, exch.open_time_ms, ",".join(diff),
                     extra={"symbol": exch.symbol})  # fmt: skip
         # The timeframes that contain this period were built from the same trades: repair them.
-        repairs = [Repair(tf.name, tf.open_time_ms(exch.open_time_ms),
-                          tf.open_time_ms(exch.open_time_ms))
-                   for tf in self.timeframes if tf.name != exch.timeframe]  # fmt: skip
-        self._repair(exch.symbol, repairs, w)
+        windows = containing_windows(exch.symbol, exch.timeframe, exch.open_time_ms,
+                                     self.timeframes)  # fmt: skip
+        w.repairs.extend([due, m] for due, m in scheduled(windows, self.tf_by_name))
 
     def _repair(self, symbol: str, repairs: list[Repair], w: BuildWrite) -> None:
-        for r in repairs:
-            tf = self.tf_by_name[r.timeframe]
-            if tf.ms < 60_000:
-                continue  # sub-minute candles exist only as we build them: no kline to fetch
-            due = tf.close_time_ms(r.last_open_ms) + REPAIR_SETTLE_MS
-            w.repairs.append([due, f"{symbol}|{r.timeframe}|{r.first_open_ms}|{r.last_open_ms}"])
+        windows = [RepairWindow(symbol, r.timeframe, r.first_open_ms, r.last_open_ms)
+                   for r in repairs]  # fmt: skip
+        w.repairs.extend([due, m] for due, m in scheduled(windows, self.tf_by_name))
 
 
 # --- the actor -------------------------------------------------------------------------------
 
 _builders: dict[int, ShardBuilder] = {}
 _builders_lock = threading.Lock()
-_client: redis.Redis | None = None
+clients.declare("candles", max_connections=16)
 
 
 def builder(shard: int) -> ShardBuilder:
     """Return this process's builder of ``shard``."""
-    global _client
     with _builders_lock:
         b = _builders.get(shard)
         if b is None:
-            if _client is None:
-                url = settings.require_redis_url()
-                _client = sync_client(url, max_connections=16, client_name="candles")
-            b = _builders[shard] = ShardBuilder(_client, keys, settings, shard)
+            b = _builders[shard] = ShardBuilder(clients.get("candles"), keys, settings, shard)
         return b
 
 
-@dramatiq.actor(queue_name="candles", max_retries=5, min_backoff=100, max_backoff=2_000,
+@dramatiq.actor(actor_name=BUILD_CANDLES.actor_name, queue_name=BUILD_CANDLES.queue_name,
+                max_retries=5, min_backoff=100, max_backoff=2_000,
                 time_limit=30_000)  # fmt: skip
 def build_candles(shard: int) -> None:
     """Bring ``shard``'s candles up to date (idempotent; see the module docstring)."""

@@ -31,6 +31,8 @@ from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
+from core.clock import now_ms
+
 log = logging.getLogger(__name__)
 
 HEALTH_EVERY_S = 2.0  # as the other processes (a report older than 10 s is stale)
@@ -141,7 +143,7 @@ class WorkerHealth(Middleware):
         return {
             "name": self.name,
             "role": role_of(set(queues)),
-            "at_ms": time.time_ns() // 1_000_000,
+            "at_ms": now_ms(),
             "queues": queues,
             "threads": worker.worker_threads if worker is not None else 0,
             "processed": sum(a["processed"] for a in actors.values()),

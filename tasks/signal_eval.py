@@ -24,14 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.config import Settings, SignalSpec
+from core.errors import PlanError as PlanError  # raised here; tests import it from here
 from core.schemas import Candle, Signal
 from tasks.formulas import Formula, Param, Window, evaluate, load_modules, resolve
 
 CATCH_UP = 5  # closed candles evaluated per signal per round at most (a missed trigger)
-
-
-class PlanError(ValueError):
-    """The configured signals cannot run: unknown formula, bad parameters, window too long."""
 
 
 @dataclass(frozen=True, slots=True)

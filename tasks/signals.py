@@ -40,13 +40,15 @@ import dramatiq
 import orjson
 import redis
 
-from core.errors import SchemaError
-from core.redis_clients import sync_client
-from core.schemas import Candle, decode
+from core.clock import now_ms
+from core.errors import PlanError, SchemaError
+from core.schemas import CANDLE_OPEN_ENDINGS, Candle, decode
 from core.timeframes import parse_timeframe
-from tasks.broker import keys, settings
+from tasks.actors import EVALUATE_SIGNALS
+from tasks.broker import clients, keys, settings
 from tasks.formulas import FormulaLoadError
-from tasks.signal_eval import CATCH_UP, Breaker, PlanError, SignalPlan, evaluate_series
+from tasks.repairs import has_kline, window_before
+from tasks.signal_eval import CATCH_UP, Breaker, SignalPlan, evaluate_series
 from tasks.signal_store import WRITE, SignalWrite
 
 log = logging.getLogger("tasks.signals")
@@ -55,10 +57,6 @@ ROUND_PACE_MS = 100  # a shard's rounds start at most this often (builds trigger
 RELOAD_S = 60.0  # a cached window is re-read at least this often
 ASK_AGAIN_MS = 60_000  # a series still short of history asks backfill again after this,
 ASK_AGAIN_MAX_MS = 3_600_000  # doubling up to this (a new listing has no longer history)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -258,22 +256,20 @@ class ShardSignals:
     def _ask_history(self, st: _Series, sym: str, tf_name: str, short: int, now: int) -> None:
         """Ask backfill for ``short`` closed candles before the oldest one we have."""
         tf = parse_timeframe(tf_name)
-        if tf.ms < 60_000 or now - st.asked_ms < st.ask_every_ms:
-            return  # sub-minute candles have no kline to fetch
+        if not has_kline(tf) or now - st.asked_ms < st.ask_every_ms:
+            return
         if st.asked_ms:
             st.ask_every_ms = min(st.ask_every_ms * 2, ASK_AGAIN_MAX_MS)
         st.asked_ms = now
         oldest = st.candles[0].open_time_ms if st.candles else tf.open_time_ms(now)
-        last = tf.open_time_ms(oldest - 1)
-        first = tf.open_time_ms(last - (short - 1) * tf.ms)
-        member = f"{sym}|{tf_name}|{first}|{last}"
-        self.client.zadd(keys.repairs(self.shard), {member: now}, nx=True)
+        window = window_before(sym, tf, oldest, short)
+        self.client.zadd(keys.repairs(self.shard), {window.member(): now}, nx=True)
         log.debug("signals on %s %s need %d more candles: backfill asked", sym, tf_name, short)
 
 
 def _open(member: bytes) -> bool:
     """Whether an encoded candle member is still open (``closed`` false; see Candle's layout)."""
-    return member.endswith((b'false,"trades"]', b'false,"partial"]', b'false,"exchange"]'))
+    return member.endswith(CANDLE_OPEN_ENDINGS)
 
 
 def _s(value: Any) -> str:
@@ -295,19 +291,20 @@ _plan = _load_plan()
 BREAKER = Breaker()  # per process: every shard's rounds share it
 _shards: dict[int, ShardSignals] = {}
 _shards_lock = threading.Lock()
-_client: redis.Redis | None = None
+_plan_published = False
+clients.declare("signals", max_connections=16)
 
 
 def _shard(shard: int) -> ShardSignals:
-    global _client
+    global _plan_published
     with _shards_lock:
         s = _shards.get(shard)
         if s is None:
-            if _client is None:
-                url = settings.require_redis_url()
-                _client = sync_client(url, max_connections=16, client_name="signals")
-                _publish_plan(_client, _plan)
-            s = _shards[shard] = ShardSignals(_client, _plan, shard)
+            client = clients.get("signals")
+            if not _plan_published:
+                _publish_plan(client, _plan)
+                _plan_published = True
+            s = _shards[shard] = ShardSignals(client, _plan, shard)
         return s
 
 
@@ -325,7 +322,8 @@ def _publish_plan(client: redis.Redis, plan: SignalPlan) -> None:
         pipe.execute()
 
 
-@dramatiq.actor(queue_name="signals", max_retries=5, min_backoff=100, max_backoff=2_000,
+@dramatiq.actor(actor_name=EVALUATE_SIGNALS.actor_name, queue_name=EVALUATE_SIGNALS.queue_name,
+                max_retries=5, min_backoff=100, max_backoff=2_000,
                 time_limit=30_000)  # fmt: skip
 def evaluate_signals(shard: int) -> None:
     """Evaluate the signals of ``shard``'s changed series (idempotent; see the module docstring)."""

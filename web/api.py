@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import orjson
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, jsonify, request
 
-from web.app import web
-from web.auth import ApiError, error_response, request_origin, require
+from core.clock import now_ms
+from core.schemas import HealthReport
+from web.auth import request_origin, require
+from web.errors import ApiError
 from web.market import MAX_PAGE
+from web.services import web
 
 bp = Blueprint("api", __name__, url_prefix="/api")
-STALE_HEALTH_MS = 10_000  # a process that has not reported for this long is counted down
-
-
-@bp.errorhandler(ApiError)
-def _api_error(exc: ApiError) -> tuple[Response, int]:
-    return error_response(exc)
 
 
 def _int_arg(name: str, default: int | None, lo: int, hi: int) -> int | None:
@@ -108,26 +103,18 @@ def site() -> Any:
 def health() -> Any:
     """Every process's last report; 503 when a role has no fresh report (no auth: for probes)."""
     w = web()
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     out: dict[str, Any] = {}
     ok = True
     for role, key in (("web", w.keys.web_health()), ("feeders", w.keys.feed_health()),
-                      ("consumers", w.keys.consumer_health())):  # fmt: skip
+                      ("consumers", w.keys.consumer_health()),
+                      ("execution", w.keys.execution_health())):  # fmt: skip
         raw: dict[bytes, bytes] = w.redis.hgetall(key)  # type: ignore[assignment]
-        reports = {k.decode(): orjson.loads(v) for k, v in raw.items()}
-        for report in reports.values():
-            at = report.get("at_ms") or report.get("updated_ms") or 0
-            report["stale"] = now - at > STALE_HEALTH_MS
-        fresh = [r for r in reports.values() if not r["stale"]]
-        ok = ok and bool(fresh)
+        reports = {n.decode(): HealthReport.decode(n, v).view(now, age=False)
+                   for n, v in raw.items()}  # fmt: skip
+        # Execution is counted once it has reported: a deployment may not trade.
+        if reports or role != "execution":
+            ok = ok and any(not r["stale"] for r in reports.values())
         out[role] = reports
-    # Execution is reported, and counted once it has reported: a deployment may not trade.
-    raw_exec: dict[bytes, bytes] = w.redis.hgetall(w.keys.execution_health())  # type: ignore[assignment]
-    execution = {k.decode(): orjson.loads(v) for k, v in raw_exec.items()}
-    for report in execution.values():
-        report["stale"] = now - int(report.get("at_ms", 0)) > STALE_HEALTH_MS
-    if execution:
-        ok = ok and any(not r["stale"] for r in execution.values())
-    out["execution"] = execution
     out["status"] = "ok" if ok else "degraded"
     return jsonify(out), (200 if ok else 503)

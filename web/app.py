@@ -1,32 +1,46 @@
-"""The application factory and the services one web process shares (``web()``)."""
+"""The application factory: ``create_app(settings)`` builds one web process's app.
+
+The objects the handlers share live in web/services.py (``socketio``, ``web()``), the Engine.IO
+send glue in web/delivery.py; the blueprints import those, never this module.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
-import redis
-from flask import Flask, current_app, jsonify, request
-from flask_socketio import SocketIO
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.config import Settings
 from core.keys import Keys
 from core.redis_clients import gevent_client, sync_client
+from web import (
+    api,
+    auth,
+    metrics,
+    ops,
+    probes,
+    sockets,  # noqa: F401  # registers the socket events on socketio
+    trade_api,
+)
 from web.commands import MAX_WAITERS, Trading
+from web.delivery import Delivery
+from web.errors import ApiError, error_response
 from web.fanout import Pump
 from web.market import Market
-from web.rooms import Client, Registry
+from web.rooms import Registry
+from web.services import Web, socketio
 from web.sessions import Sessions
 from web.tokens import Keyring
 from web.trade_events import OrderEvents
-from web.transport import text_frame, whole_frames
+from web.transport import whole_frames
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 64 * 1024  # HTTP bodies and websocket messages (stack-notes C4)
+# HTTP bodies and websocket messages (docs/stack.md, "Engine.IO's message size")
+MAX_REQUEST_BYTES = 64 * 1024
 STATIC_MAX_AGE_S = 300  # then revalidated by ETag (304): a deploy reaches browsers within minutes
 GZIP_CACHE_ENTRIES = 64  # compressed static files kept (the page has about 15)
 GZIP_TYPES = ("text/html", "text/css", "text/javascript", "application/javascript")
@@ -39,35 +53,9 @@ CSP = (f"default-src 'self'; script-src 'self'; style-src 'self' {CHART_LOGO_STY
        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")  # fmt: skip
 
-socketio = SocketIO()  # attached in create_app; web/sockets.py registers the events on it
-
-
-@dataclass
-class Web:
-    """What the handlers of one process share."""
-
-    settings: Settings
-    keys: Keys
-    redis: redis.Redis
-    market: Market
-    sessions: Sessions
-    keyring: Keyring
-    registry: Registry
-    pump: Pump
-    trading: Trading
-    order_events: OrderEvents
-
-
-def web() -> Web:
-    """Return the current app's services."""
-    services: Web = current_app.extensions["tp"]
-    return services
-
 
 def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     """Build the app for ``settings``; start the fan-out pump unless told not to (unit tests)."""
-    from web import api, auth, metrics, ops, probes, sockets, trade_api  # noqa: F401  # sockets registers events
-
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = STATIC_MAX_AGE_S
@@ -84,7 +72,7 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     except Exception:  # not under gevent (unit tests, scripts): a plain thread-safe client
         client = sync_client(url, max_connections=16, client_name="web")
         waiters = client
-    keys = Keys(settings.namespace, settings.stream_shards)
+    keys = Keys.of(settings)
     w = settings.web
     registry = Registry(max_subscriptions=w.max_subscriptions, backlog=w.client_backlog,
                         slow_ms=w.slow_disconnect_ms)  # fmt: skip
@@ -99,9 +87,7 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
         transports=["websocket"],
         json=_OrjsonJson,
     )
-    server = socketio.server
-    if server is None:  # init_app always builds it; for the type checker
-        raise RuntimeError("Socket.IO server missing after init_app")
+    delivery = Delivery(socketio, registry)
     if _patched():  # simple-websocket's partial sends (web/transport.py)
         app.wsgi_app = whole_frames(  # type: ignore[method-assign,assignment]
             # Longer than the pump's own limit: a dropped client that reads again in time
@@ -110,39 +96,8 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
             send_buffer_bytes=w.send_buffer_bytes,
         )  # fmt: skip
 
-    eio_sockets = server.eio.sockets
-
-    def queued(eio_sid: str) -> int:
-        sock = eio_sockets.get(eio_sid)
-        return 0 if sock is None else int(sock.queue.qsize())
-
-    def send(client: Client, message: bytes) -> bool:
-        """Send one Socket.IO packet, straight to the socket when nothing is queued for it
-        (return True then), else through Engine.IO's queue."""
-        sock = eio_sockets.get(client.eio_sid)
-        if sock is None:  # gone between the tick's decision and now
-            registry.disconnect(client.sid)
-            return False
-        if (
-            client.socket is not None
-            and sock.upgraded
-            and not sock.closed
-            and not sock.queue.qsize()  # anything queued goes first: order is kept
-            and client.socket.try_send(text_frame(b"4" + message))  # an Engine.IO message
-        ):
-            return True
-        server.eio.send(client.eio_sid, message.decode())
-        return False
-
-    def notify(client: Client, event: str, reason: str) -> None:
-        registry.disconnect(client.sid)
-        socketio.emit(event, {"reason": reason}, to=client.sid, ignore_queue=True)  # ours
-        server.disconnect(client.sid, ignore_queue=True)
-        sock = server.eio.sockets.get(client.eio_sid)
-        if sock is not None:  # a client that never reads would keep its transport until ping
-            sock.close(wait=False)  # timeout: drop it now (what is queued is still written)
-
-    pump = Pump(client, settings, registry, sessions, queued=queued, send=send, notify=notify)
+    pump = Pump(client, settings, registry, sessions, queued=delivery.queued, send=delivery.send,
+                notify=delivery.notify)  # fmt: skip
     app.extensions["tp"] = Web(
         settings=settings, keys=keys, redis=client, market=Market(client, settings),
         sessions=sessions, keyring=Keyring(settings.jwt_keys, issuer=w.origin),
@@ -156,6 +111,7 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     app.register_blueprint(trade_api.bp)
     app.register_blueprint(metrics.bp)  # /metrics
     app.register_blueprint(probes.bp)  # /livez, /readyz
+    app.register_error_handler(ApiError, error_response)  # every blueprint's JSON errors
 
     @app.get("/")
     def index() -> Any:

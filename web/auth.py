@@ -17,10 +17,13 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from core.clock import now_ms
+from core.errors import RefreshError, SiweError, TokenError
 from web import siwe
-from web.app import socketio, web
-from web.sessions import NONCE_TTL_S, Login, RefreshError
-from web.tokens import Claims, TokenError
+from web.errors import ApiError, error_response
+from web.services import socketio, web
+from web.sessions import NONCE_TTL_S, Login
+from web.tokens import Claims
 
 log = logging.getLogger(__name__)
 bp = Blueprint("auth", __name__, url_prefix="/auth")
@@ -32,30 +35,6 @@ HINTS = {"web": "tp_signed_in", "ops": "tp_signed_in_ops"}
 # present, so a signed message that leaks before it is used is worth nothing without it.
 NONCE_COOKIE = "tp_nonce"
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class ApiError(Exception):
-    """An error answered as JSON with its HTTP status."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: int = 0) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.retry_after = status, code, message, retry_after
-
-
-def error_response(exc: ApiError) -> tuple[Response, int]:
-    response = jsonify(error=exc.code, message=exc.message)
-    if exc.retry_after:
-        response.headers["Retry-After"] = str(exc.retry_after)
-    return response, exc.status
-
-
-@bp.errorhandler(ApiError)
-def _api_error(exc: ApiError) -> tuple[Response, int]:
-    return error_response(exc)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def client_ip() -> str:
@@ -176,7 +155,7 @@ def login() -> Any:
         raise ApiError(400, "malformed", "message and signature must be strings, scope web|ops")
     try:
         claimed = siwe.parse_message(message)
-    except siwe.SiweError as exc:
+    except SiweError as exc:
         raise ApiError(400, exc.code, str(exc)) from None
     _limit("address", claimed.address.lower(), cfg.login_per_minute_address)
     here = site()
@@ -185,7 +164,7 @@ def login() -> Any:
         scheme = urlsplit(here).scheme if claimed.scheme else None
         msg = siwe.verify(message, signature, domain=urlsplit(here).netloc, uri=None,
                           scheme=scheme, chain_id=cfg.chain_id, now_ms=now_ms())  # fmt: skip
-    except siwe.SiweError as exc:
+    except SiweError as exc:
         log.info("sign-in rejected: %s", exc.code, extra={"code": exc.code})
         raise ApiError(401, exc.code, str(exc)) from None
     if msg.uri != here and not msg.uri.startswith(here + "/"):

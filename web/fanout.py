@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import redis
 
+from core.clock import now_ms
 from core.config import Settings
 from core.keys import ENTRY_FIELD, Keys
 from web.market import TRADE_PREFIX, book_json, candle_json, mark_json, signal_json, trade_json
@@ -57,10 +58,6 @@ class PumpCounters:
     lag_ms: int = 0  # now - Redis time of the newest entry read, at the last read
     lag_ms_max: int = 0  # the largest lag_ms since the last health report
     tick_ms_max: int = 0  # the longest tick since the last health report (pauses included)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class GcPauses:
@@ -162,7 +159,7 @@ class Pump:
         self.client = client
         self.registry = registry
         self.sessions = sessions
-        self.keys = Keys(settings.namespace, settings.stream_shards)
+        self.keys = Keys.of(settings)
         self.tick_ms = settings.web.tick_ms
         self.backlog = settings.web.client_backlog
         self._queued = queued

@@ -15,55 +15,88 @@ import redis
 
 from core.config import Settings
 from core.keys import ENTRY_FIELD, Keys
-from core.schemas import BookTicker, Candle, MarkPrice, Signal, Trade
+from core.schemas import BookTicker, Candle, MarkPrice, Signal, Trade, positions, wire_length
 
 JSON = dict[str, Any]
 MAX_PAGE = 1000
 UNIVERSE_REFRESH_S = 10.0
 
 
+def _at(cls: Any, *names: str) -> tuple[int, ...]:
+    """Return the wire positions of ``cls``'s fields ``names`` (core.schemas owns the layout)."""
+    at = positions(cls)
+    return tuple(at[n] for n in names)
+
+
+# Positions as plain constants: these run for every record sent to browsers.
+_CANDLE_LEN, _SIGNAL_LEN, _BOOK_LEN, _MARK_LEN, _TRADE_LEN = map(
+    wire_length, (Candle, Signal, BookTicker, MarkPrice, Trade))  # fmt: skip
+_C_OPEN_TIME, _C_CLOSE_TIME, _C_OPEN, _C_HIGH, _C_LOW, _C_CLOSE, _C_VOLUME, _C_QUOTE_VOLUME = _at(
+    Candle, "open_time_ms", "close_time_ms", "open", "high", "low", "close", "volume",
+    "quote_volume")  # fmt: skip
+_C_TRADES, _C_TAKER_BUY, _C_TAKER_BUY_QUOTE, _C_CLOSED, _C_SOURCE = _at(
+    Candle, "trades", "taker_buy_volume", "taker_buy_quote_volume", "closed", "source"
+)
+_S_FORMULA, _S_OPEN_TIME, _S_VALUE, _S_STATE, _S_PROVISIONAL, _S_COMPUTED_AT = _at(
+    Signal, "formula", "open_time_ms", "value", "state", "provisional", "computed_at_ms"
+)
+_B_SYMBOL, _B_UPDATE_ID, _B_BID, _B_BID_QTY, _B_ASK, _B_ASK_QTY, _B_TIME = _at(
+    BookTicker, "symbol", "update_id", "bid_price", "bid_qty", "ask_price", "ask_qty",
+    "transaction_time_ms")  # fmt: skip
+_M_SYMBOL, _M_MARK, _M_INDEX, _M_FUNDING_RATE, _M_NEXT_FUNDING, _M_TIME = _at(
+    MarkPrice, "symbol", "mark_price", "index_price", "funding_rate", "next_funding_time_ms",
+    "event_time_ms")  # fmt: skip
+_T_ID, _T_PRICE, _T_QTY, _T_MAKER, _T_TIME = _at(
+    Trade, "trade_id", "price", "quantity", "buyer_is_maker", "trade_time_ms"
+)
+
+
 def candle_json(w: list[Any]) -> JSON | None:
     """Return the browser form of a wire candle, or None if it is not a v2 candle."""
-    if len(w) != 19 or w[0] != Candle.KIND or w[1] != Candle.VERSION:
+    if len(w) != _CANDLE_LEN or w[0] != Candle.KIND or w[1] != Candle.VERSION:
         return None
     return {
-        "open_time": w[4], "close_time": w[5], "open": w[6], "high": w[7], "low": w[8],
-        "close": w[9], "volume": w[10], "quote_volume": w[11], "trades": w[12],
-        "taker_buy_volume": w[13], "taker_buy_quote_volume": w[14], "closed": w[17],
-        "source": w[18],
+        "open_time": w[_C_OPEN_TIME], "close_time": w[_C_CLOSE_TIME], "open": w[_C_OPEN],
+        "high": w[_C_HIGH], "low": w[_C_LOW], "close": w[_C_CLOSE], "volume": w[_C_VOLUME],
+        "quote_volume": w[_C_QUOTE_VOLUME], "trades": w[_C_TRADES],
+        "taker_buy_volume": w[_C_TAKER_BUY], "taker_buy_quote_volume": w[_C_TAKER_BUY_QUOTE],
+        "closed": w[_C_CLOSED], "source": w[_C_SOURCE],
     }  # fmt: skip
 
 
 def signal_json(w: list[Any]) -> JSON | None:
     """Return the browser form of a wire signal, or None if it is not a v1 signal."""
-    if len(w) != 10 or w[0] != Signal.KIND or w[1] != Signal.VERSION:
+    if len(w) != _SIGNAL_LEN or w[0] != Signal.KIND or w[1] != Signal.VERSION:
         return None
-    return {"signal": w[4], "open_time": w[5], "value": w[6], "state": w[7],
-            "provisional": w[8], "computed_at": w[9]}  # fmt: skip
+    return {"signal": w[_S_FORMULA], "open_time": w[_S_OPEN_TIME], "value": w[_S_VALUE],
+            "state": w[_S_STATE], "provisional": w[_S_PROVISIONAL],
+            "computed_at": w[_S_COMPUTED_AT]}  # fmt: skip
 
 
 def book_json(w: list[Any]) -> JSON | None:
     """Return the browser form of a wire book ticker, or None if it is not a v1 book ticker."""
-    if len(w) != 11 or w[0] != BookTicker.KIND or w[1] != BookTicker.VERSION:
+    if len(w) != _BOOK_LEN or w[0] != BookTicker.KIND or w[1] != BookTicker.VERSION:
         return None
-    return {"symbol": w[2], "update_id": w[3], "bid": w[4], "bid_qty": w[5], "ask": w[6],
-            "ask_qty": w[7], "time": w[8]}  # fmt: skip
+    return {"symbol": w[_B_SYMBOL], "update_id": w[_B_UPDATE_ID], "bid": w[_B_BID],
+            "bid_qty": w[_B_BID_QTY], "ask": w[_B_ASK], "ask_qty": w[_B_ASK_QTY],
+            "time": w[_B_TIME]}  # fmt: skip
 
 
 def mark_json(w: list[Any]) -> JSON | None:
     """Return the browser form of a wire mark price, or None if it is not a v1 mark price."""
-    if len(w) != 9 or w[0] != MarkPrice.KIND or w[1] != MarkPrice.VERSION:
+    if len(w) != _MARK_LEN or w[0] != MarkPrice.KIND or w[1] != MarkPrice.VERSION:
         return None
-    return {"symbol": w[2], "mark": w[3], "index": w[4], "funding_rate": w[5],
-            "next_funding_time": w[6], "time": w[7]}  # fmt: skip
+    return {"symbol": w[_M_SYMBOL], "mark": w[_M_MARK], "index": w[_M_INDEX],
+            "funding_rate": w[_M_FUNDING_RATE], "next_funding_time": w[_M_NEXT_FUNDING],
+            "time": w[_M_TIME]}  # fmt: skip
 
 
 def trade_json(w: list[Any]) -> JSON | None:
     """Return the tape's form of a wire trade (the taker's side), or None if not a v1 trade."""
-    if len(w) != 12 or w[0] != Trade.KIND or w[1] != Trade.VERSION:
+    if len(w) != _TRADE_LEN or w[0] != Trade.KIND or w[1] != Trade.VERSION:
         return None
-    return {"id": w[3], "price": w[6], "qty": w[7], "side": "sell" if w[8] else "buy",
-            "time": w[9]}  # fmt: skip
+    return {"id": w[_T_ID], "price": w[_T_PRICE], "qty": w[_T_QTY],
+            "side": "sell" if w[_T_MAKER] else "buy", "time": w[_T_TIME]}  # fmt: skip
 
 
 TRADE_PREFIX = b'["trade",1,"'
@@ -75,7 +108,7 @@ class Market:
 
     def __init__(self, client: redis.Redis, settings: Settings) -> None:
         self.client = client
-        self.keys = Keys(settings.namespace, settings.stream_shards)
+        self.keys = Keys.of(settings)
         self.timeframes = tuple(tf.name for tf in settings.timeframes)
         self.signal_names = tuple(spec.name for spec in settings.signals.specs)
         self._symbols: frozenset[str] = frozenset()

@@ -15,7 +15,6 @@ this list and a real scrape together.
 from __future__ import annotations
 
 import hmac
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,16 +25,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from core.clock import now_ms
 from core.config import Settings
 from core.keys import GROUP_EXECUTION, Keys
+from core.schemas import HEALTH_STALE_MS, HealthReport
 from ops import audit, dead
 from ops.failed import queues
 from ops.health import ROLES, process_reports, queue_stats, stream_lag
-from web.api import STALE_HEALTH_MS
-from web.app import web
-from web.auth import ApiError, error_response, verify_access
+from web.auth import verify_access
 from web.commands import AUDIT_MAXLEN as ORDERS_AUDIT_MAXLEN
 from web.commands import COMMANDS_MAXLEN, REQUEST_TTL_S
+from web.errors import ApiError, error_response
+from web.services import web
 from web.sessions import NONCE_TTL_S
 
 bp = Blueprint("metrics", __name__)
@@ -52,6 +53,9 @@ TRIGGER_QUEUE_PER_SHARD, BACKFILL_QUEUE_MAX = 4, 2_000  # tasks/broker.py send_b
 RATE_TTL_S = 120  # web/sessions.py login attempts (per minute, kept 2 min)
 ORDER_RATE_TTL_S = 120  # web/commands.py: counters of 20-120 s windows
 SMALL_MAXLEN = 10_000  # gaps, dead, signal-events
+
+# A health report's fields that are not the process's figures.
+_NOT_FIGURES = ("at_ms", *HealthReport.ADDED)
 
 SHARD_STREAMS = ("trades", "klines", "book", "mark", "gaps", "dead", "candle-updates",
                  "signal-events", "signal-updates")  # fmt: skip
@@ -147,8 +151,8 @@ class RedisCollector(Collector):
         self.r, self.settings, self.keys = r, settings, keys
 
     def collect(self) -> Iterator[Metric]:
-        now = time.time_ns() // 1_000_000
-        reports = process_reports(self.r, self.keys, now, STALE_HEALTH_MS)
+        now = now_ms()
+        reports = process_reports(self.r, self.keys, now, HEALTH_STALE_MS)
         yield from self._processes(reports)
         yield from self._streams()
         yield from self._dramatiq(reports)
@@ -203,7 +207,7 @@ class RedisCollector(Collector):
         with self.r.pipeline(transaction=False) as p:
             for s in range(k.shards):
                 for name in SHARD_STREAMS:
-                    p.xlen(f"{k.namespace}:{{s{s}}}:{name}")
+                    p.xlen(k.shard_stream(s, name))
             for key in (k.ops_audit(), k.order_commands(), k.order_events(), k.order_audit()):
                 p.xlen(key)
             p.xinfo_groups(k.order_commands())
@@ -235,7 +239,7 @@ class RedisCollector(Collector):
     # --- Dramatiq -----------------------------------------------------------------------------
 
     def _dramatiq(self, reports: dict[str, dict[str, Any]]) -> Iterator[Metric]:
-        names = queues(self.r, self.keys.dramatiq_namespace())
+        names = queues(self.r, self.keys)
         messages = _gauge("tp_dramatiq_messages", "messages of the queue by state (failed: dead "
                           "letters)", ["queue", "state"])  # fmt: skip
         trimmed = _gauge("tp_dramatiq_dead_letters_trimmed", "dead letters dropped past the bound",
@@ -304,7 +308,7 @@ class RedisCollector(Collector):
                        ["name", "queue"])  # fmt: skip
         for name, rep in reports.items():
             for key, value in rep.items():
-                if key not in ("at_ms", "age_ms", "stale") and _num(value) is not None:
+                if key not in _NOT_FIGURES and _num(value) is not None:
                     stat.add_metric([name, key], value)
             for queue, value in (rep.get("queues") or {}).items():
                 if _num(value) is not None:
@@ -321,7 +325,7 @@ class RedisCollector(Collector):
             clients.add_metric([name], _num(rep.get("clients")) or 0)
             backlog.add_metric([name], _num(rep.get("backlog_bound")) or 0)
             for key, value in rep.items():
-                if key not in ("at_ms", "age_ms", "stale") and _num(value) is not None:
+                if key not in _NOT_FIGURES and _num(value) is not None:
                     stat.add_metric([name, key], value)
         yield from (clients, backlog, stat)
 
@@ -336,7 +340,7 @@ class RedisCollector(Collector):
         bound.add_metric([], ACCOUNT_QUEUE_MAX)
         for name, rep in reports.items():
             for key, value in rep.items():
-                if key not in ("at_ms", "age_ms", "stale") and _num(value) is not None:
+                if key not in _NOT_FIGURES and _num(value) is not None:
                     stat.add_metric([name, key], value)
             for address, acc in (rep.get("accounts") or {}).items():
                 queue.add_metric([name, address], _num(acc.get("queue")) or 0)

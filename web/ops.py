@@ -14,16 +14,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
+from core.clock import now_ms
+from core.schemas import HEALTH_STALE_MS
 from ops import MAX_BATCH, MAX_LIST, audit
 from ops import dead as dead_letters
 from ops import failed as failed_messages
 from ops.failed import MESSAGE_ID, format_cursor, parse_cursor, valid_queue
 from ops.health import counters, process_reports, queue_stats, signal_error_row, stream_lag
-from web.api import STALE_HEALTH_MS
-from web.app import web
-from web.auth import ApiError, error_response, now_ms, require
+from web.auth import require
+from web.errors import ApiError
+from web.services import web
 
 __all__ = ["MAX_BATCH", "MAX_LIST", "bp"]
 
@@ -41,11 +43,6 @@ def _audited(action: str, target: str, results: dict[str, str], **extra: Any) ->
 
 
 # --- request parsing -----------------------------------------------------------------------------
-
-
-@bp.errorhandler(ApiError)
-def _api_error(exc: ApiError) -> tuple[Response, int]:
-    return error_response(exc)
 
 
 def _bad(message: str) -> ApiError:
@@ -114,11 +111,11 @@ def page() -> Any:
 @bp.get("/api/failed")
 @require("ops")
 def failed() -> Any:
-    r, ns, queue = web().redis, web().keys.dramatiq_namespace(), request.args.get("queue")
+    r, k, queue = web().redis, web().keys, request.args.get("queue")
     actor, limit = request.args.get("actor") or None, _limit(100)
     rows, totals = [], {}
-    for name in [_queue(queue)] if queue else failed_messages.queues(r, ns):
-        got, totals[name] = failed_messages.list_failed(r, ns, name, actor, limit)
+    for name in [_queue(queue)] if queue else failed_messages.queues(r, k):
+        got, totals[name] = failed_messages.list_failed(r, k, name, actor, limit)
         rows += got
     rows.sort(key=lambda row: row["failed_at"], reverse=True)
     return jsonify(failed=rows[:limit], totals=totals, truncated=len(rows) > limit)
@@ -127,10 +124,10 @@ def failed() -> Any:
 @bp.post("/api/failed/<any(retry, delete):action>")
 @require("ops")
 def failed_action(action: str) -> Any:
-    r, ns = web().redis, web().keys.dramatiq_namespace()
+    r, k = web().redis, web().keys
     body, ids = _body(MESSAGE_ID)
     queue = _queue(body.get("queue"))
-    results = failed_messages.act_on_failed(r, ns, action, queue, ids)
+    results = failed_messages.act_on_failed(r, k, action, queue, ids)
     return _audited(f"failed.{action}", queue, results)
 
 
@@ -140,7 +137,7 @@ def failed_matching(action: str) -> Any:
     """One batch of a sweep: every failed message of ``queue`` (of ``actor`` if given) that
     failed at or before ``before`` (ms; the page sends the time the operator confirmed), after
     ``cursor``. Answers ``next``: the cursor of the next batch, null when done."""
-    r, ns, body = web().redis, web().keys.dramatiq_namespace(), _json()
+    r, k, body = web().redis, web().keys, _json()
     queue, actor = _queue(body.get("queue")), _optional_text(body, "actor")
     before = body.get("before")
     if isinstance(before, bool) or not isinstance(before, int) or before < 0:
@@ -149,11 +146,11 @@ def failed_matching(action: str) -> Any:
         after = parse_cursor(body["cursor"]) if body.get("cursor") else None
     except (TypeError, ValueError) as exc:
         raise _bad(f"cursor: {exc}") from None
-    ids, cursor = failed_messages.select_failed(r, ns, queue, actor=actor, before_ms=before,
+    ids, cursor = failed_messages.select_failed(r, k, queue, actor=actor, before_ms=before,
                                                 after=after)  # fmt: skip
     if not ids:
         return jsonify(results={}, counts={}, next=None)
-    results = failed_messages.act_on_failed(r, ns, action, queue, ids)
+    results = failed_messages.act_on_failed(r, k, action, queue, ids)
     return _audited(f"failed.{action}", queue, results, next=format_cursor(cursor))
 
 
@@ -226,9 +223,9 @@ def health() -> Any:
     """Every process type's reports, the Dramatiq queues, and per shard its dead letters,
     counters and stream lag (numbers from ``XINFO GROUPS``, read now)."""
     w, now = web(), now_ms()
-    r, k, ns = w.redis, w.keys, w.keys.dramatiq_namespace()
-    out: dict[str, Any] = {"now": now, "stale_after_ms": STALE_HEALTH_MS}
-    reports = process_reports(r, k, now, STALE_HEALTH_MS)
+    r, k = w.redis, w.keys
+    out: dict[str, Any] = {"now": now, "stale_after_ms": HEALTH_STALE_MS}
+    reports = process_reports(r, k, now, HEALTH_STALE_MS)
     # The page's names for the roles (plural where the role is one of several processes).
     for role, name in (("web", "web"), ("feeder", "feeders"), ("consumer", "consumers"),
                        ("worker", "workers"), ("signals", "signals"),
@@ -236,7 +233,7 @@ def health() -> Any:
         out[name] = reports[role]
     out["orders"] = {"commands": r.xlen(k.order_commands()), "events": r.xlen(k.order_events()),
                      "audit": r.xlen(k.order_audit())}  # fmt: skip
-    out["queues"] = queue_stats(r, k, failed_messages.queues(r, ns))
+    out["queues"] = queue_stats(r, k, failed_messages.queues(r, k))
     lag: dict[int, dict[str, Any]] = {}
     for row in stream_lag(r, k):
         lag.setdefault(row["shard"], {})[row["stream"]] = {

@@ -11,15 +11,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis
 from flask import Blueprint, jsonify, request
 
+from core.clock import now_ms
+from core.schemas import HEALTH_STALE_MS
 from ops.health import ROLES, fresh_roles, process_reports
-from web.api import STALE_HEALTH_MS
-from web.app import web
+from web.services import web
 
 bp = Blueprint("probes", __name__)
 
@@ -47,12 +47,12 @@ def readyz() -> Any:
             "message": f"unknown process types {unknown}; use {', '.join(ROLES)} or all",
         }
         return jsonify(body), 400  # fmt: skip
-    w, now = web(), time.time_ns() // 1_000_000
+    w, now = web(), now_ms()
     missing: list[str] = []
     out: dict[str, Any] = {}
     try:
         w.redis.ping()
-        fresh = fresh_roles(process_reports(w.redis, w.keys, now, STALE_HEALTH_MS))
+        fresh = fresh_roles(process_reports(w.redis, w.keys, now, HEALTH_STALE_MS))
     except (redis.RedisError, OSError) as exc:
         missing.append("redis")
         out["redis"] = f"unreachable: {type(exc).__name__}"

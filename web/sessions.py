@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import redis
 
+from core.errors import RefreshError
 from core.keys import Keys
 
 NONCE_TTL_S = 300
@@ -42,17 +43,6 @@ redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[2])
 return {'ok', f[1], f[2]}
 """
-
-
-class RefreshError(Exception):
-    """A refresh token that cannot be used (``code``: refresh_unknown, refresh_reused,
-    token_revoked)."""
-
-    def __init__(self, code: str, message: str, family: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.family = family
 
 
 @dataclass(frozen=True, slots=True)

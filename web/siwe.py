@@ -14,8 +14,8 @@ A message exactly as the wallet shows and signs it (spruceid/siwe vector "exampl
     Issued At: 2022-01-27T17:09:38.578Z
     Expiration Time: 2100-01-07T14:31:43.952Z
 
-The grammar is the ERC's ABNF (stack-notes D1): single LFs, no CR, no trailing LF, fields in a
-fixed order. Where the ERC leaves a choice, this module is strict:
+The grammar is the ERC's ABNF (docs/stack.md, "The sign-in message"): single LFs, no CR, no trailing
+LF, fields in a fixed order. Where the ERC leaves a choice, this module is strict:
 - the address must be EIP-55 checksummed; all-lower and all-upper hex are rejected
   (``bad_address_checksum``), as spruceid's vector "address not EIP-55" requires;
 - the domain's host must be a DNS name (letters, digits, hyphens), an IPv4 address or an
@@ -23,7 +23,7 @@ fixed order. Where the ERC leaves a choice, this module is strict:
   which RFC 3986 alone would allow;
 - the signature is EIP-191 ``personal_sign`` by an EOA over the raw text, never over a
   re-serialization; ERC-1271 contract wallets need chain access and are not supported.
-verify() does not consume the nonce: the caller must (``GETDEL``, stack-notes D2).
+verify() does not consume the nonce: the caller must (``GETDEL``; docs/stack.md, "The nonce").
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ from typing import Literal
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils.address import to_checksum_address
+
+from core.errors import SiweError as SiweError  # raised here; tests import it from here
 
 SiweErrorCode = Literal[
     "malformed", "too_long", "bad_address_checksum", "bad_version", "domain_mismatch",
@@ -76,14 +78,6 @@ _TIME_RE = re.compile(
 )
 _SIGNATURE_RE = re.compile(r"0x[0-9A-Fa-f]{130}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class SiweError(Exception):
-    """A message that does not parse or verify; ``code`` is short and stable, for APIs and logs."""
-
-    def __init__(self, code: SiweErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code: SiweErrorCode = code
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,15 @@ snapshot has been queued, so a client always sees its snapshot before the live u
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from flask import request
 from flask_socketio import ConnectionRefusedError, emit, join_room
 
-from web.app import socketio, web
+from core.clock import now_ms
+from core.errors import TokenError
 from web.rooms import CHANNELS, ROOM_KEYS, SYMBOL_ONLY, Client, room_name
-from web.tokens import TokenError
+from web.services import socketio, web
 from web.trade_events import user_room
 from web.transport import WholeFrameSocket
 
@@ -164,7 +164,7 @@ def on_trade(data: Any = None) -> dict[str, Any]:
     client = w.registry.clients.get(request.sid)  # type: ignore[attr-defined]
     if client is None or client.address is None:
         return _no("unauthorized", "sign in first: connect with auth {token}")
-    if client.expires_at_s is not None and client.expires_at_s * 1000 < _now_ms():
+    if client.expires_at_s is not None and client.expires_at_s * 1000 < now_ms():
         return _no("token_expired", "the access token expired: reauth first")
     if client.family is None:
         return _no("token_revoked", "this session was signed out or revoked")
@@ -175,7 +175,3 @@ def on_trade(data: Any = None) -> dict[str, Any]:
     # The login is checked alive in the command's first round trip (web/commands.py).
     _, answer = w.trading.execute(client.address, str(action), data, family=client.family)
     return answer
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

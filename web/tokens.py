@@ -2,9 +2,10 @@
 
 Pinned to HS256 with secrets of at least 256 bits (``TP_JWT_KEYS``, core.config); the first key
 signs, every key verifies, so a key rotates by prepending a new one and dropping the old one once
-the access TTL has passed. Every claim is required (stack-notes D6): ``iss`` (the site's origin),
-``aud`` (``web`` or ``ops``), ``sub`` (the EIP-55 address), ``iat``, ``nbf``, ``exp``, ``jti``,
-and ``fam``, the login's refresh-token family, whose deletion revokes the token (web/sessions.py).
+the access TTL has passed. Every claim is required (docs/stack.md, "JWT claims"): ``iss`` (the
+site's origin), ``aud`` (``web`` or ``ops``), ``sub`` (the EIP-55 address), ``iat``, ``nbf``,
+``exp``, ``jti``, and ``fam``, the login's refresh-token family, whose deletion revokes the token
+(web/sessions.py).
 """
 
 from __future__ import annotations
@@ -16,19 +17,12 @@ from typing import Any
 
 import jwt
 
+from core.errors import TokenError as TokenError  # raised here; tests import it from here
+
 ALGORITHM = "HS256"  # never read from the token (RFC 8725 §2.1)
 AUDIENCES = ("web", "ops")
 REQUIRED = ["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "fam"]
 LEEWAY_S = 5  # clock skew between web processes
-
-
-class TokenError(Exception):
-    """A token that does not verify; ``code`` is the API's error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

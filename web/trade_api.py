@@ -11,8 +11,8 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from web.app import web
 from web.auth import require
+from web.services import web
 
 bp = Blueprint("trade", __name__, url_prefix="/api")
 

@@ -1,7 +1,7 @@
 """Pure checks of a trade command before anything reaches the exchange: types, filters, sizes.
 
 Every refusal names its rule (:class:`Refusal` ``code``) and says what would pass. The filter
-rules are Binance's (reference/binance-usdm.md §2.2 "Filter semantics"): a bound of 0 is
+rules are Binance's (docs/binance.md, "Filters"): a bound of 0 is
 disabled; PRICE_FILTER counts ticks from ``minPrice``; LOT_SIZE (MARKET_LOT_SIZE for market
 orders) counts steps from ``minQty``; MIN_NOTIONAL uses the price (the reference price for a
 market order) and exempts reduce-only; PERCENT_PRICE bounds a limit price around the mark price.

@@ -19,7 +19,7 @@ Two more things happen at the upgrade, both for the fan-out's sake:
   connection (hundreds of KiB each with the default window, kept for the connection's life) and a
   compression per message, to save bandwidth on messages of a few hundred bytes.
 * :meth:`WholeFrameSocket.try_send` lets the pump write a market-data message straight to the
-  socket when nothing else is waiting for it (web/app.py), one non-blocking ``send`` of a frame
+  socket when nothing else is waiting for it (web/delivery.py), one non-blocking ``send`` of a frame
   built here, instead of Engine.IO's queue, a writer greenlet's wake-up and wsproto's framing
   for each client on each tick. A client whose socket does not take the frame at once goes back
   to the queue, where the backlog bound applies.

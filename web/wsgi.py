@@ -1,7 +1,7 @@
 """WSGI entry point: ``gunicorn -k gevent -w 1 web.wsgi:app`` (Procfile ``web``).
 
-Monkey-patching comes first, before any other import (stack-notes C1): a module that imports
-``socket`` or ``ssl`` before it would block every greenlet of the process.
+Monkey-patching comes first, before any other import (docs/stack.md, "gevent and websockets"): a
+module that imports ``socket`` or ``ssl`` before it would block every greenlet of the process.
 
 Garbage collection: a full collection stops every greenlet for as long as it takes to scan every
 tracked object: 0.5-0.7 s with 2,000 clients, 4-5 times a minute (bench/RESULTS.md), which was

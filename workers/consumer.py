@@ -19,6 +19,9 @@ One loop, one Redis connection for its blocking read (BLOCK 1 s < the 10 s socke
   ``backfill_klines``, leased for a minute so that no window is fetched twice at once.
 * **History**: at start, windows of ``TP_CANDLE_HISTORY`` closed candles per symbol and timeframe
   that are not yet stored are added to the repairs.
+
+This module keeps the loop and its I/O; what to repair, when, and how to batch it is decided in
+``tasks.repairs`` (pure), and the shard of a stream name is read by ``core.keys.Keys.shard_in``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import socket
 import sys
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,18 +42,17 @@ import orjson
 import redis
 
 from binance.exchange_info import load_universe
+from core.clock import now_ms
 from core.config import Settings, load_settings
 from core.errors import ConfigError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_BACKFILL, GROUP_CANDLES, Keys
 from core.logs import setup_logging
 from core.redis_clients import MAX_BLOCK_MS, sync_client, wait_for_redis
-from core.schemas import Gap, decode
-from core.timeframes import Timeframe
-from tasks.backfill import backfill_klines
+from core.schemas import Gap, HealthReport, decode
+from tasks import repairs
+from tasks.actors import BACKFILL_KLINES, BUILD_CANDLES, EVALUATE_SIGNALS
 from tasks.broker import BACKFILL_QUEUE_MAX, queue_depth, send_bounded, trigger_bound
 from tasks.candle_store import MARK_PARTIAL, mark_partial
-from tasks.candles import build_candles
-from tasks.signals import evaluate_signals
 
 log = logging.getLogger("workers.consumer")
 
@@ -60,68 +61,8 @@ BLOCK_MS = min(1_000, MAX_BLOCK_MS)
 FLAG_MS = 2_000  # a queued build older than this is sent again
 REPAIR_LEASE_MS = 60_000  # a repair sent to backfill is not sent again before this
 REPAIR_BATCH = 200  # due repairs read per shard per tick
-MAX_BARS = 499  # bars per klines request: weight 2 up to 499 (5 from 500)
 STALE_CONSUMER_MS = 3_600_000
 HEALTH_EVERY_S = 2.0
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def repair_member(symbol: str, tf: str, first_open_ms: int, last_open_ms: int) -> str:
-    return f"{symbol}|{tf}|{first_open_ms}|{last_open_ms}"
-
-
-def gap_repairs(
-    gap: Gap, timeframes: tuple[Timeframe, ...], settle_ms: int
-) -> list[tuple[int, str]]:
-    """Return (due ms, member) of the periods of every timeframe that the gap's trades fall in."""
-    out = []
-    for tf in timeframes:
-        if tf.ms < 60_000:
-            continue  # sub-minute candles have no kline to fetch
-        first, last = tf.open_time_ms(gap.start_time_ms), tf.open_time_ms(gap.end_time_ms)
-        out.append(
-            (tf.close_time_ms(last) + settle_ms, repair_member(gap.symbol, tf.name, first, last))
-        )
-    return out
-
-
-@dataclass
-class Request:
-    """One klines request: a window of one series and the repairs it settles."""
-
-    symbol: str
-    timeframe: str
-    first_open_ms: int
-    last_open_ms: int
-    members: list[str]
-
-
-def coalesce(members: list[str], timeframes: dict[str, Timeframe]) -> list[Request]:
-    """Group repair members into requests; overlapping or adjacent windows of one symbol and
-    timeframe merge, up to MAX_BARS bars per request."""
-    by_series: dict[tuple[str, str], list[tuple[int, int, str]]] = defaultdict(list)
-    for m in members:
-        sym, name, first_s, last_s = m.split("|")
-        by_series[sym, name].append((int(first_s), int(last_s), m))
-    out: list[Request] = []
-    for (sym, name), windows in sorted(by_series.items()):
-        tf = timeframes[name]
-        cur: Request | None = None
-        for first, last, m in sorted(windows):
-            if (
-                cur is not None
-                and first <= tf.next_open_time_ms(cur.last_open_ms)
-                and (max(last, cur.last_open_ms) - cur.first_open_ms) // tf.ms < MAX_BARS
-            ):
-                cur.last_open_ms = max(cur.last_open_ms, last)
-                cur.members.append(m)
-                continue
-            cur = Request(sym, name, first, last, [m])
-            out.append(cur)
-    return out
 
 
 @dataclass
@@ -151,7 +92,7 @@ class Consumer:
     ) -> None:
         self.client = client
         self.settings = settings
-        self.keys = Keys(settings.namespace, settings.stream_shards)
+        self.keys = Keys.of(settings)
         self.name = name
         self.shards = shards
         self.tf = {tf.name: tf for tf in settings.timeframes}
@@ -222,7 +163,7 @@ class Consumer:
         for stream, entries in reply or ():
             if entries:
                 self.counters.entries += len(entries)
-                shards.add(self._shard_of(stream))
+                shards.add(self.keys.shard_in(stream))
         self.trigger(shards)
 
     def trigger(self, shards: set[int], *, force: bool = False) -> None:
@@ -236,14 +177,10 @@ class Consumer:
         for s, was_set in zip(ordered, pipe.execute(), strict=True):
             if not was_set:
                 continue
-            if send_bounded(build_candles, s, bound=trigger_bound()):
+            if send_bounded(BUILD_CANDLES, s, bound=trigger_bound()):
                 self.counters.builds_sent += 1
             else:  # the flag expires and the next trigger tries again
                 self.counters.builds_refused += 1
-
-    def _shard_of(self, stream: Any) -> int:
-        name = stream.decode() if isinstance(stream, bytes) else stream
-        return int(name.split("{s", 1)[1].split("}", 1)[0])
 
     def _sweep_signals(self) -> None:
         """Send evaluate_signals to each shard with changed series and none queued: candle
@@ -257,7 +194,7 @@ class Consumer:
         for s, was_set in zip(dirty, pipe.execute(), strict=True):
             if not was_set:
                 continue
-            if send_bounded(evaluate_signals, s, bound=trigger_bound()):
+            if send_bounded(EVALUATE_SIGNALS, s, bound=trigger_bound()):
                 self.counters.signals_sent += 1
             else:
                 self.counters.signals_refused += 1
@@ -268,12 +205,11 @@ class Consumer:
         streams: Any = {self.keys.gaps(s): ">" for s in self.shards}
         reply: Any = self.client.xreadgroup(GROUP_BACKFILL, self.name, streams, count=1000)
         for stream, entries in reply or ():
-            self._take_gaps(self._shard_of(stream), [(e, f, 1) for e, f in entries])
+            self._take_gaps(self.keys.shard_in(stream), [(e, f, 1) for e, f in entries])
 
     def _take_gaps(self, shard: int, entries: list[tuple[Any, Any, int]]) -> None:
         """Turn gap entries into repairs and ack them; dead-letter the ones failing too often."""
         stream = self.keys.gaps(shard)
-        settle = 3_000
         pipe = self.client.pipeline(transaction=True)
         for entry_id, fields, deliveries in entries:
             data = (fields or {}).get(ENTRY_FIELD, b"")
@@ -291,7 +227,8 @@ class Consumer:
                     "gap entry %s dead-lettered after %d deliveries: %s", entry_id, deliveries, exc
                 )
                 continue
-            for due, member in gap_repairs(gap, self.settings.timeframes, settle):
+            windows = repairs.gap_windows(gap, self.settings.timeframes)
+            for due, member in repairs.scheduled(windows, self.tf):
                 pipe.zadd(self.keys.repairs(shard), {member: due}, nx=True)
             if gap.reason == "outage":  # no id jump will flag these candles: flag them here
                 start, end = gap.start_time_ms, gap.end_time_ms
@@ -349,24 +286,20 @@ class Consumer:
         """Send due repairs to backfill, leased for REPAIR_LEASE_MS, while the backfill queue
         has room (BACKFILL_QUEUE_MAX); the rest stay due and are sent on a later round."""
         now = now_ms()
-        room = BACKFILL_QUEUE_MAX - queue_depth(backfill_klines.queue_name)
+        room = BACKFILL_QUEUE_MAX - queue_depth(BACKFILL_KLINES.queue_name)
         for s in self.shards:
             key = self.keys.repairs(s)
             due: Any = self.client.zrangebyscore(key, "-inf", now, start=0, num=REPAIR_BATCH)
             if not due:
                 continue
             members = [m.decode() if isinstance(m, bytes) else m for m in due]
-            unknown = [m for m in members if m.split("|")[1] not in self.tf]  # not configured
-            requests = coalesce([m for m in members if m.split("|")[1] in self.tf], self.tf)
-            if len(requests) > room:
-                self.counters.repairs_held += sum(len(r.members) for r in requests[max(room, 0) :])
-                requests = requests[: max(room, 0)]
-            room -= len(requests)
-            leased = unknown + [m for r in requests for m in r.members]
-            if leased:
-                self.client.zadd(key, dict.fromkeys(leased, now + REPAIR_LEASE_MS), xx=True)
-            for r in requests:
-                backfill_klines.send(s, r.symbol, r.timeframe, r.first_open_ms, r.last_open_ms,
+            plan = repairs.plan_sends(members, self.tf, room)
+            self.counters.repairs_held += plan.held
+            room -= len(plan.requests)
+            if plan.leased:
+                self.client.zadd(key, dict.fromkeys(plan.leased, now + REPAIR_LEASE_MS), xx=True)
+            for r in plan.requests:
+                BACKFILL_KLINES.send(s, r.symbol, r.timeframe, r.first_open_ms, r.last_open_ms,
                                      r.members)  # fmt: skip
                 self.counters.repairs_sent += 1
 
@@ -377,39 +310,18 @@ class Consumer:
             return
         now = now_ms()
         for tf in self.settings.timeframes:
-            if tf.ms < 60_000:
+            if not repairs.has_kline(tf):
                 continue
-            last_closed = tf.open_time_ms(tf.open_time_ms(now) - 1)
-            first = last_closed
-            for _ in range(want - 1):
-                first = tf.open_time_ms(first - 1)
+            span = repairs.history_span(tf, now, want)
             pipe = self.client.pipeline(transaction=False)
             for sym in symbols:
-                pipe.zrange(
-                    self.keys.candles(sym, tf.name),
-                    first,
-                    last_closed,
-                    byscore=True,
-                    withscores=True,
-                )
+                pipe.zrange(self.keys.candles(sym, tf.name), *span, byscore=True, withscores=True)
             for sym, stored in zip(symbols, pipe.execute(), strict=True):
                 have = {int(score) for _, score in stored}
-                start = first
-                if len(have) >= want:
-                    continue
-                if (
-                    have
-                ):  # only what is missing after the newest stored candle, or before the oldest
-                    start = first if min(have) > first else tf.next_open_time_ms(max(have))
-                if start > last_closed:
-                    continue
+                window = repairs.history_window(sym, tf, span, want, have)
                 shard = self.keys.shard_of(sym)
-                if shard in self.shards:
-                    self.client.zadd(
-                        self.keys.repairs(shard),
-                        {repair_member(sym, tf.name, start, last_closed): now},
-                        nx=True,
-                    )
+                if window is not None and shard in self.shards:
+                    self.client.zadd(self.keys.repairs(shard), {window.member(): now}, nx=True)
                     self.counters.history_windows += 1
 
     # --- health ----------------------------------------------------------------------------
@@ -425,9 +337,10 @@ class Consumer:
                     pending += g["pending"]
         self.counters.lag = lag  # else vars(self.counters) below would overwrite it with {}
         queues = {q: queue_depth(q) for q in ("candles", "signals", "backfill")}
-        health = {"name": self.name, "at_ms": now_ms(), "shards": self.shards,
-                  "pending": pending, "queues": queues, **vars(self.counters)}  # fmt: skip
-        self.client.hset(k.consumer_health(), self.name, orjson.dumps(health))
+        figures = {"shards": self.shards, "pending": pending, "queues": queues,
+                   **vars(self.counters)}  # fmt: skip
+        health = HealthReport(self.name, now_ms(), figures)
+        self.client.hset(k.consumer_health(), self.name, health.encode())
 
 
 def consumer_name() -> str:

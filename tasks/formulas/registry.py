@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from core.errors import PipelineError
+from core.errors import FormulaLoadError as FormulaLoadError  # raised here
 from core.schemas import Candle
 
 Param = int | float
@@ -36,10 +36,6 @@ IntArray = npt.NDArray[np.int64]
 FormulaFn = TypeVar("FormulaFn", bound=Callable[..., "Output"])
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")  # goes into Signal.formula and Redis keys
-
-
-class FormulaLoadError(PipelineError):
-    """A formula module named in the configuration could not be imported."""
 
 
 class Output(NamedTuple):
