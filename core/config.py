@@ -29,8 +29,9 @@ PREFIX = "TP_"
 MarketSource = Literal["sim", "testnet", "live"]
 JWT_MIN_SECRET_BYTES = 32  # HS256 wants at least 256 bits (RFC 7518 §3.2; PyJWT warns below)
 
-# Binance USD-M hosts (reference/binance-usdm.md §1.1 and §5). Websocket streams are routed under
-# /public, /market and /private since 2026-04-23; an unrouted URL silently gets /public data only.
+# Binance USD-M hosts (docs/binance.md, "Hosts" and "Stream routes"). Websocket streams are
+# routed under /public, /market and /private since 2026-04-23; an unrouted URL silently gets
+# /public data only.
 SIM_REST_URL = "http://127.0.0.1:8765"  # where `python -m simulator` listens by default
 SIM_WS_URL = "ws://127.0.0.1:8766"
 _HOSTS: dict[str, tuple[str, str]] = {

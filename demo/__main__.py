@@ -139,7 +139,7 @@ def main() -> int:
         if settings.redis_url is None:
             server = RedisServer(DATA / "redis", appendonly=True)
             server.start()
-            forget_market_data(server.url, Keys(settings.namespace, settings.stream_shards))
+            forget_market_data(server.url, Keys.of(settings))
         redis_url = server.url if server else settings.require_redis_url()
         # `python` in the Procfile must be this interpreter (the venv's), as on Heroku.
         path = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -21,6 +20,7 @@ from typing import Any
 from binance.account import AccountClient, SharedWeight
 from binance.signing import Signer
 from binance.user_stream import UserStream
+from core.clock import now_ms
 from core.config import Settings
 from core.errors import NotSent, OutcomeUnknown, RestError
 from core.trading import Order, OrderCommand, OrderEvent
@@ -36,10 +36,6 @@ RESOLVE_MIN_LOOKUPS = 3  # and at least this many "does not exist" answers (look
 RESOLVE_MAX_LOOKUPS = 60
 
 Ack = Callable[[str], Awaitable[None]]
-
-
-def _ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class AccountRuntime:
@@ -219,7 +215,7 @@ class AccountRuntime:
         if order.status != "PENDING":
             await self._reply_order(cmd, order)
             return
-        age_ms = _ms() - cmd.created_ms
+        age_ms = now_ms() - cmd.created_ms
         if age_ms > self.settings.execution.command_ttl_ms:
             rejected = await self._reject(
                 cid,
@@ -238,7 +234,7 @@ class AccountRuntime:
             current = await self.store.order(self.address, cid)
             await self._reply_order(cmd, current or order)
             return
-        t0 = _ms()
+        t0 = now_ms()
         self.sending.add(cid)
         try:
             body = await self.client.place_order(orders.place_params(sending))
@@ -272,7 +268,7 @@ class AccountRuntime:
         finally:
             self.sending.discard(cid)
         self.stats["placed"] += 1
-        self.stats["place_ms_total"] += _ms() - t0
+        self.stats["place_ms_total"] += now_ms() - t0
         updated = await self.update(cid, orders.applier(body))
         await self.store.audit(
             self.address,
@@ -444,7 +440,7 @@ class AccountRuntime:
     # --- events and replies -------------------------------------------------------------------
 
     async def emit(self, kind: str, data: dict[str, Any]) -> None:
-        await self.store.emit(OrderEvent(self.address, kind, _ms(), None, data))
+        await self.store.emit(OrderEvent(self.address, kind, now_ms(), None, data))
 
     async def _reply(
         self,
@@ -466,7 +462,7 @@ class AccountRuntime:
         if order is not None:
             data["order"] = order.view()
         await self.store.emit(
-            OrderEvent(self.address, "result", _ms(), cmd.request_id, data), reply=True
+            OrderEvent(self.address, "result", now_ms(), cmd.request_id, data), reply=True
         )
 
     async def _reply_order(self, cmd: OrderCommand, order: Order) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from core.trading import Order, is_ours
 
-# Binance codes -> what the user is told (reference/binance-usdm.md §2.5, execution-notes §1).
+# Binance codes -> what the user is told (docs/execution.md, "What we rely on from Binance").
 ERROR_TEXT = {
     -1021: "the request reached the exchange too late (clock skew); nothing was placed",
     -1111: "too many decimals in price or quantity for this symbol",

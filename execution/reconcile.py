@@ -15,6 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from core.clock import now_ms
 from core.errors import Banned, RateLimited, RestError, Throttled
 from core.trading import Order
 from execution import orders
@@ -28,10 +29,6 @@ DAY_MS = 86_400_000
 REFRESH_DELAY_S = 0.3  # coalesce the burst of events a fill brings into one account read
 REFRESH_EVERY_S = 30.0  # REST reads of balances and positions after fills, at most this often
 WARN_EVERY_S = 60.0  # one warning per account and minute, however often it fails
-
-
-def _ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def vanished(order: Order) -> bool:
@@ -79,7 +76,7 @@ class Reconciler:
             positions = await rt.store.state(rt.address, "positions") or {}
             orders.apply_account_update(a, balances, positions)
             await rt.store.set_state(rt.address, balances=balances, positions=positions,
-                                     updated_ms=_ms())  # fmt: skip
+                                     updated_ms=now_ms())  # fmt: skip
             await rt.emit("account", {"balances": balances, "positions": positions})
         self.schedule_refresh()
 
@@ -160,7 +157,7 @@ class Reconciler:
         balances = orders.balances_view(account)
         self._refreshed_at = time.monotonic()
         await rt.store.set_state(
-            rt.address, balances=balances, positions=positions, updated_ms=_ms(), as_of_ms=as_of
+            rt.address, balances=balances, positions=positions, updated_ms=now_ms(), as_of_ms=as_of
         )
         await rt.emit("account", {"balances": balances, "positions": positions})
         return positions
@@ -205,7 +202,7 @@ class Reconciler:
             cursor = await rt.store.fill_cursor(rt.address, symbol)
             if cursor is not None and cursor < 0:
                 cursor = None  # a symbol seen on the stream, not read from userTrades yet
-            start = max(rt.linked_ms, _ms() - DAY_MS) if cursor is None else None
+            start = max(rt.linked_ms, now_ms() - DAY_MS) if cursor is None else None
             while True:
                 rows = await rt.client.user_trades(
                     symbol, from_id=None if cursor is None else cursor + 1, start_ms=start

@@ -27,7 +27,7 @@ return 1
 
 def main() -> int:
     settings = load_settings()
-    keys = Keys(settings.namespace, settings.stream_shards)
+    keys = Keys.of(settings)
     vault = Vault.from_setting(settings.namespace, settings.key_encryption_key)
     r: Any = sync_client(settings.require_redis_url(), client_name="rekey")
     changed = unreadable = 0

@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 
 from binance.account import AccountClient, SharedWeight
 from binance.exchange_info import load_exchange_info
+from core.clock import now_ms
 from core.config import Settings
 from core.errors import Banned, RateLimited, RestError, SchemaError, Throttled
 from core.keys import GROUP_EXECUTION, Keys
@@ -50,10 +51,6 @@ HEALTH_TTL_S = 60
 LINK_BUDGET_TRIES = 3  # a link check that meets a spent IP budget waits for it, twice
 
 
-def _ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 class Backoff:
     """Retry pacing while Redis is unreachable: 0.5 s doubling to 5 s, one warning per outage."""
 
@@ -78,7 +75,7 @@ class ExecutionService:
 
     def __init__(self, settings: Settings, r: redis.asyncio.Redis, *, consumer: str) -> None:
         self.settings = settings
-        self.keys = Keys(settings.namespace, settings.stream_shards)
+        self.keys = Keys.of(settings)
         self.r = r
         self.store = Store(r, self.keys)
         self.vault = Vault.from_setting(settings.namespace, settings.key_encryption_key)
@@ -208,7 +205,7 @@ class ExecutionService:
         alive = {
             name.decode()
             for name, raw in health.items()
-            if _ms() - int(orjson.loads(raw).get("at_ms", 0)) < CLAIM_IDLE_MS
+            if now_ms() - int(orjson.loads(raw).get("at_ms", 0)) < CLAIM_IDLE_MS
         }
         ids = [
             row["message_id"]
@@ -373,7 +370,7 @@ class ExecutionService:
             mapping={
                 "secret": secret,
                 "status": "linked",
-                "linked_ms": _ms(),
+                "linked_ms": now_ms(),
                 "fingerprint": fingerprint(signer.api_key),
             },
         )
@@ -389,7 +386,7 @@ class ExecutionService:
         if result is not None:
             data["result"] = result
         await self.store.emit(
-            OrderEvent(cmd.address, "result", _ms(), cmd.request_id, data), reply=True
+            OrderEvent(cmd.address, "result", now_ms(), cmd.request_id, data), reply=True
         )
 
     # --- health -------------------------------------------------------------------------------
@@ -408,7 +405,7 @@ class ExecutionService:
             info = await self.r.xpending(self.keys.order_commands(), GROUP_EXECUTION)
             pending = int(info.get("pending", 0))
         body = {
-            "at_ms": _ms(),
+            "at_ms": now_ms(),
             "consumer": self.consumer,
             "pending": pending,
             "accounts": {a: rt.health() for a, rt in self.runtimes.items()},

@@ -7,12 +7,12 @@ process (an order's status, a fill) is in Redis before its event is published.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import orjson
 import redis.asyncio
 
+from core.clock import now_ms
 from core.keys import Keys
 from core.trading import Order, OrderEvent, encode_event
 
@@ -63,10 +63,6 @@ if n > tonumber(ARGV[4]) then
 end
 return 1
 """
-
-
-def _ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Store:
@@ -179,7 +175,7 @@ class Store:
                 "outcome": outcome,
                 "detail": detail[:500],
                 "by": "execution",
-                "ms": _ms(),
+                "ms": now_ms(),
             },
             maxlen=AUDIT_MAXLEN,
             approximate=True,

@@ -41,7 +41,7 @@ def check_redis(settings: Settings) -> str:
 
 
 def check_credentials(settings: Settings) -> str:
-    keys = Keys(settings.namespace, settings.stream_shards)
+    keys = Keys.of(settings)
     vault = Vault.from_setting(settings.namespace, settings.key_encryption_key)
     configured = {kid for kid, _ in vault.keys}
     client: Any = sync_client(settings.require_redis_url(), max_connections=1,

@@ -21,6 +21,7 @@ import orjson
 import redis
 
 from binance.signing import generate_ed25519
+from core.clock import now_ms
 from core.config import Settings
 from core.errors import SchemaError
 from core.keys import Keys
@@ -76,10 +77,6 @@ if ARGV[2] == '1' then
 end
 return 0
 """
-
-
-def _ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Trading:
@@ -168,7 +165,7 @@ class Trading:
                 "kind": "ed25519",
                 "public_key": public_pem,
                 "keypair": token,
-                "created_ms": _ms(),
+                "created_ms": now_ms(),
             },
         )
         pipe.hsetnx(key, "status", "pending")
@@ -221,12 +218,12 @@ class Trading:
             key, mapping={"candidate": candidate, "fingerprint": fingerprint(api_key), "kind": kind}
         )
         self.r.hsetnx(key, "status", "verifying")
-        return self._queue(address, OrderCommand(rid, address, "link", _ms()), order=None)
+        return self._queue(address, OrderCommand(rid, address, "link", now_ms()), order=None)
 
     def unlink(self, address: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         rid = checks.request_id(body)
         self.r.delete(self.keys.account(address))
-        return self._queue(address, OrderCommand(rid, address, "unlink", _ms()), order=None)
+        return self._queue(address, OrderCommand(rid, address, "unlink", now_ms()), order=None)
 
     def _linked(self, address: str) -> bool:
         return bool(self.r.hget(self.keys.account(address), "status") == b"linked")
@@ -254,7 +251,7 @@ class Trading:
                     "outcome": "refused",
                     "detail": exc.code,
                     "by": "web",
-                    "ms": _ms(),
+                    "ms": now_ms(),
                 },
                 maxlen=AUDIT_MAXLEN,
                 approximate=True,
@@ -286,7 +283,7 @@ class Trading:
         if action == "cancel":
             return self._cancel(address, rid, body)
         inst = checks.symbol(body, self.instruments())
-        now = _ms()
+        now = now_ms()
         cmd = OrderCommand(rid, address, action, now, symbol=inst.symbol)
         order: Order | None = None
         if action == "place":
@@ -362,7 +359,7 @@ class Trading:
         raw = self.r.hget(self.keys.orders_live(address), target)
         if raw is None:
             raise Refusal("unknown_order", "no open order of yours has this id", 404)
-        now = _ms()
+        now = now_ms()
         symbol = Order.from_json(raw).symbol
         cmd = OrderCommand(rid, address, "cancel", now, symbol=symbol, client_order_id=target)
         self._spend(address, counts_as_order=False, now_ms=now)
