@@ -130,3 +130,14 @@ def wait_for_redis(url: str, stop: threading.Event | None = None) -> bool:
         return False
     finally:
         probe.close()
+
+
+def group_lag(group: dict[Any, Any], last_generated_id: Any) -> int | None:
+    """Return a consumer group's lag: 0 once it was delivered the stream's last entry, else what
+    XINFO GROUPS says (None when Redis cannot tell). After a reload Redis 7.0 reports a lag for a
+    group that is caught up (docs/stack.md, "A consumer group's lag")."""
+    last_delivered = group.get("last-delivered-id")
+    if last_delivered is not None and last_delivered == last_generated_id:
+        return 0
+    lag = group.get("lag")
+    return None if lag is None else int(lag)

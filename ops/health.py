@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from core.keys import GROUP_BACKFILL, GROUP_CANDLES, Keys
+from core.redis_clients import group_lag
 from core.schemas import HealthReport
 
 ROLES = ("web", "feeder", "consumer", "worker", "signals", "execution")  # Procfile types
@@ -105,16 +106,18 @@ def stream_lag(r: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
             key = getattr(keys, name)(s)
             p.xlen(key)
             p.xinfo_groups(key)
+            p.xinfo_stream(key)
         got: list[Any] = p.execute(raise_on_error=False)
     rows = []
     for i, (s, name, group) in enumerate(wanted):
-        length, groups = got[2 * i], got[2 * i + 1]
+        length, groups, stream = got[3 * i], got[3 * i + 1], got[3 * i + 2]
         info: dict[Any, Any] = {} if isinstance(groups, Exception) else next(
             (g for g in groups if g["name"] in (group, group.encode())), {}
         )  # fmt: skip
-        lag = info.get("lag")
+        last = None if isinstance(stream, Exception) else stream.get("last-generated-id")
+        lag = group_lag(info, last) if info else None
         rows.append({"shard": s, "stream": name, "group": group,
                      "length": 0 if isinstance(length, Exception) else int(length),
-                     "lag": None if lag is None else int(lag),
+                     "lag": lag,
                      "pending": int(info["pending"]) if info else None})  # fmt: skip
     return rows

@@ -47,7 +47,7 @@ from core.config import Settings, load_settings
 from core.errors import ConfigError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_BACKFILL, GROUP_CANDLES, Keys
 from core.logs import setup_logging
-from core.redis_clients import MAX_BLOCK_MS, sync_client, wait_for_redis
+from core.redis_clients import MAX_BLOCK_MS, group_lag, sync_client, wait_for_redis
 from core.schemas import Gap, HealthReport, decode
 from tasks import repairs
 from tasks.actors import BACKFILL_KLINES, BUILD_CANDLES, EVALUATE_SIGNALS
@@ -331,9 +331,11 @@ class Consumer:
         lag = {}
         pending = 0
         for s in self.shards:
-            for g in self.client.xinfo_groups(k.trades(s)):
+            groups = self.client.xinfo_groups(k.trades(s))
+            last = self.client.xinfo_stream(k.trades(s))["last-generated-id"] if groups else None
+            for g in groups:
                 if g["name"] in (GROUP_CANDLES, GROUP_CANDLES.encode()):
-                    lag[f"trades:{s}"] = g.get("lag")  # None: Redis cannot tell
+                    lag[f"trades:{s}"] = group_lag(g, last)  # None: Redis cannot tell
                     pending += g["pending"]
         self.counters.lag = lag  # else vars(self.counters) below would overwrite it with {}
         queues = {q: queue_depth(q) for q in ("candles", "signals", "backfill")}
