@@ -31,6 +31,7 @@ from honcho.manager import Manager
 from binance.exchange_info import resolve_universe
 from core.config import Settings, load_settings
 from core.keys import Keys
+from core.redis_clients import redacted
 from demo.redis_server import RedisServer, RedisServerError
 from release.checks import CheckFailed, check_exchange
 from simulator.instruments import load_exchange_info
@@ -87,7 +88,8 @@ def process_types(procfile: Path, settings: Settings) -> dict[str, str]:
 
 def banner(settings: Settings, redis_url: str, processes: dict[str, str], embedded: bool) -> str:
     """Return the few lines telling the user where to look first."""
-    lines = [f"Redis      {redis_url}" + ("  (embedded, stops on exit)" if embedded else "")]
+    where = redacted(redis_url)  # a REDIS_URL's password stays out of the terminal
+    lines = [f"Redis      {where}" + ("  (embedded, stops on exit)" if embedded else "")]
     if "simulator" in processes:
         lines.append(f"Market     the simulator: REST {settings.market.rest_url}")
     else:

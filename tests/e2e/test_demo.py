@@ -174,3 +174,13 @@ def test_a_symbol_the_exchange_does_not_trade_stops_the_demo_before_anything_sta
     assert out.stderr.strip().splitlines() == [
         "configuration error: TP_SYMBOLS: not trading perpetuals on this exchange: NOPEUSDT"
     ]
+
+
+def test_the_banner_never_shows_a_redis_password() -> None:
+    from core.config import Settings
+    from demo.__main__ import banner
+
+    settings = Settings.from_env({"TP_DEMO": "1"})
+    text = banner(settings, "rediss://:hunter2-secret@redis.example:6380/0", {"web": ""}, False)
+    assert text.splitlines()[0] == "Redis      rediss://redis.example:6380/0"
+    assert "hunter2" not in text
