@@ -31,15 +31,10 @@ from simulator.model import Clock, MarketModel, SystemClock
 from simulator.payloads import Publisher
 from simulator.replay import Replayer, read_frames
 from simulator.rest import RestApi, stop_site
+from simulator.trading import TradingEngine, request_weight
 from simulator.ws_server import Hub, WsLimits
 
 log = logging.getLogger(__name__)
-
-try:  # paper trading lives in simulator.trading; market data works without it
-    from simulator.trading import TradingEngine, request_weight
-except ImportError:  # pragma: no cover - depends on the checkout
-    TradingEngine = None  # type: ignore[assignment,misc]  # guarded at every use
-    request_weight = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +123,7 @@ class Simulator:
             log.info("simulator: %d minutes of history, %d trades", config.history_minutes, made)
         self.faults = Faults(self.clock)
         self.view = ModelMarketView(self.model)
-        self.engine: Any = None
-        if TradingEngine is not None:
-            self.engine = TradingEngine(self.view, lookup_lag_ms=self.faults.lookup_lag_ms)
-        else:
-            log.warning("simulator.trading is not available: no order or user-data endpoints")
+        self.engine: Any = TradingEngine(self.view, lookup_lag_ms=self.faults.lookup_lag_ms)
         self.hub = Hub(
             config.limits,
             self.faults,

@@ -2,7 +2,7 @@
 
 Field order follows real traffic where a recording exists (aggTrade, bookTicker and kline from
 cryptofeed's 2021 capture; trade from Binance.Net#1218) and the docs otherwise (markPrice, and
-``nq`` which postdates the recordings). Reference: shared/reference/binance-usdm.md §1.4.
+``nq`` which postdates the recordings). Reference: docs/binance.md, "Stream payloads".
 
 :class:`Publisher` turns :class:`~simulator.model.StepResult` into frames on a :class:`Sink`
 (the websocket hub): aggTrade, trade and bookTicker per event; kline updates at most every

@@ -35,14 +35,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from simulator.faults import Faults, drop_matches
-
-try:  # paper trading is optional: market streams work without it
-    from simulator.trading import UserStreamClosedError
-except ImportError:  # pragma: no cover - depends on the checkout
-
-    class UserStreamClosedError(Exception):  # type: ignore[no-redef]
-        """Stand-in: never raised without the trading package."""
-
+from simulator.trading import UserStreamClosedError
 
 log = logging.getLogger(__name__)
 

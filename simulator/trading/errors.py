@@ -2,7 +2,8 @@
 
 ``ApiError`` is raised anywhere in the trading logic and turned into Binance's error JSON
 (``{"code": -1121, "msg": "Invalid symbol."}``) once, in ``routes.py``. Codes and messages follow
-the futures error-code page (see ``../shared/reference/binance-usdm.md`` section 2.5).
+the futures error-code page (https://developers.binance.com/docs/derivatives/usds-margined-futures/error-code;
+docs/execution.md, "What we rely on from Binance").
 """
 
 from __future__ import annotations

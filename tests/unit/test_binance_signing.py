@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from binance.signing import ed25519_signer, generate_ed25519, hmac_signer
 
-# reference/binance-usdm.md §3.2, USD-M "SIGNED Endpoint Examples", Example 1.
+# Binance USD-M docs, "SIGNED Endpoint Examples", Example 1 (docs/execution.md, "What we rely on
+# from Binance").
 API_KEY = "dbefbc809e3e83c283a984c3a1459732ea7db1360ca80c5c2c8867408d28cc83"
 SECRET = "2b5eb11e18796d12d88f13dc27dbbd02c2cc51ff7059765ed9821957d82bb4d9"
 PAYLOAD = ("symbol=BTCUSDT&side=BUY&type=LIMIT&quantity=1&price=9000&timeInForce=GTC"

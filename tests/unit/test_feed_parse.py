@@ -125,7 +125,7 @@ def test_event_types_we_do_not_ingest_are_ignored_not_errors() -> None:
 
 
 def test_mark_price_the_docs_example_and_what_is_wrong_with_a_bad_one() -> None:
-    # reference/binance-usdm.md §1.4, the docs' own example (with ``ap``, added 2026-03-16)
+    # docs/binance.md "Stream payloads", Binance's own example (with ``ap``, added 2026-03-16)
     frame = ('{"e":"markPriceUpdate","E":1562305380000,"s":"BTCUSDT","p":"11794.15000000",'
              '"ap":"11794.15000000","i":"11784.62659091","P":"11784.25641265",'
              '"r":"0.00038167","T":1562306400000}')  # fmt: skip
