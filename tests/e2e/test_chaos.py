@@ -18,9 +18,10 @@ from bench.chaos import TYPES, Config, run, summary
 
 @pytest.mark.timeout(300)
 def test_a_short_chaos_run_loses_no_candle_order_or_fill(tmp_path: Path) -> None:
-    # 12 s of warm-up first: the 15s candles of a quiet stretch are compared exactly (outages
+    # 31 s of warm-up first: the 15s candles of a quiet stretch are compared exactly (outages
     # flag theirs partial, and sub-minute candles have no exchange kline to repair them with).
-    cfg = Config(minutes=0.3, warmup_s=12.0, kill_every_s=2.0, fault_every_s=2.0,
+    # Any 30 s holds one whole 15 s window; with 12 s, one CI run compared none.
+    cfg = Config(minutes=0.3, warmup_s=31.0, kill_every_s=2.0, fault_every_s=2.0,
                  redis_every_s=10.0, traders=3, order_every_s=1.0, md_clients=2, symbols=4,
                  rate=30.0, seed=16, wait_minute_close=False,
                  work_dir=tmp_path / "chaos")  # fmt: skip
