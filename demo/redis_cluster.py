@@ -90,8 +90,11 @@ class RedisCluster:
             time.sleep(0.1)
 
     def primary_of(self, key: str) -> RedisServer:
-        """Return the node that serves ``key``'s slot now."""
-        c = _client(self.nodes[0].port)
+        """Return the node that serves ``key``'s slot, as the first running node sees it.
+
+        After a failover the other nodes learn of the promotion by gossip, within a moment.
+        """
+        c = _client(next(n for n in self.nodes if n.running).port)
         try:
             slot = int(c.execute_command("CLUSTER", "KEYSLOT", key))
             for first, last, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
