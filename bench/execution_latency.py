@@ -31,19 +31,22 @@ round-robin over traders), each trader alternating BUY and SELL of the same smal
 little above the symbol's minimum notional), so positions stay flat. ``TP_TRADE_PER_MINUTE`` is
 raised to fit the per-user rate (the default, 120/min, would refuse 5 commands/s per user).
 
-**Latency 1, command -> exchange** (an upper bound of what the system adds): the simulator's
-order ``time`` (ms, its wall clock: from ``GET /fapi/v1/allOrders`` of each trader's account)
-minus the moment the trader process handed the ``trade`` frame to its websocket (same machine
-clock; both ms-truncated, so ±1 ms). It includes the client's send and loopback, the web (Socket.IO
-decode, checks, the Redis script that queues), the ``orders:commands`` stream, execution, and the
-simulator's own HTTP handling up to its matching engine. Segments, per command: *send -> web*
-(the order's ``created_ms``, stamped by the web after the session, duplicate and link checks: the
-nearest thing to the web's receipt time), *web -> XADD* (the ``orders:commands`` entry id),
-*XADD -> exec* (the order's ``sent_ms``, execution's estimate of the exchange clock just before
-its compare-and-set; the measured offset is printed, ~0 here), *exec -> exchange*, and on the way
-back *exchange -> ack* (the ``trade`` ack received, minus the order's ``updateTime``; only acks
-that carry the outcome: the web answers ``202`` "queued" at once when 32 requests already wait).
-Receipt times are the trader process's clock when its loop reads the frame: on a saturated
+**Latency 1, command -> exchange** (an upper bound of what the system adds): the simulator's order
+``time`` (ms, its wall clock: from ``GET /fapi/v1/allOrders`` of each trader's account) minus the
+moment the trader process handed the ``trade`` frame to its websocket (same machine clock; both
+ms-truncated, so ±1 ms). It includes the client's send and loopback, the web (Socket.IO decode,
+checks, the Redis script that queues), the ``orders:commands`` stream, execution, and the
+simulator's own HTTP handling up to its matching engine. **web -> exchange**, what the issue asks
+for (the latency the system adds from the web receiving a command to the exchange receiving the
+order): the same order ``time`` minus the order's ``created_ms``, which the web stamps when its
+``trade`` handler starts (web/commands.py ``Trading.execute``). Segments, per command: *send ->
+web* (``created_ms`` minus the send: the client, loopback, the web's socket read and its wait for
+the handler to run), *web -> XADD* (the ``orders:commands`` entry id: the checks and the script
+that queues), *XADD -> exec* (the order's ``sent_ms``, execution's estimate of the exchange clock
+just before its compare-and-set; the measured offset is printed, ~0 here), *exec -> exchange*, and
+on the way back *exchange -> ack* (the ``trade`` ack received, minus the order's ``updateTime``;
+only acks that carry the outcome: the web answers ``202`` "queued" at once when 32 requests already
+wait). Receipt times are the trader process's clock when its loop reads the frame: on a saturated
 machine that process waits its turn too (``sent >5 ms late`` counts its late sends).
 
 **Latency 2, fill -> socket**: for each MARKET order, the receipt time of the first ``order_event``
@@ -122,10 +125,10 @@ import web_fanout
 from candles_rate import ROOT, SHARDS, Pipeline, calibrate, cpu_s, free_port
 
 from core.keys import Keys
-from core.trading import FINAL, Order, OrderCommand, decode_instruments, encode_command
+from core.trading import FINAL, Order, OrderCommand, decode_instruments
 from core.trading import new_client_order_id as new_cid
 from simulator.trading import sign as hmac_sign
-from web.commands import _SUBMIT, COMMANDS_MAXLEN, REQUEST_TTL_S
+from web.commands import _SUBMIT, submission
 
 PREFERRED = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT")
 EXECUTION_NAME = "execution-bench"
@@ -749,6 +752,7 @@ def analyse(
         n["placed"] += 1
         lat["cmd->exchange"].append(row["time"] - send_ms)
         if ack.get("created_ms"):
+            lat["web->exchange"].append(row["time"] - ack["created_ms"])
             lat["send->web"].append(ack["created_ms"] - send_ms)
             if xadd is not None:
                 lat["web->XADD"].append(xadd - ack["created_ms"])
@@ -780,9 +784,9 @@ def analyse(
         else:
             lat["FILLED->socket"].append(order["ns"] / 1e6 - order["update_ms"])
     row: dict[str, float] = {"commands/s": len(cmds) / ((w1_ns - w0_ns) / 1e9)}
-    main = ["cmd->exchange", "fill->socket", "FILLED->socket"]
+    main = ["cmd->exchange", "web->exchange", "fill->socket", "FILLED->socket"]
     if s.args.orders == "limit":
-        main = ["cmd->exchange", "cancel->exchange"]
+        main = ["cmd->exchange", "web->exchange", "cancel->exchange"]
     for name in main:
         row.update({f"{name} {k}": v for k, v in pcts(lat[name]).items()})
     for name in (
@@ -878,7 +882,18 @@ def md_row(got: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def web_alone(s: Stack) -> None:
+    """Give the web process (gunicorn and its worker) CPU 0 and every other process of the run
+    (Redis, simulator, replay, execution, md load, traders, this script) CPU 1: the web on a
+    machine of its own, as a deploy gives it, with everything else sharing the other core."""
+    web = {p.pid for p in candles_rate.tree(s.p.procs["web"].pid)}
+    for proc in candles_rate.tree(os.getpid()):
+        candles_rate.pin(proc.pid, 0 if proc.pid in web else 1)
+
+
 def latency_run(s: Stack, args: argparse.Namespace) -> None:
+    if args.web_alone:
+        web_alone(s)  # before the load and the traders start: they inherit CPU 1
     if args.md_clients:
         s.start_load()
         s.ramp()
@@ -957,15 +972,8 @@ def queue_commands(s: Stack, n: int, run: str) -> list[tuple[str, str]]:
             request_id=rid,
             created_ms=now,
         )
-        submit(
-            keys=[
-                s.keys.order_request(acc["address"], rid),
-                s.keys.orders_live(acc["address"]),
-                s.keys.order_commands(),
-            ],
-            args=[cid, order.to_json(), encode_command(cmd), REQUEST_TTL_S, COMMANDS_MAXLEN],
-            client=pipe,
-        )
+        keys, argv = submission(s.keys, cmd, order, per_minute=100_000)
+        submit(keys=keys, args=argv, client=pipe)
         out.append((acc["address"], rid))
         if len(pipe) >= 500:
             pipe.execute()
@@ -1164,6 +1172,11 @@ def main() -> None:
         type=int,
         default=2400,
         help="simulator REST weight per IP per minute (Binance: 2400)",
+    )
+    parser.add_argument(
+        "--web-alone",
+        action="store_true",
+        help="pin the web process to CPU 0 and every other process to CPU 1",
     )
     parser.add_argument("--web-env", action="append", default=[], help="KEY=VALUE for the web")
     parser.add_argument("--logs", default="", help="keep the processes' logs in this directory")

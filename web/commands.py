@@ -52,31 +52,67 @@ WAIT_SLICE_S = 2  # one BLPOP never blocks longer (the clients' socket timeout i
 AUDIT_MAXLEN = 10_000
 MAX_SECRET_CHARS = 512
 
-# KEYS: request, live hash, commands. ARGV: marker (cid), order json or '', command, ttl, maxlen.
+# One script checks and queues a command (one round trip; a web process busy with market data
+# can make each round trip wait for a slice of its fan-out, web/fanout.py).
+# KEYS: request, live hash, commands, per-user minute, account 10 s, account minute.
+# ARGV: marker (cid or cmd:<action>), order json or '', command, ttl, maxlen, per-minute limit,
+# what it spends (2: an order and a command, 1: a command, 0: nothing: linking a key), account
+# 10 s limit, account minute limit.
+# Returns the marker of an earlier submission of the request id (nothing spent, nothing queued),
+# 1 (the user's command rate), 2 or 3 (the account's order budget per 10 s or minute), or false:
+# queued. A refused command leaves its request id free, so a retry after the wait can pass.
 _SUBMIT = """
 local existing = redis.call('GET', KEYS[1])
 if existing then return existing end
+if ARGV[7] ~= '0' then
+  local n = redis.call('INCR', KEYS[4])
+  if n == 1 then redis.call('EXPIRE', KEYS[4], 120) end
+  if n > tonumber(ARGV[6]) then return 1 end
+end
+if ARGV[7] == '2' then
+  local a = redis.call('INCR', KEYS[5])
+  if a == 1 then redis.call('EXPIRE', KEYS[5], 20) end
+  local b = redis.call('INCR', KEYS[6])
+  if b == 1 then redis.call('EXPIRE', KEYS[6], 120) end
+  if a > tonumber(ARGV[8]) then return 2 end
+  if b > tonumber(ARGV[9]) then return 3 end
+end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[2]) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'd', ARGV[3])
 return false
 """
-# KEYS: per-user minute, account 10 s, account minute. ARGV: per-minute limit, counts as order,
-# 10 s limit, minute limit. Returns 0 (ok), 1 (user rate), 2 or 3 (order budget).
-_BUDGET = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], 120) end
-if n > tonumber(ARGV[1]) then return 1 end
-if ARGV[2] == '1' then
-  local a = redis.call('INCR', KEYS[2])
-  if a == 1 then redis.call('EXPIRE', KEYS[2], 20) end
-  local b = redis.call('INCR', KEYS[3])
-  if b == 1 then redis.call('EXPIRE', KEYS[3], 120) end
-  if a > tonumber(ARGV[3]) then return 2 end
-  if b > tonumber(ARGV[4]) then return 3 end
-end
-return 0
-"""
+
+
+def submission(
+    keys: Keys, cmd: OrderCommand, order: Order | None, *, per_minute: int
+) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of :data:`_SUBMIT` for one command (the format's one owner: the
+    execution benchmark queues commands with it too)."""
+    address, now = cmd.address, cmd.created_ms
+    marker = order.client_order_id if order is not None else f"cmd:{cmd.action}"
+    spends = 2 if cmd.action in ("place", "close") else 0 if cmd.action in ("link", "unlink") else 1
+    return (
+        [
+            keys.order_request(address, cmd.request_id),
+            keys.orders_live(address),
+            keys.order_commands(),
+            keys.order_rate("cmd", address, now // 60_000),
+            keys.order_rate("o10s", address, now // 10_000),
+            keys.order_rate("o1m", address, now // 60_000),
+        ],
+        [
+            marker,
+            order.to_json() if order else "",
+            encode_command(cmd),
+            REQUEST_TTL_S,
+            COMMANDS_MAXLEN,
+            per_minute,
+            spends,
+            ORDERS_PER_10S,
+            ORDERS_PER_MIN,
+        ],
+    )
 
 
 class Trading:
@@ -90,7 +126,6 @@ class Trading:
         self.keys = keys
         self.vault = Vault.from_setting(settings.namespace, settings.key_encryption_key)
         self._submit = r.register_script(_SUBMIT)
-        self._budget = r.register_script(_BUDGET)
         self._instruments: dict[str, Instrument] = {}
         self._instruments_at = 0.0
         self._reference: dict[str, tuple[float, Decimal | None]] = {}  # bounded: instruments
@@ -218,12 +253,12 @@ class Trading:
             key, mapping={"candidate": candidate, "fingerprint": fingerprint(api_key), "kind": kind}
         )
         self.r.hsetnx(key, "status", "verifying")
-        return self._queue(address, OrderCommand(rid, address, "link", now_ms()), order=None)
+        return self._queue(OrderCommand(rid, address, "link", now_ms()), order=None)
 
     def unlink(self, address: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         rid = checks.request_id(body)
         self.r.delete(self.keys.account(address))
-        return self._queue(address, OrderCommand(rid, address, "unlink", now_ms()), order=None)
+        return self._queue(OrderCommand(rid, address, "unlink", now_ms()), order=None)
 
     def _linked(self, address: str) -> bool:
         return bool(self.r.hget(self.keys.account(address), "status") == b"linked")
@@ -235,11 +270,13 @@ class Trading:
         """Check and queue one command; return (HTTP status, answer). Raises nothing.
 
         ``family``: the login of a socket's token, checked to be alive in the same round trip
-        as the first reads (a REST request's token was checked by ``require``)."""
+        as the first reads (a REST request's token was checked by ``require``). The command's
+        time (its order's ``created_ms``, the start of its time to live) is its receipt here."""
+        received = now_ms()
         try:
             if not isinstance(body, dict):
                 raise Refusal("bad_request", "expected a JSON object")
-            return self._execute(address, action, body, family)
+            return self._execute(address, action, body, family, received)
         except Refusal as exc:
             rid = body.get("request_id") if isinstance(body, dict) else None
             self.r.xadd(
@@ -259,18 +296,24 @@ class Trading:
             return exc.status, {"ok": False, "error": exc.code, "message": exc.message}
 
     def _execute(
-        self, address: str, action: str, body: dict[str, Any], family: str | None = None
+        self, address: str, action: str, body: dict[str, Any], family: str | None, now: int
     ) -> tuple[int, dict[str, Any]]:
         rid = checks.request_id(body)
-        # One round trip for these reads: in a web process busy with market data, each round
-        # trip may wait for the fan-out's current slice (web/fanout.py).
+        target = body.get("client_order_id") if action == "cancel" else None
+        if action == "cancel" and (not isinstance(target, str) or not target or len(target) > 36):
+            raise Refusal("bad_client_order_id", "client_order_id of the order to cancel")
+        # One round trip for these reads, one for the script that checks the budget and queues:
+        # in a web process busy with market data, each round trip may wait for the fan-out's
+        # current slice (web/fanout.py).
         with self.r.pipeline(transaction=False) as pipe:
             pipe.get(self.keys.order_request(address, rid))
             pipe.hget(self.keys.account(address), "status")
             if family is not None:
                 pipe.exists(self.keys.auth_family(family))
-            done, status, *session = pipe.execute()
-        if session and not session[0]:
+            if target is not None:
+                pipe.hget(self.keys.orders_live(address), target)
+            done, status, *rest = pipe.execute()
+        if family is not None and not rest.pop(0):
             raise Refusal("token_revoked", "this session was signed out or revoked", 401)
         if done is not None:
             return self._duplicate(address, rid, done.decode())
@@ -280,10 +323,13 @@ class Trading:
             return self.unlink(address, body)
         if status != b"linked":
             raise Refusal("no_account", "link a Binance account before trading", 409)
-        if action == "cancel":
-            return self._cancel(address, rid, body)
+        if target is not None:
+            if rest[0] is None:
+                raise Refusal("unknown_order", "no open order of yours has this id", 404)
+            symbol = Order.from_json(rest[0]).symbol
+            cmd = OrderCommand(rid, address, "cancel", now, symbol=symbol, client_order_id=target)
+            return self._queue(cmd, order=None)
         inst = checks.symbol(body, self.instruments())
-        now = now_ms()
         cmd = OrderCommand(rid, address, action, now, symbol=inst.symbol)
         order: Order | None = None
         if action == "place":
@@ -349,32 +395,13 @@ class Trading:
             )
         elif action != "cancel_all":
             raise Refusal("bad_action", f"unknown action {action[:30]!r}")
-        self._spend(address, counts_as_order=action in ("place", "close"), now_ms=now)
-        return self._queue(address, cmd, order=order)
+        return self._queue(cmd, order=order)
 
-    def _cancel(self, address: str, rid: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        target = body.get("client_order_id")
-        if not isinstance(target, str) or not target or len(target) > 36:
-            raise Refusal("bad_client_order_id", "client_order_id of the order to cancel")
-        raw = self.r.hget(self.keys.orders_live(address), target)
-        if raw is None:
-            raise Refusal("unknown_order", "no open order of yours has this id", 404)
-        now = now_ms()
-        symbol = Order.from_json(raw).symbol
-        cmd = OrderCommand(rid, address, "cancel", now, symbol=symbol, client_order_id=target)
-        self._spend(address, counts_as_order=False, now_ms=now)
-        return self._queue(address, cmd, order=None)
-
-    def _spend(self, address: str, *, counts_as_order: bool, now_ms: int) -> None:
+    def _queue(self, cmd: OrderCommand, *, order: Order | None) -> tuple[int, dict[str, Any]]:
+        """Check the budgets and queue ``cmd`` in one script; then wait for its outcome."""
         limit = self.settings.execution.commands_per_minute
-        verdict = self._budget(
-            keys=[
-                self.keys.order_rate("cmd", address, now_ms // 60_000),
-                self.keys.order_rate("o10s", address, now_ms // 10_000),
-                self.keys.order_rate("o1m", address, now_ms // 60_000),
-            ],
-            args=[limit, 1 if counts_as_order else 0, ORDERS_PER_10S, ORDERS_PER_MIN],
-        )
+        keys, args = submission(self.keys, cmd, order, per_minute=limit)
+        verdict = self._submit(keys=keys, args=args)
         if verdict == 1:
             raise Refusal("rate_limited", f"at most {limit} trade commands per minute", 429)
         if verdict in (2, 3):
@@ -385,28 +412,9 @@ class Trading:
                 "spent (Binance: 300 per 10 s, 1,200 per minute)",
                 429,
             )
-
-    def _queue(
-        self, address: str, cmd: OrderCommand, *, order: Order | None
-    ) -> tuple[int, dict[str, Any]]:
-        marker = order.client_order_id if order is not None else f"cmd:{cmd.action}"
-        existing = self._submit(
-            keys=[
-                self.keys.order_request(address, cmd.request_id),
-                self.keys.orders_live(address),
-                self.keys.order_commands(),
-            ],
-            args=[
-                marker,
-                order.to_json() if order else "",
-                encode_command(cmd),
-                REQUEST_TTL_S,
-                COMMANDS_MAXLEN,
-            ],
-        )
-        if existing is not None:
-            return self._duplicate(address, cmd.request_id, existing.decode())
-        return self._wait(address, cmd.request_id, order)
+        if verdict is not None:
+            return self._duplicate(cmd.address, cmd.request_id, verdict.decode())
+        return self._wait(cmd.address, cmd.request_id, order)
 
     def _wait(self, address: str, rid: str, order: Order | None) -> tuple[int, dict[str, Any]]:
         got = None
