@@ -14,13 +14,22 @@ Outcomes, for a request that changes state (an order, a cancel):
 * 408, 5xx, -1006, -1007, a read timeout or a connection lost after sending:
   :class:`~core.errors.OutcomeUnknown`; the caller resolves it by looking the order up;
 * a connection that could not be made: :class:`~core.errors.NotSent`;
-* 429 / 418: :class:`~core.errors.RateLimited` / :class:`~core.errors.Banned`.
+* 429 / 418: :class:`~core.errors.RateLimited` / :class:`~core.errors.Banned`; a 429 with
+  -1015 ("Too many new orders") is the account's own order limit, not the IP's: a
+  :class:`~core.errors.RestError` for this account alone, whose orders wait for its Retry-After.
+
+IP weight (binance/rest.py, docs/binance.md "Our weight budget"): every call reserves its weight
+in the budget shared with every process. Calls are user-facing by default and may use the whole
+budget; ``background=True`` (reconciliation, account refreshes: execution/reconcile.py) leaves
+the reserve to them. Placing an order weighs 0 and is stopped only by a 418 ban, or by a 429
+answered to an order itself.
 
 No method logs a request's query (it carries the signature) or the API key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from decimal import Decimal
@@ -31,13 +40,17 @@ import redis.asyncio
 
 from binance.rest import (
     _BACKOFF,
+    _BACKOFF_ALL,
     _BAN,
     _RAISE_TO,
     _RESERVE,
+    WEIGHT_HEADER,
     WEIGHT_TTL_MS,
     _ban_until_ms,
     _binance_error,
     _retry_after_ms,
+    refusal,
+    weight_limit,
 )
 from binance.signing import Signer
 from core.clock import now_ms
@@ -49,8 +62,9 @@ log = logging.getLogger(__name__)
 
 TIME_SYNC_S = 600.0
 UNKNOWN_CODES = frozenset({-1006, -1007})  # "execution status unknown" (reference §2.5)
-# IP request weight per call (reference §3.4). Placing an
-# order weighs 0 on the IP (it counts on the account's order limits instead).
+TOO_MANY_ORDERS = -1015  # the account's order rate limit (a 429, but not the IP's)
+# IP request weight per call (reference §2.3, §3.4, §4); any other call weighs 1. Placing an
+# order weighs 0 on the IP (it counts on the account's order limits instead, reference §2.5).
 WEIGHTS = {
     ("POST", "/fapi/v1/order"): 0, ("GET", "/fapi/v1/openOrders"): 40,
     ("GET", "/fapi/v2/account"): 5, ("GET", "/fapi/v2/positionRisk"): 5,
@@ -62,33 +76,49 @@ class SharedWeight:
     """The IP's request-weight budget and ban state, shared with every process through Redis.
 
     The same keys and scripts as binance/rest.py's MarketRest: a reconciliation of many accounts
-    cannot spend the weight the candle backfill needs, and a 429 or 418 seen here stops every
-    process until it ends.
+    cannot spend the weight the candle backfill needs, a 429 or 418 seen here stops every
+    process until it ends (a 429 stops weighted requests only, unless an order got it), and
+    background calls leave ``reserve`` (None: a quarter of ``budget``) to the users' calls.
     """
 
-    def __init__(self, r: redis.asyncio.Redis, keys: Keys, budget: int) -> None:
+    def __init__(
+        self, r: redis.asyncio.Redis, keys: Keys, budget: int, reserve: int | None = None
+    ) -> None:
         self.budget = budget
+        self.background_limit = weight_limit(budget, reserve)
+        self.reserve = budget - self.background_limit
         self._r = r
         self._weight_key, self._ban_key = keys.rest_weight(), keys.rest_ban()
         self._reserve = r.register_script(_RESERVE)
         self._raise_to = r.register_script(_RAISE_TO)
 
-    async def admit(self, weight: int, now_ms: int) -> None:
-        """Reserve ``weight``; raise Banned, RateLimited or Throttled (nothing sent) if not."""
-        ban_raw, backoff_raw = await self._r.hmget(self._ban_key, [_BAN, _BACKOFF])
-        ban_until, backoff_until = int(ban_raw or 0), int(backoff_raw or 0)
-        if ban_until > now_ms:
-            raise Banned(ban_until, ban_until - now_ms, f"IP banned until {ban_until}")
-        if backoff_until > now_ms:
-            raise RateLimited(backoff_until - now_ms, f"backing off until {backoff_until}")
+    async def admit(self, weight: int, now_ms: int, *, background: bool = False) -> None:
+        """Reserve ``weight``; raise Banned, RateLimited or Throttled (nothing sent) if not.
+
+        ``background`` calls may fill the minute up to ``budget - reserve``, the others to
+        ``budget``; a call of weight 0 reserves nothing.
+        """
+        stops = await self._r.hmget(self._ban_key, [_BAN, _BACKOFF, _BACKOFF_ALL])
+        ban_until, backoff_until, all_until = (int(raw or 0) for raw in stops)
+        refused = refusal(ban_until, backoff_until, all_until, weight=weight, now_ms=now_ms)
+        if refused is not None:
+            raise refused
         if not weight:
             return
         minute = now_ms // MINUTE_MS
-        reserved, _ = await self._reserve(
-            keys=[self._weight_key], args=[minute, weight, self.budget, WEIGHT_TTL_MS]
+        limit = self.background_limit if background else self.budget
+        reserved, used = await self._reserve(
+            keys=[self._weight_key], args=[minute, weight, limit, WEIGHT_TTL_MS]
         )
         if not reserved:
-            raise Throttled((minute + 1) * MINUTE_MS - now_ms, "IP weight budget spent")
+            which = "background weight" if background else "IP weight budget"
+            raise Throttled((minute + 1) * MINUTE_MS - now_ms,
+                            f"{which} {limit}/min spent ({used} used)")  # fmt: skip
+
+    async def observe(self, used: int, now_ms: int) -> None:
+        """Raise the minute's count to the exchange's ``X-MBX-USED-WEIGHT-1M``."""
+        minute = now_ms // MINUTE_MS
+        await self._raise_to(keys=[self._weight_key], args=[minute, used, WEIGHT_TTL_MS])
 
     async def stop(self, field: str, until_ms: int, now_ms: int) -> None:
         await self._raise_to(
@@ -121,7 +151,8 @@ class AccountClient:
         self._offset_ms = 0
         self._synced_at = 0.0
         self.order_count_10s = 0  # X-MBX-ORDER-COUNT-10S of the latest order answer
-        self._pending_stop: tuple[str, int, int] | None = None
+        self._orders_until_ms = 0  # after a -1015: this account's orders wait until then
+        self._pending_stops: list[tuple[str, int, int]] = []
 
     def __repr__(self) -> str:
         return f"AccountClient({self._base}, {self._signer!r})"
@@ -138,10 +169,14 @@ class AccountClient:
         """Return the exchange's clock as we estimate it."""
         return now_ms() + self._offset_ms
 
-    async def sync_time(self) -> int:
-        """Measure the offset to the server clock (half the round trip); return it."""
+    async def sync_time(self, *, background: bool = False) -> int:
+        """Measure the offset to the server clock (half the round trip); return it.
+
+        Raises Throttled, RateLimited or Banned (nothing sent) when the IP's weight says no.
+        """
+        weight = await self._admit("GET", "/fapi/v1/time", background=background)
         t0 = now_ms()
-        resp = await self._send("GET", "/fapi/v1/time", "", api_key=False)
+        resp = await self._send("GET", "/fapi/v1/time", "", api_key=False, weight=weight)
         t1 = now_ms()
         server = int(resp["serverTime"])
         self._offset_ms = server - (t0 + t1) // 2
@@ -151,15 +186,29 @@ class AccountClient:
     # --- orders -------------------------------------------------------------------------------
 
     async def place_order(self, params: dict[str, str]) -> dict[str, Any]:
-        """POST /fapi/v1/order with ``newOrderRespType=RESULT``; see the module docstring."""
+        """POST /fapi/v1/order with ``newOrderRespType=RESULT``; see the module docstring.
+
+        After a -1015 the account's orders are refused here, unsent, until its Retry-After.
+        """
+        now = self.now_ms()
+        if self._orders_until_ms > now:
+            until = self._orders_until_ms
+            raise RestError(429, TOO_MANY_ORDERS,
+                            f"Too many new orders: this account's orders wait until {until}",
+                            retry_after_ms=until - now)  # fmt: skip
         result: dict[str, Any] = await self.signed(
             "POST", "/fapi/v1/order", {**params, "newOrderRespType": "RESULT"}, changes=True
         )
         return result
 
-    async def query_order(self, symbol: str, client_order_id: str) -> dict[str, Any]:
+    async def query_order(
+        self, symbol: str, client_order_id: str, *, background: bool = False
+    ) -> dict[str, Any]:
         result: dict[str, Any] = await self.signed(
-            "GET", "/fapi/v1/order", {"symbol": symbol, "origClientOrderId": client_order_id}
+            "GET",
+            "/fapi/v1/order",
+            {"symbol": symbol, "origClientOrderId": client_order_id},
+            background=background,
         )
         return result
 
@@ -178,29 +227,42 @@ class AccountClient:
         )
         return result
 
-    async def open_orders(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.signed("GET", "/fapi/v1/openOrders", {})
+    async def open_orders(self, *, background: bool = False) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.signed(
+            "GET", "/fapi/v1/openOrders", {}, background=background
+        )
         return result
 
     async def user_trades(
-        self, symbol: str, *, from_id: int | None = None, start_ms: int | None = None
+        self,
+        symbol: str,
+        *,
+        from_id: int | None = None,
+        start_ms: int | None = None,
+        background: bool = False,
     ) -> list[dict[str, Any]]:
         params: dict[str, str] = {"symbol": symbol, "limit": "1000"}
         if from_id is not None:
             params["fromId"] = str(from_id)
         elif start_ms is not None:
             params["startTime"] = str(start_ms)
-        result: list[dict[str, Any]] = await self.signed("GET", "/fapi/v1/userTrades", params)
+        result: list[dict[str, Any]] = await self.signed(
+            "GET", "/fapi/v1/userTrades", params, background=background
+        )
         return result
 
     # --- account ------------------------------------------------------------------------------
 
-    async def account(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.signed("GET", "/fapi/v2/account", {})
+    async def account(self, *, background: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = await self.signed(
+            "GET", "/fapi/v2/account", {}, background=background
+        )
         return result
 
-    async def position_risk(self) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await self.signed("GET", "/fapi/v2/positionRisk", {})
+    async def position_risk(self, *, background: bool = False) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await self.signed(
+            "GET", "/fapi/v2/positionRisk", {}, background=background
+        )
         return result
 
     async def set_leverage(self, symbol: str, leverage: int) -> dict[str, Any]:
@@ -226,27 +288,41 @@ class AccountClient:
     # --- user data stream (API key only, not signed) ------------------------------------------
 
     async def new_listen_key(self) -> str:
-        resp = await self._send("POST", "/fapi/v1/listenKey", "", api_key=True)
+        resp = await self._keyed("POST", "/fapi/v1/listenKey")
         return str(resp["listenKey"])
 
     async def keepalive_listen_key(self) -> None:
-        await self._send("PUT", "/fapi/v1/listenKey", "", api_key=True)
+        await self._keyed("PUT", "/fapi/v1/listenKey")
 
     async def close_listen_key(self) -> None:
-        await self._send("DELETE", "/fapi/v1/listenKey", "", api_key=True)
+        await self._keyed("DELETE", "/fapi/v1/listenKey")
+
+    async def _keyed(self, method: str, path: str) -> Any:
+        weight = await self._admit(method, path, background=False)  # keeps users' events coming
+        return await self._send(method, path, "", api_key=True, weight=weight)
 
     # --- transport ----------------------------------------------------------------------------
 
     async def signed(
-        self, method: str, path: str, params: dict[str, str], *, changes: bool = False
+        self,
+        method: str,
+        path: str,
+        params: dict[str, str],
+        *,
+        changes: bool = False,
+        background: bool = False,
     ) -> Any:
-        """Send a SIGNED request; ``changes``: a lost answer is OutcomeUnknown, not retryable."""
+        """Send a SIGNED request; ``changes``: a lost answer is OutcomeUnknown, not retryable.
+
+        ``background``: the call leaves the IP's weight reserve to user-facing calls.
+        """
         if time.monotonic() - self._synced_at > TIME_SYNC_S:
-            await self.sync_time()
+            # Refused by the IP's weight: keep the last offset; the request is admitted on its own.
+            with contextlib.suppress(Throttled, RateLimited, Banned):
+                await self.sync_time(background=background)
         for attempt in (1, 2):
             timestamp = self.now_ms()
-            if self._weight is not None:
-                await self._weight.admit(WEIGHTS.get((method, path), 1), timestamp)
+            weight = await self._admit(method, path, background=background)
             stamped: dict[str, str | int] = {
                 **params,
                 "recvWindow": self._recv_window_ms,
@@ -254,12 +330,14 @@ class AccountClient:
             }
             query = self._signer.sign_query(stamped)
             try:
-                return await self._send(method, path, query, api_key=True, changes=changes)
+                return await self._send(
+                    method, path, query, api_key=True, changes=changes, weight=weight
+                )
             except RestError as exc:
                 # -1021: refused for its timestamp, so certainly not executed: re-measure, retry
                 if exc.code == -1021 and attempt == 1:
                     log.warning("clock offset re-measured after -1021 on %s", path)
-                    await self.sync_time()
+                    await self.sync_time(background=background)
                     continue
                 # The timestamp signed (exchange clock as estimated then): with recvWindow, the
                 # latest moment an order whose answer was lost can go live.
@@ -267,8 +345,22 @@ class AccountClient:
                 raise
         raise AssertionError("unreachable")
 
+    async def _admit(self, method: str, path: str, *, background: bool) -> int:
+        """Reserve the call's IP weight (raise Throttled, RateLimited or Banned); return it."""
+        weight = WEIGHTS.get((method, path), 1)
+        if self._weight is not None:
+            await self._weight.admit(weight, self.now_ms(), background=background)
+        return weight
+
     async def _send(
-        self, method: str, path: str, query: str, *, api_key: bool, changes: bool = False
+        self,
+        method: str,
+        path: str,
+        query: str,
+        *,
+        api_key: bool,
+        changes: bool = False,
+        weight: int = 1,
     ) -> Any:
         headers = {"X-MBX-APIKEY": self._signer.api_key} if api_key else {}
         url = f"{path}?{query}" if query else path
@@ -284,34 +376,46 @@ class AccountClient:
         if "X-MBX-ORDER-COUNT-10S" in resp.headers:
             count = resp.headers["X-MBX-ORDER-COUNT-10S"]
             self.order_count_10s = int(count) if count.isdigit() else 0
+        used = resp.headers.get(WEIGHT_HEADER, "")
+        if weight and used.isdigit() and self._weight is not None:
+            await self._weight.observe(int(used), self.now_ms())  # what others on the IP spent
         if resp.status_code == 200:
             try:
                 return resp.json()
             except ValueError as exc:
                 raise OutcomeUnknown(200, None, f"{method} {path}: unreadable answer") from exc
         try:
-            self._fail(resp)
+            self._fail(resp, weight)
         finally:
-            stop, self._pending_stop = self._pending_stop, None
-            if stop is not None and self._weight is not None:
+            stops, self._pending_stops = self._pending_stops, []
+            if stops and self._weight is not None:
                 log.warning("REST %s on %s: every process stops until %d", resp.status_code, path,
-                            stop[1])  # fmt: skip
-                await self._weight.stop(*stop)
+                            stops[0][1])  # fmt: skip
+                for stop in stops:
+                    await self._weight.stop(*stop)
 
-    def _fail(self, resp: httpx.Response) -> Any:
+    def _fail(self, resp: httpx.Response, weight: int) -> Any:
         status = resp.status_code
         code, text = _binance_error(resp)
         retry_after = _retry_after_ms(resp)
         now = self.now_ms()
+        if status == 429 and code == TOO_MANY_ORDERS:
+            # The account's order limit (reference §2.5: per account), not the IP's weight:
+            # certainly refused; this account's orders wait, nobody else does.
+            wait = retry_after if retry_after is not None else 10_000
+            self._orders_until_ms = max(self._orders_until_ms, now + wait)
+            raise RestError(status, code, text, retry_after_ms=wait)
         if status == 429:
             wait = retry_after if retry_after is not None else 60_000
             if self._weight is not None:
-                self._pending_stop = (_BACKOFF, now + wait, now)
+                self._pending_stops = [(_BACKOFF, now + wait, now)]
+                if weight == 0:  # the exchange refuses zero-weight calls too: orders wait
+                    self._pending_stops.append((_BACKOFF_ALL, now + wait, now))
             raise RateLimited(wait, text)
         if status == 418:
             until = _ban_until_ms(text, now) or now + (retry_after or 120_000)
             if self._weight is not None:
-                self._pending_stop = (_BAN, until, now)
+                self._pending_stops = [(_BAN, until, now)]
             raise Banned(until, until - now, text)
         if status == 408 or status >= 500 or code in UNKNOWN_CODES:
             raise OutcomeUnknown(status, code, text, retry_after_ms=retry_after)

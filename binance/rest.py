@@ -7,11 +7,15 @@ worker process on one IP shares that budget, so the accounting lives in Redis:
 
 * ``Keys.rest_weight()``: hash ``minute -> weight used`` (minute = server ms // 60 000). A request
   reserves its weight first (atomically: check and ``HINCRBY`` in one script), and each response
-  raises the minute's value to at least the exchange's header. Past ``weight_budget`` the call
-  raises :class:`Throttled` *without sending*: the caller (an actor) reschedules itself rather
-  than block a worker thread.
-* ``Keys.rest_ban()``: hash ``"418" -> ban end``, ``"429" -> backoff end`` (server ms). A 429 or
-  418 seen by one process stops every process until then.
+  raises the minute's value to at least the exchange's header. A *background* request (this
+  client's klines; reconciliation and account reads in binance/account.py) may fill the minute up
+  to ``weight_budget - weight_reserve`` only; the reserve is left to the calls a user waits for
+  (cancels, order lookups). Past its limit the call raises :class:`Throttled` *without sending*:
+  the caller (an actor) reschedules itself rather than block a worker thread.
+* ``Keys.rest_ban()``: hash ``"418" -> ban end``, ``"429" -> backoff end``, ``"429o" -> backoff
+  end for zero-weight requests too`` (server ms). A 418 stops every request of every process. A
+  429 stops every request that carries IP weight; placing an order weighs 0 on the IP (reference
+  §2.5), so orders go on unless an order itself was answered 429 (:func:`refusal`).
 
 Times are the exchange's: the offset to ``GET /fapi/v1/time`` is measured lazily and refreshed
 every :data:`TIME_SYNC_S` seconds (the ``Date`` header has only second resolution).
@@ -50,7 +54,9 @@ DEFAULT_BAN_MS = 120_000  # "Bans scale from 2 minutes to 3 days": assume the sh
 JITTER_MS = 250  # spread the retries of throttled callers past the minute boundary
 WEIGHT_TTL_MS = 2 * MINUTE_MS
 _BANNED_UNTIL = re.compile(r"banned until (\d{12,})")
-_BAN, _BACKOFF = "418", "429"  # fields of the rest_ban hash
+# Fields of the rest_ban hash: the 418 ban; the 429 backoff of weighted requests; the 429 backoff
+# of zero-weight ones too (set only when such a request was itself answered 429).
+_BAN, _BACKOFF, _BACKOFF_ALL = "418", "429", "429o"
 
 # KEYS[1]: weight hash. ARGV: minute, weight, budget, ttl ms. Returns {reserved 0/1, used}.
 # One script, so that two processes cannot both pass the check with the last bit of budget.
@@ -74,6 +80,36 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
 end
 return 0
 """
+
+
+def default_reserve(budget: int) -> int:
+    """Return the weight kept for user-facing calls when none is configured: a quarter."""
+    return budget // 4  # core/config.py's TP_REST_WEIGHT_RESERVE default says the same
+
+
+def weight_limit(budget: int, reserve: int | None) -> int:
+    """Return what background calls may use of ``budget``; raise ValueError for a bad reserve."""
+    kept = default_reserve(budget) if reserve is None else reserve
+    if not 0 <= kept < budget:
+        raise ValueError(f"weight reserve {kept} must be at least 0 and below the budget {budget}")
+    return budget - kept
+
+
+def refusal(
+    ban_until: int, backoff_until: int, backoff_all_until: int, *, weight: int, now_ms: int
+) -> RestError | None:
+    """Return the error that stops a request of ``weight`` now, or None if it may be sent.
+
+    A 418 ban stops everything. A 429 is about the IP's request weight: it stops requests that
+    carry weight, not those that weigh 0 on the IP (``POST /fapi/v1/order``, reference §2.5),
+    unless one of those was answered 429 itself (``backoff_all_until``): then they wait too.
+    """
+    if ban_until > now_ms:
+        return Banned(ban_until, ban_until - now_ms, f"IP banned until {ban_until} (418 seen)")
+    until = backoff_all_until if weight == 0 else max(backoff_until, backoff_all_until)
+    if until > now_ms:
+        return RateLimited(until - now_ms, f"backing off until {until} (429 seen)")
+    return None
 
 
 def klines_weight(limit: int) -> int:
@@ -139,6 +175,10 @@ def _decimal(value: Any) -> Decimal:
 class MarketRest:
     """A synchronous, thread-safe client of Binance USD-M market data REST.
 
+    Its requests are background work: they use at most ``weight_budget - weight_reserve`` of a
+    minute (``weight_reserve`` None: :func:`default_reserve`), so that the users' cancels and
+    order lookups still find weight when backfill has spent its share.
+
     ``stats`` counts: ``requests`` sent, ``weight_used_last`` (the IP's weight this minute in the
     last response header), ``throttled`` (calls refused without sending: budget spent, or a
     backoff or ban recorded by any process), ``rate_limited`` and ``banned`` (429 and 418
@@ -152,11 +192,13 @@ class MarketRest:
         redis: redis.Redis,
         keys: Keys,
         weight_budget: int = 1200,
+        weight_reserve: int | None = None,
         timeout_s: float = 10.0,
         settle_ms: int = 3000,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.weight_budget = weight_budget
+        self.weight_limit = weight_limit(weight_budget, weight_reserve)
         self.settle_ms = settle_ms
         self.stats: dict[str, int] = dict.fromkeys(
             ("requests", "weight_used_last", "throttled", "rate_limited", "banned", "errors"), 0
@@ -265,25 +307,25 @@ class MarketRest:
     def _admit(self, path: str, weight: int) -> None:
         """Raise Banned, RateLimited or Throttled unless the request may be sent; reserve it."""
         now = self._now_ms()
-        ban_raw, backoff_raw = self._redis.hmget(self._ban_key, [_BAN, _BACKOFF])
-        ban_until, backoff_until = int(ban_raw or 0), int(backoff_raw or 0)
-        if ban_until > now:
+        stops = self._redis.hmget(self._ban_key, [_BAN, _BACKOFF, _BACKOFF_ALL])
+        ban_until, backoff_until, all_until = (int(raw or 0) for raw in stops)
+        refused = refusal(ban_until, backoff_until, all_until, weight=weight, now_ms=now)
+        if refused is not None:
             self._count("throttled")
-            raise Banned(ban_until, ban_until - now, f"IP banned until {ban_until} (418 seen)")
-        if backoff_until > now:
-            self._count("throttled")
-            raise RateLimited(backoff_until - now, f"backing off until {backoff_until} (429 seen)")
+            raise refused
         minute = now // MINUTE_MS
+        limit = self.weight_limit
         reserved, used = self._reserve(
-            keys=[self._weight_key], args=[minute, weight, self.weight_budget, WEIGHT_TTL_MS]
+            keys=[self._weight_key], args=[minute, weight, limit, WEIGHT_TTL_MS]
         )
         if not reserved:
             self._count("throttled")
             retry_ms = (minute + 1) * MINUTE_MS - now + secrets.randbelow(JITTER_MS)
-            log.debug("throttled %s: used %d + %d > budget %d", path, used, weight,
-                      self.weight_budget, extra={"path": path})  # fmt: skip
-            budget = self.weight_budget
-            raise Throttled(retry_ms, f"budget {budget}/min spent ({used} used, {weight} asked)")
+            log.debug("throttled %s: used %d + %d > background limit %d", path, used, weight,
+                      limit, extra={"path": path})  # fmt: skip
+            kept = self.weight_budget - limit
+            raise Throttled(retry_ms, f"background weight {limit}/min spent ({used} used, "
+                            f"{weight} asked; {kept} kept for users' orders)")  # fmt: skip
 
     def _observe_weight(self, resp: httpx.Response) -> None:
         raw = resp.headers.get(WEIGHT_HEADER)

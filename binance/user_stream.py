@@ -6,8 +6,12 @@ Lifecycle (docs/execution.md, "The user data stream and reconciliation"):
 2. only then call ``on_resync()`` (the caller's REST snapshot of open orders, positions, fills):
    whatever happens after the connection opened is on the stream, whatever happened before is
    in the snapshot, so nothing falls between; events buffered meanwhile are applied after it
-   (the caller's updates are monotonic, so an older event cannot undo the snapshot);
-3. ``PUT`` every ``keepalive_s``; a -1125 ("listenKey does not exist") or a
+   (the caller's updates are monotonic, so an older event cannot undo the snapshot). A snapshot
+   refused by the IP's weight budget (Throttled, RateLimited, Banned: nothing was sent) is
+   retried when the refusal says, on the same connection, whose events are applied meanwhile:
+   a reconnection would spend more weight for nothing;
+3. ``PUT`` every ``keepalive_s`` (refused by the weight budget: tried again a minute later at
+   most; the key lives 60 minutes); a -1125 ("listenKey does not exist") or a
    ``listenKeyExpired`` event ends this key: back to 1 (a second expiry notice for a key already
    replaced is ignored);
 4. a dropped connection: back to 1 after a jittered backoff (1 s doubling to 30 s);
@@ -31,11 +35,13 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from binance.account import AccountClient
+from core.errors import Banned, RateLimited, Throttled
 
 log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 1 << 20
 MAX_QUEUE_FRAMES = 256  # websocket receive queue: pushes back through TCP when full
+MAX_DEFER_S = 60.0  # a refused snapshot or keepalive is tried again within this
 
 
 class UserStream:
@@ -68,6 +74,8 @@ class UserStream:
             "keepalives": 0,
             "replaced": 0,
             "malformed": 0,
+            "resync_deferred": 0,
+            "keepalive_deferred": 0,
         }
 
     async def run(self) -> None:
@@ -99,11 +107,11 @@ class UserStream:
         log.debug("user stream %s connected; resyncing", self._label)
         keepalive = asyncio.create_task(self._keepalive(key))
         try:
-            await self._on_resync()
-            log.debug("user stream %s resynced", self._label)
-            self.connected = True
+            resync_at = 0.0  # time.monotonic() at which the snapshot is (tried) next
             opened = time.monotonic()
             while True:
+                if not self.connected and time.monotonic() >= resync_at:
+                    resync_at = await self._resync()
                 if time.monotonic() - opened > self._max_age_s:
                     ws = await self._replace(ws, key)
                     opened = time.monotonic()
@@ -120,6 +128,20 @@ class UserStream:
             keepalive.cancel()
             with contextlib.suppress(Exception):
                 await ws.close()
+
+    async def _resync(self) -> float:
+        """Take the caller's snapshot; return when to try again if the weight budget refused it."""
+        try:
+            await self._on_resync()
+        except (Throttled, RateLimited, Banned) as exc:  # not sent: background work waits
+            self.stats["resync_deferred"] += 1
+            wait_s = _defer_s(exc)
+            log.debug("user stream %s: snapshot deferred %.1f s (%s)", self._label, wait_s, exc,
+                      extra={"account": self._label})  # fmt: skip
+            return time.monotonic() + wait_s
+        log.debug("user stream %s resynced", self._label)
+        self.connected = True
+        return 0.0
 
     async def _connect(self, key: str) -> ClientConnection:
         ws = await websockets.connect(
@@ -165,9 +187,22 @@ class UserStream:
         return True
 
     async def _keepalive(self, key: str) -> None:
+        delay_s = self._keepalive_s
         while True:
-            await asyncio.sleep(self._keepalive_s)
+            await asyncio.sleep(delay_s)
             if self.listen_key != key:
                 return
-            await self._client.keepalive_listen_key()  # -1125 raises: the key is replaced
+            try:
+                await self._client.keepalive_listen_key()  # -1125 raises: the key is replaced
+            except (Throttled, RateLimited, Banned) as exc:  # not sent; the key lives 60 min
+                self.stats["keepalive_deferred"] += 1
+                delay_s = _defer_s(exc)
+                continue
             self.stats["keepalives"] += 1
+            delay_s = self._keepalive_s
+
+
+def _defer_s(exc: Throttled | RateLimited | Banned) -> float:
+    """Return how long to wait before asking the weight budget again (jittered, at most 60 s)."""
+    wait_s = min((exc.retry_after_ms or 1000) / 1000, MAX_DEFER_S)
+    return wait_s * random.uniform(1.0, 1.2)  # noqa: S311

@@ -85,13 +85,15 @@ class FeedSettings:
 
 @dataclass(frozen=True, slots=True)
 class CandleSettings:
-    """The candle stage's knobs (TP_CANDLE_*, TP_CLAIM_IDLE_MS, TP_REST_WEIGHT_BUDGET)."""
+    """The candle stage's knobs (TP_CANDLE_*, TP_CLAIM_IDLE_MS, TP_REST_WEIGHT_*)."""
 
     retention: tuple[tuple[str, int], ...]  # (timeframe, candles kept) for every timeframe
     history: int  # closed candles per timeframe fetched at start-up (0: none)
     max_deliveries: int  # attempts at a failing stream entry before it is dead-lettered
     claim_idle_ms: int  # pending this long, an entry is claimed and its shard rebuilt
     rest_weight_budget: int  # REST weight per minute we allow ourselves (Binance: 2,400)
+    # ... of which background work (backfill, reconciliation) leaves this much to users' calls
+    rest_weight_reserve: int
     updates_maxlen: int  # approximate length of each candle-updates stream
 
     def keep(self, timeframe: str) -> int:
@@ -298,12 +300,18 @@ class Settings:
             metrics_token=r.get("TP_METRICS_TOKEN", None, _parse_metrics_token),
         )
         timeframes = settings.timeframes or ()
+        budget = r.get("TP_REST_WEIGHT_BUDGET", "1200", _int_range(10, 2400))
+        # Default: a quarter of the budget (binance.rest.default_reserve), 300 of 1,200.
+        reserve = r.get("TP_REST_WEIGHT_RESERVE", str((budget or 0) // 4), _int_range(0, 2399))
+        if budget is not None and reserve is not None and reserve >= budget:
+            r.problems.append(("TP_REST_WEIGHT_RESERVE", "must be below TP_REST_WEIGHT_BUDGET"))
         settings = dataclasses.replace(settings, web=web, candles=CandleSettings(
             retention=r.get("TP_CANDLE_RETENTION", "500", _parse_retention(timeframes)),
             history=r.get("TP_CANDLE_HISTORY", "300", _int_range(0, 1500)),
             max_deliveries=r.get("TP_CANDLE_MAX_DELIVERIES", "3", _int_range(1, 100)),
             claim_idle_ms=r.get("TP_CLAIM_IDLE_MS", "15000", _int_range(1000, 3_600_000)),
-            rest_weight_budget=r.get("TP_REST_WEIGHT_BUDGET", "1200", _int_range(10, 2400)),
+            rest_weight_budget=budget,
+            rest_weight_reserve=reserve,
             updates_maxlen=r.get("TP_UPDATES_MAXLEN", "1000", _int_range(100, 10_000_000)),
         ))  # fmt: skip
         if settings.candles.retention and settings.candles.history > min(
@@ -365,7 +373,8 @@ KNOWN = frozenset(
             "JWT_KEYS KEY_ENCRYPTION_KEY LOG_LEVEL TRADE_STREAM FEED_BUFFER_MAX FEED_BUFFER_BYTES "
             "FEED_MAX_STREAMS "
             "FEED_SILENCE_MS FEED_REORDER_MS FEED_ROTATE_S CANDLE_RETENTION CANDLE_HISTORY "
-            "CANDLE_MAX_DELIVERIES CLAIM_IDLE_MS REST_WEIGHT_BUDGET UPDATES_MAXLEN "
+            "CANDLE_MAX_DELIVERIES CLAIM_IDLE_MS REST_WEIGHT_BUDGET REST_WEIGHT_RESERVE "
+            "UPDATES_MAXLEN "
             "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS "
             "SIGNAL_CACHE_CANDLES "
             "EXEC_RECV_WINDOW_MS EXEC_TIMEOUT_MS EXEC_KEEPALIVE_S EXEC_RECONCILE_S "

@@ -27,7 +27,7 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:feed:last-trade                     hash     last trade written per symbol (restarts)
     <ns>:consumer:health                     hash     stream consumer health, one field per consumer
     <ns>:rest:weight                         hash     REST weight used per minute, every process
-    <ns>:rest:ban-until                      hash     418 ban / 429 backoff end (server ms)
+    <ns>:rest:ban-until                      hash     end (ms): 418 ban, 429 backoff, 429o (orders)
     <ns>:universe                            string   JSON list of the symbols followed
     <ns>:web:health                          hash     web process health, one field per process
     <ns>:worker:health                       hash     Dramatiq worker health (worker, signals roles)

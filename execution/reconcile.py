@@ -5,6 +5,10 @@ The user stream is trusted only after a REST snapshot taken once it is connected
 orders that left the open set (looked up for how they ended), balances and positions, and fills
 from ``userTrades`` since each symbol's trade cursor. Only ``userTrades`` moves a cursor: a fill
 seen on the stream proves nothing about the trades before it.
+
+Every REST read here is background work (``background=True``): it leaves the IP's weight reserve
+(``TP_REST_WEIGHT_RESERVE``) to the users' cancels and order lookups, and waits when its share of
+the budget is spent (docs/execution.md, "The user data stream and reconciliation").
 """
 
 from __future__ import annotations
@@ -106,7 +110,7 @@ class Reconciler:
         """Bring orders, fills, balances and positions back in line with the exchange."""
         rt = self.rt
         rt.stats["reconciles"] += 1
-        rows = await rt.client.open_orders()
+        rows = await rt.client.open_orders(background=True)
         seen: set[str] = set()
         symbols: set[str] = set()
         for row in rows:
@@ -133,7 +137,7 @@ class Reconciler:
                     rt.resolve_soon(cid)
                 continue
             try:  # open in our records, no longer open on the exchange: read how it ended
-                body = await rt.client.query_order(order.symbol, cid)
+                body = await rt.client.query_order(order.symbol, cid, background=True)
             except RestError as exc:
                 if exc.code == -2013:
                     await rt.update(cid, vanished)
@@ -152,8 +156,8 @@ class Reconciler:
     async def _refresh_account(self) -> dict[str, dict[str, str]]:
         rt = self.rt
         as_of = rt.client.now_ms()  # events before this are in what is read now
-        account = await rt.client.account()
-        positions = orders.positions_view(await rt.client.position_risk())
+        account = await rt.client.account(background=True)
+        positions = orders.positions_view(await rt.client.position_risk(background=True))
         balances = orders.balances_view(account)
         self._refreshed_at = time.monotonic()
         await rt.store.set_state(
@@ -205,7 +209,10 @@ class Reconciler:
             start = max(rt.linked_ms, now_ms() - DAY_MS) if cursor is None else None
             while True:
                 rows = await rt.client.user_trades(
-                    symbol, from_id=None if cursor is None else cursor + 1, start_ms=start
+                    symbol,
+                    from_id=None if cursor is None else cursor + 1,
+                    start_ms=start,
+                    background=True,
                 )
                 for row in rows:
                     fill = orders.fill_from_trade(row, await self._cid_of(row))

@@ -85,7 +85,9 @@ class ExecutionService:
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._inflight: set[str] = set()  # entry ids dispatched and not yet acked
-        self.weight = SharedWeight(r, self.keys, settings.candles.rest_weight_budget)
+        self.weight = SharedWeight(
+            r, self.keys, settings.candles.rest_weight_budget, settings.candles.rest_weight_reserve
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 

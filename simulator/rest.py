@@ -2,10 +2,11 @@
 
 Market data (reference §2): ``/fapi/v1/ping``, ``/time``, ``/exchangeInfo``, ``/klines``,
 ``/aggTrades``. Every response carries ``X-MBX-USED-WEIGHT-1M``: the weight this client IP used
-in the current minute. Past the limit the answer is 429 with ``Retry-After``; a client that keeps
-sending after ``ban_after`` 429s is banned with 418 for ``ban_base_s`` (doubling per ban, capped
-at 3 days). Admin endpoints under ``/sim/`` carry no weight and ignore REST faults; they are
-documented in docs/simulator.md.
+in the current minute. Past the limit the answer is 429 with ``Retry-After`` (not to a request of
+weight 0 on the IP, such as ``POST /fapi/v1/order``); a client that keeps sending after
+``ban_after`` 429s is banned with 418 for ``ban_base_s`` (doubling per ban, capped at 3 days): a
+ban refuses everything. Admin endpoints under ``/sim/`` carry no weight and ignore REST faults;
+they are documented in docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -90,7 +91,11 @@ class Verdict:
 
 
 class WeightLimiter:
-    """Request weight per client IP per minute, with 429 and growing 418 bans."""
+    """Request weight per client IP per minute, with 429 and growing 418 bans.
+
+    Refused requests count too (``used`` goes on rising, as the header shows). A request that
+    weighs 0 on the IP is never refused for the weight, only while the IP is banned.
+    """
 
     def __init__(
         self,
@@ -121,7 +126,9 @@ class WeightLimiter:
             return Verdict(418, st.used, math.ceil((st.banned_until_ms - now) / 1000),
                            st.banned_until_ms)  # fmt: skip
         st.used += weight
-        if st.used <= self.limit:
+        if st.used <= self.limit or weight == 0:
+            # A request of weight 0 on the IP (POST /fapi/v1/order: "0 on IP rate limit",
+            # reference §2.5) is not refused by the IP's weight limit; only a ban stops it.
             return Verdict(200, st.used)
         st.rejected += 1
         if st.rejected <= self.ban_after:

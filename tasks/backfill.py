@@ -7,10 +7,12 @@ due ones here, coalesced per symbol and timeframe and leased for a minute, so a 
 fetched twice at once; a duplicate delivery is also turned away by a per-series lock.
 
 One request per message, within the REST weight budget shared by every process
-(``binance.rest``). When the budget is spent, on 429 and during a 418 ban the repairs are
-put back with the time they may be retried, and the message ends: no worker thread sleeps on a
-rate limit. Bars still open on the exchange are left for later; the closed ones are written as
-final (``tasks.candle_store.EXCHANGE``) and every difference from what was stored is counted.
+(``binance.rest``), less the reserve kept for users' cancels and order lookups
+(``TP_REST_WEIGHT_RESERVE``): backfill is background work. When its share is spent, on 429 and
+during a 418 ban the repairs are put back with the time they may be retried, and the message
+ends: no worker thread sleeps on a rate limit. Bars still open on the exchange are left for
+later; the closed ones are written as final (``tasks.candle_store.EXCHANGE``) and every
+difference from what was stored is counted.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def _clients() -> tuple[redis.Redis, MarketRest]:
     with _lock:
         if _rest is None:
             _rest = MarketRest(settings.market.rest_url, redis=client, keys=keys,
-                               weight_budget=settings.candles.rest_weight_budget)  # fmt: skip
+                               weight_budget=settings.candles.rest_weight_budget,
+                               weight_reserve=settings.candles.rest_weight_reserve)  # fmt: skip
         return client, _rest
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 import pytest
 
+from binance.rest import MarketRest
+from core.errors import RateLimited, Throttled
 from tests.e2e.conftest import RunningSim
 from tests.e2e.tradestack import SYMBOLS, Trader, TradeStack, rid, start_trade_stack
 
@@ -50,6 +52,18 @@ def market_buy(trader: Trader, request_id: str | None = None) -> Any:
     return trader.call("POST", "/api/orders", {
         "request_id": request_id or rid(), "symbol": "BTCUSDT", "side": "BUY", "type": "MARKET",
         "quantity": "0.010"})  # fmt: skip
+
+
+def far_limit(trader: Trader) -> dict[str, Any]:
+    """Place a resting limit buy 10 % under the last close (inside PERCENT_PRICE)."""
+    rows = trader.stack.sim.http.get("/fapi/v1/klines", params={
+        "symbol": "BTCUSDT", "interval": "1m", "limit": 1}).json()  # fmt: skip
+    price = (Decimal(rows[-1][4]) * Decimal("0.9")).quantize(Decimal("0.1"))
+    resp = trader.post("/api/orders", symbol="BTCUSDT", side="BUY", type="LIMIT",
+                       quantity="0.010", price=str(price))  # fmt: skip
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["order"]["status"] == "NEW", resp.text
+    return dict(resp.json()["order"])
 
 
 def test_one_request_id_sent_five_times_concurrently_places_one_order(
@@ -363,3 +377,48 @@ def test_an_order_that_waited_too_long_for_execution_is_not_sent(
     assert final
     assert "expired" in trader.order(cid)["error"]  # type: ignore[index]
     assert exchange_orders(stack, exchange) == []
+
+
+def test_users_orders_and_cancels_go_through_while_background_work_waits(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    """Issue 16 (chaos finding 2): backfill and reconciliation spent the IP's weight, then a 429
+    stopped every process, and users' orders were refused "backing off until ..."."""
+    stack = stack_factory(TP_REST_WEIGHT_BUDGET="200")  # background work may use 150 of it
+    trader, exchange = linked_trader(stack)
+    resting = far_limit(trader)
+    # The worker's backfill client, on the same IP and Redis, with the same settings.
+    backfill = MarketRest(stack.sim.rest_url, redis=stack.redis, keys=stack.keys,
+                          weight_budget=200)  # fmt: skip
+    try:
+        left_ms = 60_000 - time.time_ns() // 1_000_000 % 60_000
+        if left_ms < 10_000:  # the budget is per minute: spend it in the minute it is checked
+            time.sleep(left_ms / 1000 + 0.05)
+        for _ in range(100):  # it fetches what background work may, then waits
+            try:
+                backfill.klines("BTCUSDT", "1m", limit=100)
+            except Throttled:
+                break
+        else:
+            raise AssertionError("the backfill was never throttled")
+
+        # The user's cancel takes the weight background work left; orders weigh nothing.
+        ack = trader.trade({"action": "cancel", "request_id": rid(), "symbol": "BTCUSDT",
+                            "client_order_id": resting["client_order_id"]})  # fmt: skip
+        assert ack["ok"] is True, ack
+        assert ack["order"]["status"] == "CANCELED", ack
+
+        # The exchange answers 429 (to a cancel-all): every process holds its weighted calls ...
+        stack.fault(type="rest", status=429, path="/fapi/v1/allOpenOrders", count=1)
+        refused = trader.post("/api/orders/cancel-all", symbol="BTCUSDT").json()
+        assert refused["ok"] is False, refused
+        with pytest.raises(RateLimited):
+            backfill.klines("BTCUSDT", "1m", limit=10)
+        # ... but not orders: they weigh 0 on the IP's limit, which the 429 is about.
+        resp = market_buy(trader)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["order"]["status"] == "FILLED", resp.text
+    finally:
+        backfill.close()
+    statuses = sorted(o["status"] for o in exchange_orders(stack, exchange))
+    assert statuses == ["CANCELED", "FILLED"]
