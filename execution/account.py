@@ -22,7 +22,7 @@ from binance.signing import Signer
 from binance.user_stream import UserStream
 from core.clock import now_ms
 from core.config import Settings
-from core.errors import NotSent, OutcomeUnknown, RestError
+from core.errors import Banned, NotSent, OutcomeUnknown, RateLimited, RestError, Throttled
 from core.trading import Order, OrderCommand, OrderEvent
 from execution import orders
 from execution.reconcile import Reconciler
@@ -157,6 +157,8 @@ class AccountRuntime:
                 continue  # the stream's own resync comes with its reconnection
             try:
                 await self.sync.reconcile()
+            except (Throttled, RateLimited, Banned):  # background work waits for the weight
+                self.stats["reconcile_deferred"] += 1
             except Exception as exc:  # the next round tries again
                 self.stats["reconcile_errors"] += 1
                 log.warning("reconciliation of %s failed: %r", self.address, exc)
