@@ -374,7 +374,11 @@ class ChaosTrader:
 
 class MdClient:
     """A Socket.IO client that stays subscribed (resubscribing after every reconnect) and keeps
-    the latest value per open time of each candle room, as the page does."""
+    the latest value per open time of each candle room, as the page does (web/static/app.js):
+    a live candle older than every held one is of a range not held; a candle subscription asks
+    ``since`` the oldest held candle that may still change (the newest held if all are final),
+    so that its snapshot brings the repairs made while it was away; a room the server lists in
+    ``md.resync`` is subscribed to again the same way."""
 
     def __init__(self, base_url: str, token: str, rooms: list[dict[str, str]]) -> None:
         self.rooms = rooms
@@ -386,6 +390,8 @@ class MdClient:
         self.kicked = 0
         self.refused: list[Any] = []
         self.md_messages = 0
+        self.resyncs = 0  # rooms the server said to subscribe to again
+        self.retried = 0  # subscriptions answered `unavailable` and sent again
         self.sio = socketio.Client(reconnection=True, reconnection_attempts=0,
                                    reconnection_delay=0.5, reconnection_delay_max=2)  # fmt: skip
         self.sio.on("connect", self._on_connect)
@@ -399,10 +405,27 @@ class MdClient:
     def _on_connect(self) -> None:
         self.connects += 1
         for room in self.rooms:
-            self.sio.emit("subscribe", room, callback=self._on_ack)
+            self._subscribe(room)
 
-    def _on_ack(self, ack: Any = None) -> None:
-        if not (isinstance(ack, dict) and ack.get("ok")):
+    def _subscribe(self, room: dict[str, str]) -> None:
+        payload: dict[str, Any] = dict(room)
+        if room["channel"] == "candles":
+            with self.lock:
+                held = self.view.get(f"c:{room['symbol']}:{room['timeframe']}", {})
+                changing = [t for t, c in held.items()
+                            if not (c["closed"] and c["source"] == "exchange")]  # fmt: skip
+                since = min(changing, default=max(held, default=None))
+            if since is not None:
+                payload["since"] = since
+        self.sio.emit("subscribe", payload, callback=lambda *ack: self._on_ack(room, *ack))
+
+    def _on_ack(self, room: dict[str, str], ack: Any = None) -> None:
+        if isinstance(ack, dict) and ack.get("error") == "unavailable":  # "try again", as the page
+            self.retried += 1
+            timer = threading.Timer(1.0, lambda: self.sio.connected and self._subscribe(room))
+            timer.daemon = True
+            timer.start()
+        elif not (isinstance(ack, dict) and ack.get("ok")):
             self.refused.append(ack)
 
     def _on_disconnect(self, *_: Any) -> None:
@@ -411,16 +434,19 @@ class MdClient:
     def _on_kicked(self, *_: Any) -> None:
         self.kicked += 1
 
-    def _merge(self, room: str, candles: Any) -> None:
+    def _merge(self, room: str, candles: Any, *, snapshot: bool = False) -> None:
         if not room.startswith("c:") or not isinstance(candles, list):
             return
         with self.lock:
             held = self.view.setdefault(room, {})
             for c in candles:
-                held[int(c["open_time"])] = c
+                t = int(c["open_time"])
                 if room not in self.first_open:
-                    self.first_open[room] = int(c["open_time"])
-                self.first_open[room] = min(self.first_open[room], int(c["open_time"]))
+                    self.first_open[room] = t
+                if t < self.first_open[room] and not snapshot:
+                    continue  # a repair of a range not held
+                held[t] = c
+                self.first_open[room] = min(self.first_open[room], t)
 
     def _on_snapshot(self, data: Any) -> None:
         if isinstance(data, dict) and "candles" in data:
@@ -429,12 +455,22 @@ class MdClient:
             with self.lock:  # the first snapshot of a room sets where its check starts
                 if room not in self.first_open and candles:
                     self.first_open[room] = min(int(c["open_time"]) for c in candles)
-            self._merge(room, candles)
+                if data.get("truncated") and candles:  # what it held before is unchecked
+                    first = int(candles[0]["open_time"])
+                    held = self.view.get(room, {})
+                    self.view[room] = {t: c for t, c in held.items() if t >= first}
+                    self.first_open[room] = first
+            self._merge(room, candles, snapshot=True)
 
     def _on_md(self, data: Any) -> None:
         self.md_messages += 1
         for room, part in (data.get("rooms") or {}).items():
             self._merge(room, part.get("data"))
+        for name in data.get("resync") or ():
+            self.resyncs += 1
+            for room in self.rooms:
+                if f"c:{room.get('symbol')}:{room.get('timeframe')}" == name:
+                    self._subscribe(room)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -888,6 +924,7 @@ class Chaos:
         r, keys = self.stack.redis, self.stack.keys
         out: dict[str, Any] = {"clients": len(self.clients), "connects": 0, "disconnects": 0,
                                "kicked": 0, "refused_subscriptions": 0, "md_messages": 0,
+                               "resyncs": 0, "retried_subscriptions": 0,
                                "candles_checked": 0, "missing": 0, "stale": 0,
                                "gaps_untold": 0, "examples": []}  # fmt: skip
         for n, c in enumerate(self.clients):
@@ -896,6 +933,8 @@ class Chaos:
             out["kicked"] += c.kicked
             out["refused_subscriptions"] += len(c.refused)
             out["md_messages"] += c.md_messages
+            out["resyncs"] += c.resyncs
+            out["retried_subscriptions"] += c.retried
             with c.lock:
                 views = {room: dict(v) for room, v in c.view.items()}
                 first = dict(c.first_open)
@@ -1035,7 +1074,8 @@ def summary(report: dict[str, Any]) -> str:
         f"fills: exchange {o['fills_exchange']}, ours {o['fills_ours']}, missed "
         f"{o['fills_missed']}, phantom {o['fills_phantom']}",
         f"clients: {k['clients']}, connects {k['connects']}, disconnects {k['disconnects']}, "
-        f"kicked {k['kicked']}, candles checked {k['candles_checked']}, gaps untold "
+        f"kicked {k['kicked']}, resyncs {k['resyncs']}, candles checked {k['candles_checked']}, "
+        f"gaps untold "
         f"{k['gaps_untold']} (missing {k['missing']}, stale {k['stale']})",
         "RSS MB (start / end / max): " + ", ".join(
             f"{n} {v.get('start_mb')}/{v.get('end_mb')}/{round(v.get('max_mb', 0), 1)}"

@@ -14,6 +14,7 @@ import logging
 import os
 import resource
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from core.clock import now_ms
 from core.config import Settings
 from core.keys import ENTRY_FIELD, Keys
 from web.market import TRADE_PREFIX, book_json, candle_json, mark_json, signal_json, trade_json
-from web.rooms import Client, Registry
+from web.rooms import LATE_BYTES, Client, Registry
 from web.sessions import Sessions
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class PumpCounters:
     sent: int = 0
     direct: int = 0  # md messages written straight to the socket, not through Engine.IO's queue
     skipped: int = 0
+    resyncs: int = 0  # rooms clients were told to subscribe to again (web/rooms.py)
     kicked: int = 0
     expired: int = 0
     revoked: int = 0
@@ -176,6 +178,9 @@ class Pump:
             self.kinds[k.book(s).encode()] = "b"
             self.kinds[k.mark(s).encode()] = "m"
         self.ids: dict[bytes, bytes] = {}
+        # Set once the streams' start positions are read: a snapshot read before would miss the
+        # updates written between it and them (web/sockets.py waits for it).
+        self.positioned = threading.Event()
         # A shard's trade stream is read only while a tape room of one of its symbols exists:
         # every trade of the market would otherwise pass through every web process.
         self.trade_keys = {k.trades(s).encode(): s for s in range(settings.stream_shards)}
@@ -194,6 +199,7 @@ class Pump:
             last = p.execute()
         self.ids = {key: (e[0][0] if e else b"0-0") for key, e in zip(keys, last, strict=True)}
         self._layout = -1  # the trade streams followed are added again
+        self.positioned.set()
 
     def run(self) -> None:
         """Loop until :attr:`running` is False; errors are logged, counted and retried."""
@@ -330,6 +336,7 @@ class Pump:
         c.sent += stats.sent
         c.direct += stats.direct
         c.skipped += stats.skipped
+        c.resyncs += stats.resyncs
         for client in stats.slow:
             c.kicked += 1
             log.warning("client %s stayed behind: disconnected", client.sid,
@@ -363,6 +370,7 @@ class Pump:
             "gc_ms_max_gen": [round(ms, 1) for ms in self.gc.gen_max_ms],
             "gc_cpu_ms_max": round(self.gc.cpu_max_ms, 1),
             "trade_streams": sum(key in self.trade_keys for key in self.ids),
+            "late": reg.late, "late_dropped": reg.late_dropped, "late_bound_bytes": LATE_BYTES,
             "tick_pauses": self.slicer.pauses if self.slicer is not None else 0,
             "tick_paused_ms": round(self.slicer.paused_s * 1000) if self.slicer is not None else 0,
             **{k: getattr(c, k) for k in c.__slots__},

@@ -19,6 +19,8 @@ from core.schemas import BookTicker, Candle, MarkPrice, Signal, Trade, positions
 
 JSON = dict[str, Any]
 MAX_PAGE = 1000
+# Candles at most in a snapshot asked ``since`` an open time (a resubscription): one REST page.
+MAX_SINCE = MAX_PAGE
 UNIVERSE_REFRESH_S = 10.0
 
 
@@ -138,13 +140,15 @@ class Market:
         self.symbols()
         return self._symbols
 
-    def candles(self, symbol: str, timeframe: str, *, limit: int, before: int | None = None
-                ) -> tuple[list[JSON], int | None]:  # fmt: skip
-        """Return up to ``limit`` candles opening before ``before`` (ascending) and the cursor
-        for the page before them (None when this page reaches the oldest stored candle)."""
+    def candles(self, symbol: str, timeframe: str, *, limit: int, before: int | None = None,
+                since: int | None = None) -> tuple[list[JSON], int | None]:  # fmt: skip
+        """Return the newest ``limit`` candles opening before ``before`` and at or after ``since``
+        (ascending), and the cursor for the page before them (None when this page reaches the
+        oldest stored candle, or ``since``)."""
         high = "+inf" if before is None else f"({before}"
+        low = "-inf" if since is None else since
         raw: list[bytes] = self.client.zrevrangebyscore(  # type: ignore[assignment]
-            self.keys.candles(symbol, timeframe), high, "-inf", start=0, num=limit + 1
+            self.keys.candles(symbol, timeframe), high, low, start=0, num=limit + 1
         )
         more = len(raw) > limit
         out = [c for c in (candle_json(orjson.loads(m)) for m in raw[:limit]) if c is not None]

@@ -9,8 +9,15 @@ slow, or just subscribed) gets the room's whole current state, encoded once per 
 stale values give way to the latest. A client's message is its fragments joined as bytes, so the
 per-client cost is a join, not a JSON encode.
 
-Memory is bounded by rooms x ROOM_KEYS and clients x subscriptions; nothing here grows with the
-update rate or with how slowly a client reads.
+A closed candle older than every candle its room keeps (a repair: backfill writes the exchange's
+kline minutes after the candle closed, issue 16) is not kept: it passes through the delta of the
+tick it arrives in (at most LATE_BYTES of them per room and tick). A client that gets the whole
+state instead of that delta (it was behind, or its snapshot was being read), or whose room
+overflowed that bound, is told in the message's ``resync`` list to subscribe to the room again
+with ``since`` (web/sockets.py): its snapshot then carries the repairs from Redis.
+
+Memory is bounded by rooms x ROOM_KEYS (plus LATE_BYTES per room within a tick) and clients x
+subscriptions; nothing here grows with the update rate or with how slowly a client reads.
 """
 
 from __future__ import annotations
@@ -27,6 +34,11 @@ ROOM_KEYS = {"c": 4, "s": 64, "b": 1, "m": 1, "t": 30}
 CHANNELS = {"candles": "c", "signals": "s", "book": "b", "mark": "m", "trades": "t"}
 SYMBOL_ONLY = frozenset({"b", "m", "t"})  # rooms of a symbol, with no timeframe
 ONE_VALUE = frozenset({"b", "m"})  # sent as an object (the others as a list)
+# Encoded late candles (repairs of candles older than the room keeps) one room passes on in one
+# tick: ~190 candles. Past it the rest is dropped and the room's members are told to resync.
+LATE_BYTES = 64 * 1024
+# What Room.update did with a value.
+KEPT, LATE, OVERFLOW, STALE = 0, 1, 2, 3
 
 
 def room_name(kind: str, symbol: str, timeframe: str | None = None) -> str:
@@ -44,8 +56,13 @@ class Room:
         "dirty",
         "dirty_at_ms",
         "kind",
+        "late",
+        "late_bytes",
+        "late_version",
         "members",
         "name",
+        "overflow",
+        "resync_version",
         "state",
         "version",
     )  # fmt: skip
@@ -62,26 +79,59 @@ class Room:
         self._full: bytes | None = None
         self._name_json = orjson.dumps(name)
         self.members: set[str] = set()
+        self.late: dict[Any, bytes] = {}  # this tick's late candles, encoded, by open time
+        self.late_bytes = 0
+        self.overflow = False  # late candles were dropped this tick
+        self.late_version = 0  # the last version whose delta carried late candles
+        self.resync_version = 0  # the last version whose delta lacks some (overflow)
 
-    def update(self, key: Any, value: Any, at_ms: int) -> None:
-        """Keep ``value`` as the latest for ``key`` (drop it if older than every kept key)."""
+    def update(self, key: Any, value: Any, at_ms: int) -> int:
+        """Keep ``value`` as the latest for ``key``; one older than every kept key passes through
+        this tick's delta if it is a closed candle (a repair), else it is dropped. Return KEPT,
+        LATE, OVERFLOW (a late candle over LATE_BYTES: dropped) or STALE (dropped)."""
         state = self.state
         if key not in state and len(state) >= ROOM_KEYS[self.kind]:
             oldest = min(state)
             if key < oldest:
-                return
+                return self._late(key, value, at_ms)
             del state[oldest]
             self.dirty.discard(oldest)
         state[key] = value
         self.dirty.add(key)
         if at_ms > self.dirty_at_ms:
             self.dirty_at_ms = at_ms
+        return KEPT
+
+    def _late(self, key: Any, value: Any, at_ms: int) -> int:
+        # Only a closed candle is rewritten after its room moved on (backfill, an outage marking
+        # it partial); an open one this old is a stale replay.
+        if self.kind != "c" or not value.get("closed"):
+            return STALE
+        data = orjson.dumps(value)
+        size = self.late_bytes + len(data) - len(self.late.get(key, b""))
+        if size > LATE_BYTES:
+            self.overflow = True
+            return OVERFLOW
+        self.late[key] = data
+        self.late_bytes = size
+        if at_ms > self.dirty_at_ms:
+            self.dirty_at_ms = at_ms
+        return LATE
 
     def seal(self) -> None:
         """Close this tick's changes into a new version and its delta fragment."""
         self.version += 1
         self.at_ms = max(self.at_ms, self.dirty_at_ms)
-        self.delta = self._fragment(sorted(self.dirty), self.dirty_at_ms)
+        late: list[bytes] = []
+        if self.late or self.overflow:
+            self.late_version = self.version
+            if self.overflow:
+                self.resync_version = self.version
+            late = [self.late[k] for k in sorted(self.late)]  # all older than every kept key
+            self.late.clear()
+            self.late_bytes = 0
+            self.overflow = False
+        self.delta = self._fragment(sorted(self.dirty), self.dirty_at_ms, late)
         self.dirty.clear()
         self.dirty_at_ms = 0
         self._full = None
@@ -95,9 +145,11 @@ class Room:
     def snapshot(self) -> list[Any]:
         return [self.state[k] for k in sorted(self.state)]
 
-    def _fragment(self, keys: list[Any], at_ms: int) -> bytes:
+    def _fragment(self, keys: list[Any], at_ms: int, late: list[bytes] | None = None) -> bytes:
         if self.kind in ONE_VALUE:
             data = orjson.dumps(self.state[keys[0]]) if keys else b"null"
+        elif late:
+            data = b"[%s]" % b",".join([*late, *(orjson.dumps(self.state[k]) for k in keys)])
         else:
             data = orjson.dumps([self.state[k] for k in keys])
         return b'%s:{"at":%d,"data":%s}' % (self._name_json, at_ms, data)
@@ -114,6 +166,7 @@ class Client:
     expires_at_s: int | None = None
     rooms: dict[str, int] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)  # rooms whose snapshot is being sent
+    held_at: dict[str, int] = field(default_factory=dict)  # room -> its version when subscribed
     behind_since_ms: int | None = None  # skipped since (None: up to date)
     socket: Any = None  # its upgraded socket, for direct writes (web/transport.py), if any
 
@@ -123,6 +176,7 @@ class TickStats:
     sent: int = 0
     direct: int = 0  # of those, written straight to the socket (send returned True)
     skipped: int = 0
+    resyncs: int = 0  # rooms clients were told to subscribe to again (``resync``)
     slow: list[Client] = field(default_factory=list)  # behind for too long: to be kicked
 
 
@@ -138,6 +192,8 @@ class Registry:
         self.changed: set[Room] = set()
         self.catchup: set[str] = set()  # clients owed a room's state outside the changed rooms
         self.layout = 0  # counts rooms created and deleted (the pump re-reads which exist)
+        self.late = 0  # late candles passed on (repairs older than their room keeps)
+        self.late_dropped = 0  # late candles over a room's LATE_BYTES in a tick (members resync)
 
     # --- membership ---
     def connect(self, client: Client) -> None:
@@ -164,6 +220,7 @@ class Registry:
         room.members.add(sid)
         client.rooms[name] = -1
         client.pending.add(name)
+        client.held_at[name] = room.version  # its snapshot is read after this version
         return room
 
     def release(self, sid: str, name: str) -> None:
@@ -182,6 +239,7 @@ class Registry:
     def _leave(self, client: Client, name: str) -> None:
         client.rooms.pop(name, None)
         client.pending.discard(name)
+        client.held_at.pop(name, None)
         room = self.rooms.get(name)
         if room is not None:
             room.members.discard(client.sid)
@@ -194,7 +252,11 @@ class Registry:
     def update(self, name: str, key: Any, value: Any, at_ms: int) -> None:
         room = self.rooms.get(name)
         if room is not None:
-            room.update(key, value, at_ms)
+            done = room.update(key, value, at_ms)
+            if done == LATE:
+                self.late += 1
+            elif done == OVERFLOW:
+                self.late_dropped += 1
             self.changed.add(room)
 
     def tick(self, now_ms: int, queued: Callable[[str], int], send: Callable[[Client, bytes], bool],
@@ -204,7 +266,9 @@ class Registry:
         ``queued(eio_sid)`` is the number of packets waiting in the client's transport queue; a
         client over the backlog is skipped (and owed the full state); one skipped for longer
         than ``slow_ms`` is returned in ``stats.slow``. ``send`` returns whether it wrote the
-        message straight to the socket rather than queueing it.
+        message straight to the socket rather than queueing it. A client sent a room's whole
+        state while late candles passed through a delta it did not get, or a delta that
+        overflowed, has the room in the message's ``resync`` list.
 
         ``pause()`` is called after each client, and may let other work run (the pump yields
         there so that trade commands do not wait for a whole tick). Meanwhile clients may
@@ -236,10 +300,23 @@ class Registry:
                 continue
             client.behind_since_ms = None
             parts = []
+            resync = []
             for name, room, seen in frags:
-                parts.append(room.delta if seen == room.version - 1 else room.full())
+                if seen == room.version - 1:
+                    parts.append(room.delta)
+                    missed = room.resync_version == room.version
+                else:  # the whole state: late candles of the versions it missed are not in it
+                    parts.append(room.full())
+                    since = seen if seen >= 0 else client.held_at.pop(name, 0)
+                    missed = room.late_version > since
                 client.rooms[name] = room.version
-            stats.direct += send(client, head + b",".join(parts) + b"}}]")
+                if missed:
+                    resync.append(name)
+            tail = b"}}]"
+            if resync:
+                stats.resyncs += len(resync)
+                tail = b'},"resync":%s}]' % orjson.dumps(resync)
+            stats.direct += send(client, head + b",".join(parts) + tail)
             stats.sent += 1
             if pause is not None:
                 pause()

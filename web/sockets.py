@@ -15,12 +15,14 @@ from flask_socketio import ConnectionRefusedError, emit, join_room
 
 from core.clock import now_ms
 from core.errors import TokenError
+from web.market import MAX_SINCE
 from web.rooms import CHANNELS, ROOM_KEYS, SYMBOL_ONLY, Client, room_name
 from web.services import socketio, web
 from web.trade_events import user_room
 from web.transport import WholeFrameSocket
 
 log = logging.getLogger(__name__)
+PUMP_WAIT_S = 5.0  # a subscription waits this long for a starting pump, then is refused
 _CHANNEL_OF = {kind: channel for channel, kind in CHANNELS.items()}
 
 
@@ -96,18 +98,31 @@ def on_subscribe(data: Any = None) -> dict[str, Any]:
     if isinstance(parsed, dict):
         return parsed
     kind, symbol, timeframe = parsed
+    since = data.get("since") if kind == "c" else None
+    if since is not None and (type(since) is not int or since < 0):
+        return _no("bad_request", "since must be an open time in ms")
     name = room_name(kind, symbol, timeframe)
     if sid not in w.registry.clients:
         return _no("bad_request", "not connected")
+    # A web process just started (Redis may be down): its pump reads from the streams' newest
+    # entries once it can, and a snapshot read before that would miss what lands in between.
+    if not w.pump.positioned.wait(PUMP_WAIT_S):
+        return _no("unavailable", "live updates are not flowing yet; try again")
     room = w.registry.hold(sid, name)
     if room is None:
         limit = w.settings.web.max_subscriptions
         return _no("too_many_subscriptions", f"at most {limit} subscriptions per connection")
     try:
         snapshot: dict[str, Any] = {"room": name}
-        if kind == "c" and timeframe:
+        if kind == "c" and timeframe and since is None:
             limit = w.settings.web.snapshot_candles
             snapshot["candles"] = w.market.candles(symbol, timeframe, limit=limit)[0]
+        elif kind == "c" and timeframe:
+            # A client coming back says from which open time its candles may be out of date
+            # (issue 16: repairs landed while it was away, older than a plain snapshot reaches).
+            limit = max(w.settings.web.snapshot_candles, MAX_SINCE)
+            candles, older = w.market.candles(symbol, timeframe, limit=limit, since=since)
+            snapshot.update(candles=candles, since=since, truncated=older is not None)
         elif kind == "s" and timeframe:
             snapshot["signals"] = w.market.signals(symbol, timeframe)
         elif kind == "t":

@@ -3,8 +3,8 @@
 Every process type is killed at least once, Redis restarts (clean or crashed, with the
 append-only file), the simulator injects feed and trading-path faults, traders place orders and
 clients stay subscribed; then every closed candle is compared with the simulator's ground
-truth and every order and fill with its account records. The long runs and their figures are
-bench/chaos.py's (run by hand).
+truth, every order and fill with its account records, and every client's candles with Redis's.
+The long runs and their figures are bench/chaos.py's (run by hand).
 """
 
 from __future__ import annotations
@@ -47,3 +47,5 @@ def test_a_short_chaos_run_loses_no_candle_order_or_fill(tmp_path: Path) -> None
     assert orders["status_mismatch"] == 0, text
     assert orders["fills_missed"] == 0, text
     assert orders["fills_phantom"] == 0, text
+    # Every client holds the closed candles Redis holds, repairs included (issue 16).
+    assert report["clients"]["gaps_untold"] == 0, (text, report["clients"]["examples"])

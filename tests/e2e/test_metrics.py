@@ -268,7 +268,16 @@ def test_liveness_and_readiness(
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json["missing"] == []
-    waiting = client.get("/readyz?require=feeder,worker")
+
+    # Both Dramatiq processes have reported (their first report may trail their start-up).
+    def reported() -> Any:
+        resp = client.get("/readyz?require=feeder,worker")
+        return (
+            resp.json["processes"].get("worker") == resp.json["processes"].get("signals") == 1
+            and resp
+        )
+
+    waiting = wait_for("worker and signals reports", reported)
     assert waiting.status_code == 503
     assert waiting.json["missing"] == ["feeder"]  # the worker reports: only the feeder lacks
     assert waiting.json["processes"]["worker"] == 1

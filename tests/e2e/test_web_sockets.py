@@ -13,7 +13,9 @@ import pytest
 import socketio
 
 from core.schemas import Candle, decode
+from tests.e2e.repairs import repair_candle
 from tests.e2e.webstack import WebStack, sign_in
+from web.market import candle_json
 
 
 class Refused(Exception):
@@ -225,6 +227,104 @@ def test_logout_in_one_web_process_disconnects_the_sockets_of_another(web_stack:
             break
         assert time.monotonic() < deadline, health
         time.sleep(0.2)
+
+
+class Chart:
+    """Holds one candle room as the page's chart does (web/static/app.js): the latest candle per
+    open time from snapshots and ``md``; a live candle older than every held one is of a range
+    not held; every (re)subscription asks ``since`` the oldest held candle that may still
+    change, and a room listed in ``md.resync`` is subscribed to again."""
+
+    def __init__(self, url: str, token: str, origin: str, sub: dict[str, str]) -> None:
+        self.url, self.token, self.origin, self.sub = url, token, origin, sub
+        self.room = f"c:{sub['symbol']}:{sub['timeframe']}"
+        self.held: dict[int, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.sio = socketio.Client(reconnection=False,
+                                   websocket_extra_options={"origin": origin})  # fmt: skip
+        self.sio.on("connect", lambda: self.sio.emit("subscribe", self.subscription()))
+        self.sio.on("snapshot", self._snapshot)
+        self.sio.on("md", self._md)
+
+    def connect(self) -> None:
+        self.sio.connect(self.url, transports=["websocket"], wait_timeout=10,
+                         auth={"token": self.token})  # fmt: skip
+
+    def subscription(self) -> dict[str, Any]:
+        with self.lock:
+            changing = [t for t, c in self.held.items()
+                        if not (c["closed"] and c["source"] == "exchange")]  # fmt: skip
+            since = min(changing, default=max(self.held, default=None))
+        return self.sub if since is None else {**self.sub, "since": since}
+
+    def _snapshot(self, msg: dict[str, Any]) -> None:
+        if msg["room"] == self.room:
+            with self.lock:
+                if msg.get("truncated"):
+                    first = msg["candles"][0]["open_time"]
+                    self.held = {t: c for t, c in self.held.items() if t >= first}
+                self.held.update((c["open_time"], c) for c in msg["candles"])
+
+    def _md(self, msg: dict[str, Any]) -> None:
+        with self.lock:
+            oldest = min(self.held, default=0)
+            for c in msg["rooms"].get(self.room, {}).get("data", []):
+                if c["open_time"] >= oldest:
+                    self.held[c["open_time"]] = c
+        if self.room in msg.get("resync", ()):
+            self.sio.emit("subscribe", self.subscription())
+
+    def candle(self, open_time: int) -> dict[str, Any] | None:
+        with self.lock:
+            return self.held.get(open_time)
+
+    def closed(self) -> list[int]:
+        with self.lock:
+            return sorted(t for t, c in self.held.items() if c["closed"])
+
+
+@pytest.mark.timeout(150)
+def test_a_chart_gets_the_repairs_of_old_candles_it_holds_across_a_disconnect(
+    web_stack: WebStack,
+) -> None:
+    # Issue 16: a candle repaired while the client was away, older than a snapshot reaches, and
+    # one repaired while it is connected, older than its room keeps, both reach it.
+    stack = web_stack
+    web = stack.start_web(TP_WEB_SNAPSHOT_CANDLES="3")
+    sym = httpx.get(f"{web.base_url}/api/symbols").json()["symbols"][0]
+    _, login = sign_in(httpx.Client(base_url=web.base_url))
+    sub = {"channel": "candles", "symbol": sym, "timeframe": "1s"}
+    keeper = Watcher(web.base_url, origin=stack.origin)  # keeps the room and its newest candles
+    assert keeper.call("subscribe", sub)["ok"]
+    chart = Chart(web.base_url, login.json()["access_token"], stack.origin, sub)
+    chart.connect()
+    p = stack.pipeline  # its wait_for also checks that the pipeline's processes are alive
+    p.wait_for("6 closed candles held", lambda: len(chart.closed()) >= 6, timeout_s=30)
+    chart.sio.disconnect()
+    target = chart.closed()[0]  # 6+ s older than the newest: no 3-candle snapshot has it
+    stored = repair_candle(stack, sym, "1s", target)
+    assert chart.candle(target) != stored
+    chart.connect()  # as the page does: subscribe again, since its oldest changing candle
+    p.wait_for("the repair held", lambda: chart.candle(target) == stored, timeout_s=10)
+
+    # Connected: a repair older than the few candles its room keeps passes through to it.
+    second = chart.closed()[1]
+    stored2 = repair_candle(stack, sym, "1s", second)
+    p.wait_for("the live repair held", lambda: chart.candle(second) == stored2, timeout_s=10)
+    # And it holds what Redis holds, candle for candle (but the newest, still arriving).
+    time.sleep(1)
+    with chart.lock:
+        mine = dict(chart.held)
+    newest = max(mine)
+    for raw in stack.redis.zrangebyscore(stack.keys.candles(sym, "1s"), target, newest - 3000):
+        c = candle_json(orjson.loads(raw))
+        assert c is not None
+        assert mine.get(c["open_time"]) == c, (c, mine.get(c["open_time"]))
+    # The process reports the repairs it passed on (every 2 s).
+    p.wait_for("late in web health",
+               lambda: any(h.get("late") for h in stack.web_health().values()))  # fmt: skip
+    chart.sio.disconnect()
+    keeper.close()
 
 
 def loads(data: Any) -> Any:

@@ -5,7 +5,9 @@
 // Rooms: c:SYM:tf (candles), s:SYM:tf (signals), b:SYM (book). `snapshot` fills a room once per
 // subscribe, `md` then carries what changed; both merge as "latest value per key wins" (candles
 // by open_time, signals by name). Older candles come from GET /api/candles?before= as the user
-// scrolls back; the page keeps at most MAX_CANDLES per series.
+// scrolls back; the page keeps at most MAX_CANDLES per series. A resubscription (a reconnect, or
+// a room the server lists in `md.resync`) sends `since`, so that the snapshot also brings the
+// repairs of held candles made meanwhile (docs/architecture.md, "Socket.IO").
 
 import { Session } from "./auth.js";
 import { CandleChart } from "./chart.js";
@@ -19,6 +21,7 @@ const MAX_SIGNALS = 200;
 const TABLE_CANDLES = 20;
 const ACK_TIMEOUT_MS = 10_000;
 const KICK_RECONNECT_MS = 3000; // after `kicked`: the server sends whole rooms on the way back
+const SUBSCRIBE_RETRY_MS = 2000; // after `unavailable` (Redis or the server's pump not ready)
 const UNIVERSE_RETRY_MS = 2000;
 const AGE_TICK_MS = 500;
 const STATS_EVERY_MS = 30_000;
@@ -280,6 +283,13 @@ socket.on("kicked", (data) => {
 socket.on("snapshot", (msg) => {
   const kind = kindOf(msg?.room);
   if (!kind) return; // a room left behind by a selection change
+  if (kind === "candles" && msg.truncated && msg.candles?.length) {
+    // It did not reach back to `since`: what is held before it is unchecked; scrolling back
+    // reads it again.
+    const first = Number(msg.candles[0].open_time);
+    for (const t of [...market.candles.keys()]) if (t < first) market.candles.delete(t);
+    market.olderBefore = undefined;
+  }
   apply(kind, msg[kind], true);
   if (Number.isFinite(msg.at)) market.fresh[kind] = { at: msg.at, t: null, receivedAt: Date.now() };
   scheduleRender();
@@ -292,6 +302,11 @@ socket.on("md", (msg) => {
     if (!kind) continue;
     apply(kind, update?.data, false);
     if (Number.isFinite(update?.at)) market.fresh[kind] = { at: update.at, t: msg.t, receivedAt };
+  }
+  // Rooms whose repairs this connection may have missed: their snapshot since brings them.
+  for (const room of msg?.resync ?? []) {
+    const entry = payloadsOf(market.selection).find((p) => p.room === room);
+    if (entry) sendSubscribe(entry.payload);
   }
   scheduleRender();
 });
@@ -368,16 +383,47 @@ function sendEach(event, sel, other) {
   const keep = new Set(Object.values(roomsOf(other)));
   for (const { room, payload } of payloadsOf(sel)) {
     if (keep.has(room)) continue;
-    socket
-      .timeout(ACK_TIMEOUT_MS)
-      .emitWithAck(event, payload)
-      .then((ack) => {
-        if (!ack?.ok) setStatus(`${ack?.error}: ${ack?.message}`, "error");
-      })
-      .catch((err) => {
-        if (socket.connected) setStatus(`${event} ${payload.channel}: ${errorText(err)}`, "error");
-      });
+    if (event === "subscribe") sendSubscribe(payload);
+    else send(event, payload);
   }
+}
+
+function send(event, payload) {
+  socket
+    .timeout(ACK_TIMEOUT_MS)
+    .emitWithAck(event, payload)
+    .then((ack) => {
+      if (ack?.ok) return;
+      if (event === "subscribe" && ack?.error === "unavailable") retrySubscribe(payload);
+      else setStatus(`${ack?.error}: ${ack?.message}`, "error");
+    })
+    .catch((err) => {
+      if (socket.connected) setStatus(`${event} ${payload.channel}: ${errorText(err)}`, "error");
+    });
+}
+
+// A candles subscription while candles are held asks for the snapshot `since` the oldest held
+// candle that may still change (the exchange's closed candles are final), else the newest held.
+function sendSubscribe(payload) {
+  if (payload.channel !== "candles" || market.candles.size === 0) return send("subscribe", payload);
+  let since = null;
+  let newest = null;
+  for (const c of market.candles.values()) {
+    if (newest === null || c.open_time > newest) newest = c.open_time;
+    const final = c.closed && c.source === "exchange";
+    if (!final && (since === null || c.open_time < since)) since = c.open_time;
+  }
+  send("subscribe", { ...payload, since: since ?? newest });
+}
+
+// The server asks to try again: do, if the room is still selected and the socket still up.
+function retrySubscribe(payload) {
+  const same = (p) =>
+    p.channel === payload.channel && p.symbol === payload.symbol && p.timeframe === payload.timeframe;
+  setTimeout(() => {
+    const entry = payloadsOf(market.selection).find((p) => same(p.payload));
+    if (entry && socket.connected) sendSubscribe(entry.payload);
+  }, SUBSCRIBE_RETRY_MS);
 }
 
 function subscribe(sel, previous) {
@@ -440,7 +486,12 @@ let tailUpdates = []; // candles to hand to the chart one by one (the live tail)
 
 function apply(kind, data, snapshot) {
   if (kind === "candles") {
-    const list = listOf(data, "open_time").map((c) => ({ ...c, open_time: Number(c.open_time) }));
+    let list = listOf(data, "open_time").map((c) => ({ ...c, open_time: Number(c.open_time) }));
+    if (!snapshot) {
+      // A repair older than every held candle is of a range not held (scrolling back reads it).
+      const oldest = oldestHeld();
+      list = list.filter((c) => c.open_time >= oldest);
+    }
     for (const candle of list) market.candles.set(candle.open_time, candle);
     if (snapshot) chartDirty = true;
     else tailUpdates.push(...list);
@@ -476,6 +527,12 @@ function noteClosedSignal(signal) {
     if (signal.signal === ui.markerSignal.value) markersDirty = true;
   }
   delete market.needs[signal.signal];
+}
+
+function oldestHeld() {
+  let oldest = -Infinity;
+  for (const t of market.candles.keys()) if (oldest === -Infinity || t < oldest) oldest = t;
+  return oldest;
 }
 
 function trimOldest(map, bound) {
