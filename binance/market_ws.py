@@ -21,7 +21,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from binance.parse import ControlReply, Parsed, parse_frame
+from binance.parse import ControlReply, FeedParsed, parse_feed_frame
 from binance.streams import control_messages
 from core.clock import now_ms
 from core.errors import FrameError
@@ -49,7 +49,7 @@ class FeedConnection:
         url: str,
         streams: Sequence[str],
         *,
-        on_event: Callable[[FeedConnection, Parsed], None],
+        on_event: Callable[[FeedConnection, FeedParsed], None],
         on_bad_frame: Callable[[FeedConnection, str, str | bytes], None],
         on_subscribed: Callable[[FeedConnection], None] | None = None,
     ) -> None:
@@ -147,14 +147,15 @@ class FeedConnection:
             received = now_ms()
             self.last_frame_ms = received
             try:
-                parsed = parse_frame(frame, received)
+                parsed = parse_feed_frame(frame, received)
             except FrameError as exc:
                 self.on_bad_frame(self, str(exc), frame)
                 continue
-            if isinstance(parsed.event, ControlReply):
-                self._on_reply(parsed.event)
+            event = parsed.event
+            if type(event) is ControlReply:
+                self._on_reply(event)
                 continue
-            event_ms = getattr(parsed.event, "event_time_ms", 0)
+            event_ms = getattr(event, "event_time_ms", 0)
             if event_ms > self.last_event_ms:
                 self.last_event_ms = event_ms
             if not self.delivering.is_set():

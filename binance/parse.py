@@ -5,9 +5,15 @@ A combined-stream frame, trimmed from real traffic (tests/fixtures/ws-combined-2
     {"stream":"ctkusdt@aggTrade","data":{"e":"aggTrade","E":1626992741575,"a":16599292,
      "s":"CTKUSDT","p":"1.01100","q":"10","f":23961322,"l":23961322,"T":1626992741421,"m":false}}
 
-Exchange field names stay here and nowhere else; :func:`parse_frame` converts them once into
-:mod:`core.schemas` records. Fields Binance adds later are tolerated and reported in
-``Parsed.unknown_fields`` so that the caller can count and log them once.
+Exchange field names stay here (and in the fast path's structs, binance/frames.py) and nowhere
+else; :func:`parse_frame` converts them once into :mod:`core.schemas` records. Fields Binance adds
+later are tolerated and reported in ``Parsed.unknown_fields`` so that the caller can count and log
+them once.
+
+The feeder calls :func:`parse_feed_frame`: binance/frames.py decodes, checks and encodes the
+frames it sees all day in one msgspec pass, several times cheaper than building records; a frame
+that path does not take comes here, to :func:`parse_frame`, which accepts, ignores or explains it
+as before, and its record is handed on in the fast path's form.
 """
 
 from __future__ import annotations
@@ -17,6 +23,16 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from binance.frames import (
+    AggTradeEvent,
+    BookTickerEvent,
+    FastEvent,
+    FastPathMiss,
+    KlineBody,
+    KlineEvent,
+    MarkPriceEvent,
+    decode_frame,
+)
 from core.errors import FrameError
 from core.schemas import BookTicker, Kline, MarkPrice, Trade
 
@@ -53,6 +69,56 @@ class Parsed(NamedTuple):
     stream: str | None  # the combined-stream name, None for raw /ws frames and replies
     event: Event
     unknown_fields: frozenset[str]
+
+
+class FeedParsed(NamedTuple):
+    """A frame as the feeder takes it: events in the fast path's form (binance/frames.py)."""
+
+    stream: str | None
+    event: FastEvent | ControlReply | Ignored
+    unknown_fields: frozenset[str]
+
+
+_NO_FIELDS: frozenset[str] = frozenset()
+
+
+def parse_feed_frame(frame: bytes | str, recv_time_ms: int) -> FeedParsed:
+    """Parse one frame for the feeder; raise FrameError saying what is wrong with it."""
+    try:
+        msg = decode_frame(frame, recv_time_ms)
+    except FastPathMiss:
+        parsed = parse_frame(frame, recv_time_ms)
+        return FeedParsed(parsed.stream, as_fast_event(parsed.event), parsed.unknown_fields)
+    return FeedParsed(msg.stream, msg.data, _NO_FIELDS)
+
+
+def as_fast_event(event: Event) -> FastEvent | ControlReply | Ignored:
+    """Return a record of :func:`parse_frame` in the fast path's form (same wire encoding)."""
+    if isinstance(event, Trade):  # a raw trade is an aggregate of one
+        return AggTradeEvent(event.event_time_ms, event.symbol, event.trade_id,
+                             format(event.price, "f"), format(event.quantity, "f"),
+                             event.first_id, event.last_id, event.trade_time_ms,
+                             event.buyer_is_maker, recv_time_ms=event.recv_time_ms)  # fmt: skip
+    if isinstance(event, BookTicker):
+        return BookTickerEvent(event.update_id, event.symbol, format(event.bid_price, "f"),
+                               format(event.bid_qty, "f"), format(event.ask_price, "f"),
+                               format(event.ask_qty, "f"), event.transaction_time_ms,
+                               event.event_time_ms, event.recv_time_ms)  # fmt: skip
+    if isinstance(event, MarkPrice):
+        return MarkPriceEvent(event.event_time_ms, event.symbol, format(event.mark_price, "f"),
+                              format(event.index_price, "f"), format(event.funding_rate, "f"),
+                              event.next_funding_time_ms,
+                              recv_time_ms=event.recv_time_ms)  # fmt: skip
+    if isinstance(event, Kline):
+        body = KlineBody(event.open_time_ms, event.close_time_ms, event.symbol, event.timeframe,
+                         event.first_trade_id, event.last_trade_id, format(event.open, "f"),
+                         format(event.close, "f"), format(event.high, "f"),
+                         format(event.low, "f"), format(event.volume, "f"), event.trades,
+                         event.closed, format(event.quote_volume, "f"),
+                         format(event.taker_buy_volume, "f"),
+                         format(event.taker_buy_quote_volume, "f"))  # fmt: skip
+        return KlineEvent(event.event_time_ms, body, recv_time_ms=event.recv_time_ms)
+    return event
 
 
 def parse_frame(frame: bytes | str, recv_time_ms: int) -> Parsed:

@@ -24,13 +24,21 @@ from typing import Any
 import orjson
 import redis.asyncio
 
+from binance.frames import (
+    AggTradeEvent,
+    BookTickerEvent,
+    KlineEvent,
+    MarkPriceEvent,
+    RawTradeEvent,
+    TradeEvent,
+)
 from binance.market_ws import FeedConnection
-from binance.parse import Ignored, Parsed
+from binance.parse import FeedParsed, Ignored
 from binance.streams import ConnectionPlan, plan_connections
 from core.clock import now_ms
 from core.config import Settings
 from core.keys import Keys
-from core.schemas import BookTicker, Gap, Kline, MarkPrice, Trade, encode
+from core.schemas import Gap
 from feeds.outbox import Outbox
 from feeds.sequencer import LatestFilter, TradeSequencer
 from feeds.watchdog import SilenceWatch
@@ -96,7 +104,9 @@ class Feeder:
         self.mark_stream = {s: self.keys.mark(shard[s]) for s in symbols}
         kinds = [self.feed.trade_stream, KLINE_KIND, "bookTicker", MARK_KIND]
         self.plans = plan_connections(symbols, kinds, max_streams=self.feed.max_streams)
-        self.sequencer = TradeSequencer(reorder_window_ms=self.feed.reorder_ms)
+        self.sequencer: TradeSequencer[TradeEvent] = TradeSequencer(
+            reorder_window_ms=self.feed.reorder_ms
+        )
         # Each slot's current connection. During a replacement both connections deliver every
         # event; streams learn their pace from the current one only, not from the duplicates.
         self.current: set[FeedConnection] = set()
@@ -106,7 +116,7 @@ class Feeder:
         self.watch = SilenceWatch(min_silence_ms=self.feed.silence_ms)
         self.counters = FeedCounters()
         self.slots: list[Slot] = []
-        self._released: list[Trade] = []
+        self._released: list[TradeEvent] = []
         self._gaps: list[Gap] = []
         self._unknown_seen: set[str] = set()
         self._conn_seq = 0
@@ -114,51 +124,58 @@ class Feeder:
 
     # --- hot path --------------------------------------------------------------------------
 
-    def on_event(self, conn: FeedConnection, parsed: Parsed) -> None:
+    def on_event(self, conn: FeedConnection, parsed: FeedParsed) -> None:
         ev = parsed.event
-        now = now_ms()
+        kind = type(ev)
+        # The frame's receive time: one clock read per frame (binance/market_ws.py).
+        now = ev.recv_time_ms if kind is not Ignored else now_ms()  # type: ignore[union-attr]
         if parsed.stream is not None and conn in self.current:
             self.watch.seen(parsed.stream, now)
         if parsed.unknown_fields:
             self._note_unknown(parsed.unknown_fields)
-        if isinstance(ev, Trade):
+        outbox = self.outbox
+        if kind is AggTradeEvent or kind is RawTradeEvent:
+            trade: TradeEvent = ev  # type: ignore[assignment]
             self.counters.trades += 1
-            if ev.symbol not in self.trade_stream:
+            if trade.symbol not in self.trade_stream:
                 self.counters.foreign_symbols += 1
                 return
-            self.sequencer.push(ev, now, self._released, self._gaps)
+            self.sequencer.push(trade, now, self._released, self._gaps)
             self._flush_released(now)
-        elif isinstance(ev, BookTicker):
+        elif kind is BookTickerEvent:
+            book: BookTickerEvent = ev  # type: ignore[assignment]
             self.counters.book_tickers += 1
-            stream = self.book_stream.get(ev.symbol)
+            stream = self.book_stream.get(book.symbol)
             if stream is None:
                 self.counters.foreign_symbols += 1
-            elif self.latest.book(ev):
-                if self.outbox.full:
-                    self.outbox.shed()
+            elif self.latest.book(book):
+                if outbox.full:
+                    outbox.shed()  # not encoded: shedding is the cheap path
                 else:
-                    self.outbox.put(stream, encode(ev))
-        elif isinstance(ev, MarkPrice):
-            self.counters.mark_prices += 1
-            stream = self.mark_stream.get(ev.symbol)
-            if stream is None:
-                self.counters.foreign_symbols += 1
-            elif self.latest.mark(ev):
-                if self.outbox.full:
-                    self.outbox.shed()
-                else:
-                    self.outbox.put(stream, encode(ev))
-        elif isinstance(ev, Kline):
+                    outbox.put(stream, book.wire())
+        elif kind is KlineEvent:
+            kline: KlineEvent = ev  # type: ignore[assignment]
             self.counters.klines += 1
-            stream = self.kline_stream.get(ev.symbol)
+            stream = self.kline_stream.get(kline.symbol)
             if stream is None:
                 self.counters.foreign_symbols += 1
-            elif self.latest.kline(ev):
-                if self.outbox.full:
-                    self.outbox.shed()
+            elif self.latest.kline(kline):
+                if outbox.full:
+                    outbox.shed()
                 else:
-                    self.outbox.put(stream, encode(ev))
-        elif isinstance(ev, Ignored):
+                    outbox.put(stream, kline.wire())
+        elif kind is MarkPriceEvent:
+            mark: MarkPriceEvent = ev  # type: ignore[assignment]
+            self.counters.mark_prices += 1
+            stream = self.mark_stream.get(mark.symbol)
+            if stream is None:
+                self.counters.foreign_symbols += 1
+            elif self.latest.mark(mark):
+                if outbox.full:
+                    outbox.shed()
+                else:
+                    outbox.put(stream, mark.wire())
+        elif kind is Ignored:
             self.counters.ignored += 1
         self.writer.wake()
 
@@ -169,15 +186,17 @@ class Feeder:
 
     def _flush_released(self, now: int) -> None:
         outbox = self.outbox
-        for trade in self._released:
-            if outbox.full:
-                outbox.shed_trade(trade, now)  # not encoded: shedding is the cheap path
-            else:
-                outbox.put_trade(self.trade_stream[trade.symbol], encode(trade), trade, now)
-        self._released.clear()
-        for gap in self._gaps:
-            self.outbox.add_gap(gap)
-        self._gaps.clear()
+        if self._released:
+            for trade in self._released:
+                if outbox.full:
+                    outbox.shed_trade(trade, now)  # not encoded: shedding is the cheap path
+                else:
+                    outbox.put_trade(self.trade_stream[trade.symbol], trade.wire(), trade, now)
+            self._released.clear()
+        if self._gaps:
+            for gap in self._gaps:
+                outbox.add_gap(gap)
+            self._gaps.clear()
 
     def on_subscribed(self, conn: FeedConnection) -> None:
         """A connection is subscribed: after a reconnect (or a restart), name what it missed."""

@@ -20,7 +20,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from core.schemas import Gap, Trade
+from core.schemas import Gap
+from feeds.sequencer import TradeLike
+
+Entry = tuple[str, bytes, TradeLike | None]  # stream, encoded record, the trade if one
 
 
 @dataclass(slots=True)
@@ -38,7 +41,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.bytes = 0  # encoded records held
         self.counters = OutboxCounters()
-        self._entries: deque[tuple[str, bytes, Trade | None]] = deque()
+        self._entries: deque[Entry] = deque()
         # symbol -> [from id, to id, start ms, end ms, reason, detected ms]: merged in place
         self._gaps: dict[str, list[Any]] = {}
         self.high_water = 0  # the most entries ever held: proves the bound under a flood
@@ -56,7 +59,7 @@ class Outbox:
         """True when the next entry would be shed: callers skip encoding it (shedding is O(1))."""
         return len(self._entries) >= self.max_entries or self.bytes >= self.max_bytes
 
-    def shed_trade(self, trade: Trade, now_ms: int) -> None:
+    def shed_trade(self, trade: TradeLike, now_ms: int) -> None:
         """Shed a trade into its symbol's pending gap (a few integer comparisons, no allocation
         once the symbol has a pending gap: shedding must cost less than writing)."""
         self.counters.shed_trades += 1
@@ -67,16 +70,12 @@ class Outbox:
         """Shed a book ticker, mark price or kline (the next one supersedes it)."""
         self.counters.shed_other += 1
 
-    def put_trade(self, stream: str, payload: bytes, trade: Trade, now_ms: int) -> bool:
+    def put_trade(self, stream: str, payload: bytes, trade: TradeLike, now_ms: int) -> bool:
         """Queue a trade, or shed it into its symbol's pending gap; return whether it was queued."""
         if self.full:
             self.shed_trade(trade, now_ms)
             return False
-        self._entries.append((stream, payload, trade))
-        self.bytes += len(payload)
-        self.high_water_bytes = max(self.high_water_bytes, self.bytes)
-        self.counters.accepted += 1
-        self.high_water = max(self.high_water, len(self._entries))
+        self._append((stream, payload, trade), len(payload))
         return True
 
     def put(self, stream: str, payload: bytes) -> bool:
@@ -84,12 +83,18 @@ class Outbox:
         if self.full:
             self.counters.shed_other += 1
             return False
-        self._entries.append((stream, payload, None))
-        self.bytes += len(payload)
-        self.high_water_bytes = max(self.high_water_bytes, self.bytes)
-        self.counters.accepted += 1
-        self.high_water = max(self.high_water, len(self._entries))
+        self._append((stream, payload, None), len(payload))
         return True
+
+    def _append(self, entry: Entry, size: int) -> None:
+        entries = self._entries
+        entries.append(entry)
+        self.bytes += size
+        if self.bytes > self.high_water_bytes:
+            self.high_water_bytes = self.bytes
+        if len(entries) > self.high_water:
+            self.high_water = len(entries)
+        self.counters.accepted += 1
 
     def add_gap(self, gap: Gap) -> None:
         """Queue a gap, merging it with the symbol's pending one (a wider window is harmless)."""
@@ -113,11 +118,17 @@ class Outbox:
         if old[4] != reason:
             old[4] = "shed"
 
-    def take(self, max_entries: int) -> tuple[list[Gap], list[tuple[str, bytes, Trade | None]]]:
+    def take(self, max_entries: int) -> tuple[list[Gap], list[Entry]]:
         """Remove and return every pending gap and up to ``max_entries`` entries, oldest first."""
         gaps = [Gap(symbol, *pending) for symbol, pending in self._gaps.items()]
         self._gaps.clear()
-        n = min(max_entries, len(self._entries))
-        taken = [self._entries.popleft() for _ in range(n)]
+        entries = self._entries
+        if len(entries) <= max_entries:  # the usual case: the writer keeps up
+            taken = list(entries)
+            entries.clear()
+            self.bytes = 0
+            return gaps, taken
+        popleft = entries.popleft
+        taken = [popleft() for _ in range(max_entries)]
         self.bytes -= sum(len(payload) for _, payload, _ in taken)
         return gaps, taken

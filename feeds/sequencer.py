@@ -17,16 +17,61 @@ window between the trades on either side. Pure: the caller passes the clock.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
-from core.schemas import BookTicker, Gap, Kline, MarkPrice, Trade
+from core.schemas import Gap
+
+
+class TradeLike(Protocol):
+    """What sequencing reads of a trade: a :class:`core.schemas.Trade`, or the feeder's fast
+    form of one (binance/frames.py), which is encoded only once it leaves the sequencer."""
+
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def trade_id(self) -> int: ...
+    @property
+    def first_id(self) -> int: ...
+    @property
+    def last_id(self) -> int: ...
+    @property
+    def trade_time_ms(self) -> int: ...
+
+
+class BookLike(Protocol):
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def update_id(self) -> int: ...
+
+
+class MarkLike(Protocol):
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def event_time_ms(self) -> int: ...
+
+
+class KlineLike(Protocol):
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def timeframe(self) -> str: ...
+    @property
+    def open_time_ms(self) -> int: ...
+    @property
+    def event_time_ms(self) -> int: ...
+
+
+T = TypeVar("T", bound=TradeLike)
 
 
 @dataclass(slots=True)
-class _SymbolState:
+class _SymbolState(Generic[T]):
     last_id: int  # last trade_id released
     last_raw_id: int  # its last raw trade id
     last_time_ms: int
-    held: dict[int, Trade] = field(default_factory=dict)
+    held: dict[int, T] = field(default_factory=dict)
     held_since_ms: int = 0
 
 
@@ -39,14 +84,14 @@ class SequencerCounters:
     outage_gaps: int = 0  # windows where trades may have been lost
 
 
-class TradeSequencer:
+class TradeSequencer(Generic[T]):
     """Orders trades per symbol; see the module docstring."""
 
     def __init__(self, *, reorder_window_ms: int = 500, max_held_per_symbol: int = 1000):
         self.reorder_window_ms = reorder_window_ms
         self.max_held = max_held_per_symbol
         self.counters = SequencerCounters()
-        self._state: dict[str, _SymbolState] = {}
+        self._state: dict[str, _SymbolState[T]] = {}
 
     def restore(self, symbol: str, last_id: int, last_raw_id: int, last_time_ms: int) -> None:
         """Continue from what an earlier run wrote, so a jump across a restart is a gap too."""
@@ -73,7 +118,7 @@ class TradeSequencer:
     def held_count(self) -> int:
         return sum(len(st.held) for st in self._state.values())
 
-    def push(self, trade: Trade, now_ms: int, out: list[Trade], gaps: list[Gap]) -> None:
+    def push(self, trade: T, now_ms: int, out: list[T], gaps: list[Gap]) -> None:
         """Accept ``trade``: append what may be released to ``out`` and new gaps to ``gaps``."""
         st = self._state.get(trade.symbol)
         if st is None:  # first trade ever seen for this symbol: nothing to compare with
@@ -96,13 +141,13 @@ class TradeSequencer:
         if len(st.held) > self.max_held:
             self._flush(st, trade.symbol, now_ms, out, gaps)
 
-    def expire(self, now_ms: int, out: list[Trade], gaps: list[Gap]) -> None:
+    def expire(self, now_ms: int, out: list[T], gaps: list[Gap]) -> None:
         """Release trades held longer than the reorder window, reporting what never came."""
         for symbol, st in self._state.items():
             if st.held and now_ms - st.held_since_ms >= self.reorder_window_ms:
                 self._flush(st, symbol, now_ms, out, gaps)
 
-    def _release(self, st: _SymbolState, trade: Trade, out: list[Trade]) -> None:
+    def _release(self, st: _SymbolState[T], trade: T, out: list[T]) -> None:
         st.last_id, st.last_raw_id, st.last_time_ms = (
             trade.trade_id,
             trade.last_id,
@@ -110,7 +155,7 @@ class TradeSequencer:
         )
         out.append(trade)
 
-    def _drain_consecutive(self, st: _SymbolState, out: list[Trade], *, reordered: bool) -> None:
+    def _drain_consecutive(self, st: _SymbolState[T], out: list[T], *, reordered: bool) -> None:
         while st.held:
             nxt = st.held.pop(st.last_id + 1, None)
             if nxt is None:
@@ -120,7 +165,7 @@ class TradeSequencer:
             self._release(st, nxt, out)
 
     def _flush(
-        self, st: _SymbolState, symbol: str, now_ms: int, out: list[Trade], gaps: list[Gap]
+        self, st: _SymbolState[T], symbol: str, now_ms: int, out: list[T], gaps: list[Gap]
     ) -> None:
         while st.held:
             first = min(st.held)
@@ -150,21 +195,21 @@ class LatestFilter:
         self._kline: dict[tuple[str, str], tuple[int, int]] = {}
         self.dropped = 0
 
-    def book(self, b: BookTicker) -> bool:
+    def book(self, b: BookLike) -> bool:
         if b.update_id <= self._book.get(b.symbol, -1):
             self.dropped += 1
             return False
         self._book[b.symbol] = b.update_id
         return True
 
-    def mark(self, m: MarkPrice) -> bool:
+    def mark(self, m: MarkLike) -> bool:
         if m.event_time_ms <= self._mark.get(m.symbol, -1):
             self.dropped += 1
             return False
         self._mark[m.symbol] = m.event_time_ms
         return True
 
-    def kline(self, k: Kline) -> bool:
+    def kline(self, k: KlineLike) -> bool:
         key = (k.symbol, k.timeframe)
         order = (k.open_time_ms, k.event_time_ms)
         last = self._kline.get(key)
