@@ -1176,7 +1176,8 @@ def main() -> None:
     parser.add_argument(
         "--web-alone",
         action="store_true",
-        help="pin the web process to CPU 0 and every other process to CPU 1",
+        help="pin the web process to CPU 0 and every other process to CPU 1 (on a 2-core "
+        "machine the rest does not fit on one core: execution fell 30 s behind, RESULTS.md)",
     )
     parser.add_argument("--web-env", action="append", default=[], help="KEY=VALUE for the web")
     parser.add_argument("--logs", default="", help="keep the processes' logs in this directory")
