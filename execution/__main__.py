@@ -9,27 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 
 from core.config import load_settings
 from core.errors import ConfigError
 from core.logs import setup_logging
 from core.redis_clients import async_client, wait_for_redis
+from core.stopping import run_until_stopped
 from execution.service import ExecutionService
 
 log = logging.getLogger("execution")
 
 
 async def main_async(service: ExecutionService) -> None:
-    task = asyncio.create_task(service.run())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await run_until_stopped(service.run(), lambda: service.stopping)
     log.info("execution stopped")
 
 

@@ -103,6 +103,7 @@ class ExecutionService:
         try:
             await self._read_loop()
         finally:
+            self._stopping.set()
             health.cancel()
             for rt in list(self.runtimes.values()):
                 await rt.stop()
@@ -111,6 +112,11 @@ class ExecutionService:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Stopping: its clean-up has begun (core/stopping.py must not cancel it again)."""
+        return self._stopping.is_set()
 
     async def _publish_instruments(self) -> None:
         stop = threading.Event()

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import re
-import signal
 import sys
 import zlib
 
@@ -20,6 +18,7 @@ from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.logs import setup_logging
 from core.redis_clients import async_client, wait_for_redis
+from core.stopping import run_until_stopped
 from feeds.feeder import Feeder
 
 log = logging.getLogger("feeds")
@@ -41,13 +40,10 @@ def shard_symbols(symbols: list[str], k: int, n: int) -> list[str]:
 async def main_async(settings: Settings, symbols: list[str], shard: tuple[int, int]) -> None:
     client = async_client(settings.require_redis_url(), max_connections=4, client_name="feeder")
     feeder = Feeder(settings, symbols, client, feeder_id=f"feeder-{shard[0]}of{shard[1]}")
-    task = asyncio.create_task(feeder.run())
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await client.aclose()
+    try:
+        await run_until_stopped(feeder.run(), lambda: feeder.stopping)
+    finally:
+        await client.aclose()
     log.info("feeder stopped")
 
 

@@ -96,6 +96,7 @@ class Feeder:
         self.symbols = symbols
         self.client = client
         self.feeder_id = feeder_id
+        self.stopping = False  # its shutdown (the last writes) has begun: not to be cancelled
         self.keys = Keys.of(settings)
         shard = {s: self.keys.shard_of(s) for s in symbols}
         self.trade_stream = {s: self.keys.trades(shard[s]) for s in symbols}
@@ -257,6 +258,7 @@ class Feeder:
                 if ticks % round(HEALTH_EVERY_S / TICK_S) == 0:
                     await self._write_health()
         finally:
+            self.stopping = True
             await self._shutdown(writer)
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
