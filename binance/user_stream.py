@@ -14,7 +14,9 @@ Lifecycle (docs/execution.md, "The user data stream and reconciliation"):
    most; the key lives 60 minutes); a -1125 ("listenKey does not exist") or a
    ``listenKeyExpired`` event ends this key: back to 1 (a second expiry notice for a key already
    replaced is ignored);
-4. a dropped connection: back to 1 after a jittered backoff (1 s doubling to 30 s);
+4. a dropped connection: back to 1 after a jittered backoff (1 s doubling to 30 s); a new key
+   refused by the IP's weight budget (nothing sent) is asked for again when the refusal says,
+   with one warning per wait;
 5. before the server's 24-hour cut (``max_age_s``) a second connection to the same key is
    opened and read first, then the old one is closed: make-before-break, as the feeder does;
    the overlap can repeat events, which the caller's idempotent updates absorb.
@@ -76,17 +78,31 @@ class UserStream:
             "malformed": 0,
             "resync_deferred": 0,
             "keepalive_deferred": 0,
+            "key_deferred": 0,
         }
 
     async def run(self) -> None:
         backoff = 1.0
+        waiting = False  # for the IP's weight: said once, not on every attempt
         while True:
             try:
                 await self._one_key()
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
+            except (Throttled, RateLimited, Banned) as exc:
+                # No new key without weight (nothing was sent): the next try is when the
+                # refusal says, not 1-30 s later and again (a back-off lasts up to a minute).
+                self.stats["key_deferred"] += 1
+                wait_s = _defer_s(exc)
+                if not waiting:
+                    log.warning("user stream %s waits for the IP's REST weight (%s); next try in "
+                                "%.1f s", self._label, exc, wait_s,
+                                extra={"account": self._label})  # fmt: skip
+                waiting = True
+                await asyncio.sleep(wait_s)
             except Exception as exc:  # any failure: a new key and connection
+                waiting = False
                 self.stats["drops"] += 1
                 log.warning(
                     "user stream %s lost (%s); reconnecting in %.1f s",
@@ -97,6 +113,8 @@ class UserStream:
                 )
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))  # noqa: S311
                 backoff = min(backoff * 2, 30.0)
+            else:
+                waiting = False
             finally:
                 self.connected = False
 

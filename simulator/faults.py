@@ -13,7 +13,8 @@ reorder        swap consecutive frames pairwise
 down           close every websocket, refuse new TCP connections and take REST down
 refuse         reject websocket handshakes with HTTP 503
 rest           answer REST with ``status`` (500, 502, 503, 429, 418 ...); optional ``code``,
-               ``msg``, ``path`` prefix and ``count`` (answers left)
+               ``msg``, ``path`` prefix, ``count`` (answers left) and ``retry_after``
+               (seconds in a 429's or 418's ``Retry-After``; default 60 and 120)
 order_unknown  execute the next ``count`` (default 1) ``POST /fapi/v1/order`` (``symbol``
                filter) but lose the answer: ``mode`` "503" (default), "408", or "timeout"
                (the answer is held ``ms``, default 30000)
@@ -49,7 +50,7 @@ _ALLOWED = {
     "reorder": {"path", "stream", "seconds"},
     "down": {"seconds"},
     "refuse": {"seconds"},
-    "rest": {"status", "code", "msg", "path", "count", "seconds"},
+    "rest": {"status", "code", "msg", "path", "count", "seconds", "retry_after"},
     "order_unknown": {"mode", "ms", "symbol", "count", "seconds"},
     "lookup_lag": {"ms", "symbol", "seconds"},
     "listenkey_expire": {"apiKey"},
@@ -110,7 +111,7 @@ def validate(spec: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             raise ValueError(f"{key} must be a number")
         if key in params and params[key] < 0:
             raise ValueError(f"{key} must be >= 0")
-    for key in ("every", "count", "status", "code"):
+    for key in ("every", "count", "status", "code", "retry_after"):
         if key in params and (not isinstance(params[key], int) or isinstance(params[key], bool)):
             raise ValueError(f"{key} must be an integer")
     if kind == "delay" and "ms" not in params:

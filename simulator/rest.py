@@ -285,10 +285,11 @@ class RestApi:
         now = self.sim.clock.now_ms()
         if status == 429:
             code, msg = -1003, too_many_msg(self.limiter.limit)
-            headers["Retry-After"] = "60"
+            headers["Retry-After"] = str(fault.params.get("retry_after", 60))
         elif status == 418:
-            code, msg = -1003, banned_msg(now + 120_000)
-            headers["Retry-After"] = "120"
+            retry_s = int(fault.params.get("retry_after", 120))
+            code, msg = -1003, banned_msg(now + retry_s * 1000)
+            headers["Retry-After"] = str(retry_s)
         elif status == 503:
             code, msg = -1000, _UNKNOWN_503  # execution status UNKNOWN (reference §2.5)
         else:

@@ -9,6 +9,8 @@ weigh 0 on the IP and stop only for a 418 ban, or for a 429 answered to an order
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -21,6 +23,7 @@ import redis
 from binance.account import AccountClient, SharedWeight
 from binance.rest import MarketRest
 from binance.signing import hmac_signer
+from binance.user_stream import UserStream
 from core.errors import RateLimited, RestError, Throttled
 from core.keys import Keys
 from core.redis_clients import async_client, sync_client
@@ -219,3 +222,56 @@ def test_an_accounts_order_limit_holds_only_that_accounts_orders(
     asyncio.run(run())
     assert exchange_orders(sim, one) == []
     assert len(exchange_orders(sim, other)) == 1
+
+
+def test_a_user_stream_waits_out_a_429_backoff_and_says_so_once(
+    sim: RunningSim, parties: Parties, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Chaos finding: user streams retried a new listenKey every 1-30 s through a back-off."""
+    account = sim.admin("POST", "/sim/accounts", {"balance": "100000"})
+    backoff_s = 5
+    sim.admin("POST", "/sim/faults", {"type": "rest", "status": 429, "count": 1, "retry_after":
+                                      backoff_s, "path": "/fapi/v1/klines"})  # fmt: skip
+    with pytest.raises(RateLimited):
+        parties.backfill.klines("BTCUSDT", "1m", limit=10)
+    refused_at = time.monotonic()
+    sent = used_weight(sim)
+    resynced: list[float] = []
+
+    async def resync() -> None:
+        resynced.append(time.monotonic())
+
+    async def nothing(event: dict[str, Any]) -> None:
+        return None
+
+    async def run() -> UserStream:
+        client, r = parties.client(account)
+        stream = UserStream(client, f"{sim.ws_url}/private", on_event=nothing, on_resync=resync,
+                            label="acct-1")  # fmt: skip
+        task = asyncio.create_task(stream.run())
+        try:
+            await asyncio.sleep(backoff_s - 1.5)
+            assert used_weight(sim) == sent  # no listenKey was asked for during the back-off
+            assert not resynced
+            for _ in range(100):
+                if stream.connected:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await client.aclose()
+            await r.aclose()
+        return stream
+
+    with caplog.at_level(logging.WARNING, logger="binance.user_stream"):
+        stream = asyncio.run(run())
+    assert stream.stats["connects"] == 1, stream.stats
+    assert stream.stats["drops"] == 0, stream.stats
+    assert stream.stats["key_deferred"] >= 1
+    assert len(resynced) == 1
+    assert backoff_s - 0.5 < resynced[0] - refused_at < backoff_s + 3  # at the back-off's end
+    said = [r.getMessage() for r in caplog.records if r.name == "binance.user_stream"]
+    assert len(said) == 1, said
+    assert "waits for the IP's REST weight" in said[0]
