@@ -891,12 +891,32 @@ def web_alone(s: Stack) -> None:
         candles_rate.pin(proc.pid, 0 if proc.pid in web else 1)
 
 
+OUTSIDE = ("replay", "load-")  # stand-ins for the market's feed and the browsers
+
+
+def outside_nice(s: Stack, nice: int) -> None:
+    """Give every thread of the processes that stand in for the world outside the deploy (the
+    replayed market, the md clients' load) the nice value ``nice``: on a shared 2-core machine
+    the system under test (web, execution, Redis) then gets the CPU first, as it would with the
+    browsers on other machines. The simulator and the traders stay at 0: their clocks are the
+    measurement (niced, the simulator stamped orders late: exec->exchange p99 45-74 ms)."""
+    for name, pid in s.p.pids.items():
+        if name.startswith(OUTSIDE):
+            for proc in candles_rate.tree(pid):
+                for t in proc.threads():
+                    os.setpriority(os.PRIO_PROCESS, t.id, nice)
+
+
 def latency_run(s: Stack, args: argparse.Namespace) -> None:
     if args.web_alone:
         web_alone(s)  # before the load and the traders start: they inherit CPU 1
     if args.md_clients:
         s.start_load()
+        if args.outside_nice:
+            outside_nice(s, args.outside_nice)
         s.ramp()
+    elif args.outside_nice:
+        outside_nice(s, args.outside_nice)
     s.start_traders(args.rate)
     s.traders_cmd("go")
     time.sleep(args.warmup)
@@ -1178,6 +1198,13 @@ def main() -> None:
         action="store_true",
         help="pin the web process to CPU 0 and every other process to CPU 1 (on a 2-core "
         "machine the rest does not fit on one core: execution fell 30 s behind, RESULTS.md)",
+    )
+    parser.add_argument(
+        "--outside-nice",
+        type=int,
+        default=0,
+        help="nice value of the stand-ins for the outside world (replay, md load): the system "
+        "under test gets the CPU first, as with the browsers on other machines",
     )
     parser.add_argument("--web-env", action="append", default=[], help="KEY=VALUE for the web")
     parser.add_argument("--logs", default="", help="keep the processes' logs in this directory")
