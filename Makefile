@@ -31,8 +31,11 @@ $(CHROMIUM):
 demo: $(STAMP)  ## set up, then run the whole system (simulator and embedded Redis unless configured otherwise)
 	$(BIN)/python -m demo
 
+# Two pytest-xdist workers: most tests wait on processes, the clock or the network, so two halve
+# the wall time on a 2-core machine. What must not overlap runs on one worker, one test after the
+# other (tests/conftest.py GROUPS). `pytest` alone runs serially.
 test: $(STAMP) $(CHROMIUM)  ## set up, then run the whole test suite (starts its own redis-server)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 test-unit: $(STAMP)  ## run only the unit tests (no network, no Redis)
 	$(BIN)/python -m pytest tests/unit

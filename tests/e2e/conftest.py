@@ -7,14 +7,9 @@ ordinary blocking clients: ``httpx`` for REST and ``websockets.sync.client`` for
 from __future__ import annotations
 
 import asyncio
-import atexit
 import base64
 import os
-import shutil
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -205,71 +200,21 @@ def web_stack(
     tmp_path: Path,
 ) -> Iterator[Any]:
     """A trading simulator, the pipeline and one gunicorn web process (tests/e2e/webstack.py)."""
+    from tests.e2e.pipeline import stop_all
     from tests.e2e.webstack import start_web_stack
 
     sim = sim_factory(rate=40.0, symbol_count=6)
     stack = start_web_stack(sim, start_pipeline, tmp_path)
     yield stack
-    stack.stop()
+    # A dyno stop: the web processes and the pipeline at once (a web process takes its graceful
+    # timeout to let go of clients still connected; the pipeline stops meanwhile).
+    stop_all([web.service for web in stack.webs] + stack.pipeline.services())
 
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")  # the Makefile installs Debian's
 
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
-
-
-class VenvBuild:
-    """``python -m venv`` + ``pip install -r requirements.txt``, started in the background.
-
-    It takes ~30 s of mostly one core; started when the session's tests include the deploy test
-    (tests/e2e/test_deploy.py), it runs while the earlier tests wait on their processes.
-    """
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="deploy-venv-"))
-        self.venv = self.dir / "venv"
-        self.log = self.dir / "pip.log"
-        requirements = Path(__file__).resolve().parents[2] / "requirements.txt"
-        script = (f'"{sys.executable}" -m venv "{self.venv}" && "{self.venv}/bin/pip" install '
-                  f'--quiet --no-compile --require-hashes -r "{requirements}"')  # fmt: skip
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(["/bin/sh", "-c", script], stdout=out, stderr=out)
-        atexit.register(self.remove)
-
-    def wait(self) -> Path:
-        assert self.proc.wait(600) == 0, self.log.read_text()[-3000:]
-        return self.venv
-
-    def remove(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-_build: VenvBuild | None = None
-
-
-def start_venv_build() -> None:
-    global _build
-    if _build is None:
-        _build = VenvBuild()
-
-
-@pytest.fixture(scope="module")
-def runtime_venv() -> Path:
-    """A virtual environment with requirements.txt installed, nothing else."""
-    start_venv_build()
-    assert _build is not None
-    return _build.wait()
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start the deploy test's virtual environment build now, if that test will run."""
-    if any(item.nodeid.startswith("tests/e2e/test_deploy.py::test_a_heroku") for item in
-           session.items):  # fmt: skip
-        start_venv_build()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -102,12 +102,7 @@ class Pipeline:
 
     def stop(self) -> None:
         """SIGTERM to every service at once (as a dyno stop does), then wait for each."""
-        services = [s for s in self.services() if s.alive()]
-        for s in services:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(s.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
-        for s in services:
-            s.stop()  # already signalled: waits, then SIGKILL after its grace
+        stop_all(self.services())
 
     def metrics(self) -> dict[str, int]:
         """The candle stage's counters, summed over the shards."""
@@ -158,6 +153,16 @@ class Pipeline:
 
     def candles(self, symbol: str, tf: str) -> list[Candle]:
         return [decode(m, Candle) for m in self.redis.zrange(self.keys.candles(symbol, tf), 0, -1)]
+
+
+def stop_all(services: list[Service]) -> None:
+    """SIGTERM to every service at once (as a dyno stop does), then wait for each."""
+    alive = [s for s in services if s.alive()]
+    for s in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(s.proc.pid, signal.SIGTERM)  # type: ignore[union-attr]
+    for s in alive:
+        s.stop()  # already signalled: waits, then SIGKILL after its grace
 
 
 def hash_counters(r: redis.Redis, keys: list[str]) -> dict[str, int]:

@@ -22,6 +22,9 @@ from core.timeframes import SUPPORTED
 
 ROOT = Path(__file__).resolve().parents[2]
 HONCHO_LINE = re.compile(r"^\d\d:\d\d:\d\d (\S+)\s+\| (.*)$")
+# Every demo here shares fixed things: the simulator's ports (8765, 8766: the Procfile's line) and
+# the .demo folder (its Redis data, its secrets). Under xdist this file's tests run one at a time,
+# on one worker (tests/conftest.py GROUPS).
 
 
 def start_demo(

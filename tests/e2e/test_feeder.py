@@ -73,13 +73,18 @@ class FeederProcess:
     def wait_drained(self, timeout_s: float = 30) -> dict[str, Any]:
         """Wait until the market is silent and the feeder has written everything it holds.
 
-        Mark prices go on every second whatever the market does: they are not counted."""
+        Two health snapshots in a row (one each health period) must show it idle with the same
+        counts. Mark prices go on every second whatever the market does: they are not counted."""
         deadline = time.monotonic() + timeout_s
         last_seen: tuple[int, ...] = ()
+        last_ms = 0
         while time.monotonic() < deadline:
-            time.sleep(2.5)  # more than one health period
+            time.sleep(0.2)
             h = self.health()
             assert h is not None
+            if h["updated_ms"] == last_ms:
+                continue  # the same snapshot: wait for the next one
+            last_ms = h["updated_ms"]
             box = h["outbox"]
             idle = box["size"] == 0 and box["in_flight"] == 0 and box["held_for_reorder"] == 0
             c = h["counters"]
