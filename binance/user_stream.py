@@ -137,7 +137,8 @@ class UserStream:
                     keepalive.result()  # raises the keepalive's error (the key is gone)
                     return
                 try:
-                    raw = await asyncio.wait_for(ws.recv(), timeout=1.0)
+                    async with asyncio.timeout(1.0):  # no task per frame, unlike wait_for
+                        raw = await ws.recv()
                 except TimeoutError:
                     continue
                 if not await self._handle(raw, key):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -157,7 +157,10 @@ _COMMAND_FIELDS: tuple[tuple[str, Any, str], ...] = (
 
 
 def encode_event(event: OrderEvent) -> bytes:
-    return orjson.dumps({"k": "evt", "v": 1, **asdict(event)}, default=_default)
+    # Not asdict(): it deep-copies ``data``, which is only read here.
+    return orjson.dumps({"k": "evt", "v": 1, "address": event.address, "kind": event.kind,
+                         "time_ms": event.time_ms, "request_id": event.request_id,
+                         "data": event.data}, default=_default)  # fmt: skip
 
 
 def decode_event(data: bytes | str) -> OrderEvent:
@@ -219,17 +222,20 @@ class Order:
         return self.status in FINAL
 
     def to_json(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        return orjson.dumps(self)  # a dataclass: its fields in order, as asdict() would give
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Order:
         raw = orjson.loads(data)
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in names})
+        return cls(**{k: v for k, v in raw.items() if k in _ORDER_NAMES})
 
     def view(self) -> dict[str, Any]:
-        """Return the browser's shape of the order."""
-        return asdict(self)
+        """Return the browser's shape of the order (every field is a scalar: nothing to copy)."""
+        return {name: getattr(self, name) for name in _ORDER_FIELDS}
+
+
+_ORDER_FIELDS = tuple(f.name for f in fields(Order))
+_ORDER_NAMES = frozenset(_ORDER_FIELDS)
 
 
 def parse_decimal(value: Any) -> Decimal | None:

@@ -73,11 +73,12 @@ class Reconciler:
         """
         rt = self.rt
         async with self._refresh_lock:
-            as_of = await rt.store.state(rt.address, "as_of_ms") or 0
-            if event_ms and event_ms < as_of:
+            as_of, balances, positions = await rt.store.states(
+                rt.address, "as_of_ms", "balances", "positions"
+            )
+            if event_ms and event_ms < (as_of or 0):
                 return
-            balances = await rt.store.state(rt.address, "balances") or {}
-            positions = await rt.store.state(rt.address, "positions") or {}
+            balances, positions = balances or {}, positions or {}
             orders.apply_account_update(a, balances, positions)
             await rt.store.set_state(rt.address, balances=balances, positions=positions,
                                      updated_ms=now_ms())  # fmt: skip
@@ -214,8 +215,9 @@ class Reconciler:
                     start_ms=start,
                     background=True,
                 )
+                cids = _CidFinder(rt)  # one read of our orders per page of trades
                 for row in rows:
-                    fill = orders.fill_from_trade(row, await self._cid_of(row))
+                    fill = orders.fill_from_trade(row, await cids.of(row))
                     if await rt.store.add_fill(rt.address, fill):
                         rt.stats["fills_caught_up"] += 1
                         await rt.emit("fill", fill)
@@ -225,13 +227,33 @@ class Reconciler:
                 if len(rows) < 1000:
                     break
 
-    async def _cid_of(self, row: dict[str, Any]) -> str:
+
+class _CidFinder:
+    """The client order ids of trade rows (userTrades carry only the order id).
+
+    Our live orders and the 100 newest final ones are read once, when the first row asks, not
+    once per row: a page of a thousand trades would read them a thousand times. The rows were
+    read from the exchange before, so an order of theirs is already known to us, or only
+    becomes known through the stream, whose fill completes the id (Store.add_fill).
+    """
+
+    def __init__(self, rt: AccountRuntime) -> None:
+        self.rt = rt
+        self._live: list[Order] | None = None
+        self._done: list[Order] | None = None
+
+    async def of(self, row: dict[str, Any]) -> str:
         order_id, symbol = int(row.get("orderId") or 0), row.get("symbol")
-        for order in (await self.rt.store.live_orders(self.rt.address)).values():
+        if self._live is None:
+            self._live = list((await self.rt.store.live_orders(self.rt.address)).values())
+        for order in self._live:
             if order.order_id == order_id and order.symbol == symbol:
                 return order.client_order_id
-        with contextlib.suppress(Exception):
-            for raw in await self.rt.store.recent_done(self.rt.address):
-                if raw.order_id == order_id and raw.symbol == symbol:
-                    return raw.client_order_id
+        if self._done is None:
+            self._done = []
+            with contextlib.suppress(Exception):
+                self._done = await self.rt.store.recent_done(self.rt.address)
+        for raw in self._done:
+            if raw.order_id == order_id and raw.symbol == symbol:
+                return raw.client_order_id
         return ""

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 EVENTS_MAXLEN = 100_000
 AUDIT_MAXLEN = 10_000
 DONE_KEPT = 500  # final orders kept per user (newest first)
+DONE_HEAD = 16  # done_order reads these newest first, the others only when it must
 FILLS_KEPT = 1_000  # fills kept per user
 REPLY_TTL_S = 120
 RESULT_TTL_S = 86_400
@@ -86,10 +87,20 @@ class Store:
         return {k.decode(): Order.from_json(v) for k, v in raw.items()}
 
     async def done_order(self, address: str, cid: str) -> Order | None:
-        for raw in await self.r.lrange(self.keys.orders_done(address), 0, DONE_KEPT):
-            order = Order.from_json(raw)
-            if order.client_order_id == cid:
-                return order
+        """Return the final order ``cid`` among the newest DONE_KEPT + 1, or None.
+
+        The order asked for is nearly always among the newest (an event or answer that comes
+        right after the order finished): those are read first, the rest only if it is not there.
+        Only entries holding the id (as orjson writes it) are decoded.
+        """
+        key, wanted = self.keys.orders_done(address), orjson.dumps(cid)
+        for first, last in ((0, DONE_HEAD - 1), (DONE_HEAD, DONE_KEPT)):
+            for raw in await self.r.lrange(key, first, last):
+                if wanted not in raw:
+                    continue
+                order = Order.from_json(raw)
+                if order.client_order_id == cid:
+                    return order
         return None
 
     async def claim(self, address: str, order: Order, expected: str) -> bool:
@@ -148,6 +159,11 @@ class Store:
     async def state(self, address: str, name: str) -> Any:
         raw = await self.r.hget(self.keys.account_state(address), name)
         return orjson.loads(raw) if raw else None
+
+    async def states(self, address: str, *names: str) -> list[Any]:
+        """Return several fields of the account state in one read (None where absent)."""
+        raws: Any = await self.r.hmget(self.keys.account_state(address), names)
+        return [orjson.loads(raw) if raw else None for raw in raws]
 
     # --- events, replies, audit ---------------------------------------------------------------
 
