@@ -287,13 +287,22 @@ class AccountRuntime:
         The compare-and-set on PENDING guards against a second send, but a Redis restored from
         a file older than the send would have forgotten it: ask the exchange first.
         """
+        cid = order.client_order_id
         try:
-            body = await self.client.query_order(order.symbol, order.client_order_id)
+            body = await self.client.query_order(order.symbol, cid)
         except RestError as exc:
             if exc.code == -2013:
                 return False
-            raise
-        updated = await self.update(order.client_order_id, orders.applier(body))
+            # Not known now (the IP's weight refused the lookup, or it got no answer): never
+            # send blind, never leave it PENDING (nothing else resolves a PENDING order). It is
+            # resolved by lookup as a lost answer is, its deadline counted from now.
+            self.stats["redelivered_unknown"] += 1
+            unknown = await self._set_status(cid, "UNKNOWN", expect=("PENDING",),
+                                             sent_ms=self.client.now_ms())  # fmt: skip
+            await self._reply_order(cmd, unknown or order)
+            self.resolve_soon(cid)
+            return True
+        updated = await self.update(cid, orders.applier(body))
         self.stats["redelivered_found"] += 1
         await self._reply_order(cmd, updated or order)
         return True
@@ -400,16 +409,22 @@ class AccountRuntime:
 
     async def _resolve(self, cid: str, *, lookup_only: bool = False) -> None:
         """Find out what happened to an order whose answer was lost; never send it again."""
-        misses = 0
-        for attempt in range(RESOLVE_MAX_LOOKUPS):
+        misses = attempt = 0
+        while attempt < RESOLVE_MAX_LOOKUPS:
             order = await self.store.order(self.address, cid)
             if order is None or (not lookup_only and order.status not in ("SENDING", "UNKNOWN")):
                 return  # the user stream (or a reconciliation) resolved it
             if cid in self.sending:  # our own POST is still out: its answer comes first
                 await asyncio.sleep(0.5)
+                attempt += 1
                 continue
             try:
                 body = await self.client.query_order(order.symbol, cid)
+            except (Throttled, RateLimited, Banned) as exc:
+                # Refused by the IP's weight, nothing sent: not a lookup; asked again when the
+                # refusal ends (a minute at most), so a long back-off does not use the lookups up.
+                await asyncio.sleep(min((exc.retry_after_ms or 1000) / 1000, 60.0))
+                continue
             except RestError as exc:
                 deadline = order.sent_ms + self.settings.execution.recv_window_ms
                 if exc.code == -2013:
@@ -432,6 +447,7 @@ class AccountRuntime:
                 self.stats["resolved"] += 1
                 return
             await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+            attempt += 1
         log.error(
             "order %s of %s still unresolved after %d lookups",
             cid,

@@ -33,6 +33,7 @@ DAY_MS = 86_400_000
 REFRESH_DELAY_S = 0.3  # coalesce the burst of events a fill brings into one account read
 REFRESH_EVERY_S = 30.0  # REST reads of balances and positions after fills, at most this often
 WARN_EVERY_S = 60.0  # one warning per account and minute, however often it fails
+ORPHAN_AFTER_MS = 60_000  # a PENDING order this long past its command's TTL is resolved by lookup
 
 
 def vanished(order: Order) -> bool:
@@ -129,9 +130,14 @@ class Reconciler:
                 elif orders.apply_rest(order, row):
                     await rt.store.save(rt.address, order)
                     await rt.emit("order", order.view())
+        orphan_ms = now_ms() - rt.settings.execution.command_ttl_ms - ORPHAN_AFTER_MS
         for cid, order in (await rt.store.live_orders(rt.address)).items():
             symbols.add(order.symbol)
-            if cid in seen or order.status == "PENDING":
+            if cid in seen:
+                continue
+            if order.status == "PENDING":
+                if order.created_ms < orphan_ms and cid not in rt.sending:
+                    await self._orphan(cid)
                 continue
             if order.status in ("SENDING", "UNKNOWN"):
                 if cid not in rt.sending:  # not our own POST still waiting for its answer
@@ -147,6 +153,27 @@ class Reconciler:
         positions = await self.refresh_account()
         symbols |= set(positions) | set(await rt.store.fill_symbols(rt.address))
         await self._catch_up_fills(symbols)
+
+    async def _orphan(self, cid: str) -> None:
+        """A PENDING order whose command is past its TTL and then some: its command failed in a
+        way that left it so (a bug, a crash). Whether it was sent is not known for sure (a Redis
+        restored from an older file forgets a send): resolved by lookup, never sent."""
+        rt = self.rt
+        changed = False
+
+        def unknown(o: Order) -> bool:
+            nonlocal changed
+            if o.status != "PENDING":
+                return False
+            o.status, o.sent_ms = "UNKNOWN", max(o.sent_ms, rt.client.now_ms())
+            changed = True
+            return True
+
+        await rt.update(cid, unknown)
+        if changed:
+            rt.stats["orphans"] += 1
+            log.warning("order %s of %s was left PENDING; resolving it by lookup", cid, rt.address)
+            rt.resolve_soon(cid)
 
     async def refresh_account(self) -> dict[str, dict[str, str]]:
         """Read balances and positions and publish them; one read at a time, so that a read

@@ -179,6 +179,59 @@ def test_execution_killed_between_sending_and_the_answer_places_exactly_one_orde
     assert len(exchange_orders(stack, exchange)) == 2
 
 
+def test_a_command_read_again_during_a_429_back_off_is_resolved_not_left_pending(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    """Chaos finding: after a restart, a queued place command is checked on the exchange before
+    sending; a 429 back-off refused that lookup, the command failed and its order stayed PENDING
+    for good (nothing resolves a PENDING order)."""
+    stack = stack_factory(TP_EXEC_TIMEOUT_MS="20000")
+    trader, exchange = linked_trader(stack)
+    stack.fault(type="order_unknown", mode="timeout", ms=15000)  # the first order hangs ...
+    stack.fault(type="refuse", seconds=15)  # (no user stream to tell its fill meanwhile)
+    stack.fault(type="drop", path="/private")
+    results: list[Any] = []
+
+    def send() -> None:
+        try:
+            results.append(market_buy(trader))
+        except Exception as exc:
+            results.append(exc)
+
+    def live() -> list[dict[str, Any]]:
+        return [orjson.loads(v) for v in stack.redis.hvals(stack.keys.orders_live(trader.address))]
+
+    first = threading.Thread(target=send)
+    first.start()
+    stack.wait("the first order in flight", lambda: any(o["status"] == "SENDING" for o in live()))
+    second = threading.Thread(target=send)  # ... so the second waits in the account's queue
+    second.start()
+    stack.wait("the second order queued", lambda: any(o["status"] == "PENDING" for o in live()))
+    time.sleep(1.0)  # delivered to the execution process, not acked
+    pending = next(o["client_order_id"] for o in live() if o["status"] == "PENDING")
+    # A 429 (to the backfill): every process holds its weighted calls for 20 s.
+    stack.fault(type="rest", status=429, path="/fapi/v1/klines", count=1, retry_after=20)
+    backfill = MarketRest(stack.sim.rest_url, redis=stack.redis, keys=stack.keys)
+    try:
+        with pytest.raises(RateLimited):
+            backfill.klines("BTCUSDT", "1m", limit=10)
+    finally:
+        backfill.close()
+    assert stack.execution is not None
+    stack.execution.kill9()
+    stack.start_execution()  # reads both commands again while the back-off lasts
+    first.join(30)
+    second.join(30)
+    final = stack.wait("the second order resolved", lambda: (
+        o if (o := trader.order(pending)) and o["status"] not in ("PENDING", "UNKNOWN") else None
+    ), timeout_s=90)  # fmt: skip
+    assert final["status"] == "REJECTED", final
+    assert "never reached the exchange" in final["error"], final
+    placed = [o["clientOrderId"] for o in exchange_orders(stack, exchange)]
+    assert pending not in placed
+    assert len(placed) == 1  # the first order, resolved by lookup once the back-off ended
+
+
 @pytest.mark.owned_redis
 def test_execution_waits_out_a_redis_restart_and_trades_on(
     stack_factory: Callable[..., TradeStack], redis_control: Any
