@@ -495,6 +495,8 @@ class Chaos:
         self.rss: dict[str, dict[str, float]] = {}
         self.our_orders: dict[int, dict[str, Order]] = {}
         self.our_fills: dict[int, set[str]] = {}
+        self.events_cursor: bytes | str = "0-0"  # orders:events read up to here
+        self.fill_lateness_ms: list[int] = []  # fill told to its owner - its time on the exchange
         self.done_dups: dict[int, set[str]] = {}
         self.traders: list[ChaosTrader] = []
         self.clients: list[MdClient] = []
@@ -655,6 +657,32 @@ class Chaos:
                 seen.add(o.client_order_id)
                 mine[o.client_order_id] = o
             self.our_fills[t.index].update(f.decode() for f in fills)
+        self._read_fill_events()
+
+    def _read_fill_events(self) -> None:
+        """Follow ``orders:events``: a fill told to its owner counts as recorded even if it was
+        older than the newest FILLS_KEPT when it came (a catch-up after a long outage goes
+        straight past that bound), and how late each fill was told is measured."""
+        assert self.stack is not None
+        r, keys = self.stack.redis, self.stack.keys
+        index = {t.address.lower(): t.index for t in self.traders}
+        while True:
+            try:
+                got: Any = r.xread({keys.order_events(): self.events_cursor}, count=5000)
+            except redis.RedisError:
+                return
+            if not got:
+                return
+            for entry_id, fields in got[0][1]:
+                self.events_cursor = entry_id
+                event = orjson.loads(fields[b"d"])
+                i = index.get(str(event.get("address", "")).lower())
+                if event.get("kind") != "fill" or i is None:
+                    continue
+                fill = event["data"]
+                self.our_fills[i].add(f"{fill['symbol']}:{fill['trade_id']}")
+                told_ms = int(entry_id.split(b"-")[0])
+                self.fill_lateness_ms.append(told_ms - int(fill["time"]))
 
     def sample_rss(self, when: str) -> None:
         for name, svc in self.services.items():
@@ -913,6 +941,14 @@ class Chaos:
                 bad("fills_missed", f"trader {t.index} {key}")
             for key in sorted(mine - exch_fills):
                 bad("fills_phantom", f"trader {t.index} {key}")
+        late = sorted(self.fill_lateness_ms)
+        if late:
+            out["fill_told_after_ms"] = {
+                "p50": late[len(late) // 2],
+                "p99": late[min(len(late) - 1, len(late) * 99 // 100)],
+                "max": late[-1],
+                "over_60s": sum(x > 60_000 for x in late),
+            }
         out["refused_by_web"] = dict(out["refused_by_web"])
         out["our_statuses"] = dict(out["our_statuses"])
         out["rejected_reasons"] = dict(out["rejected_reasons"])
@@ -1072,7 +1108,8 @@ def summary(report: dict[str, Any]) -> str:
         f"{o['status_mismatch']}, unexpected {o['unexpected_exchange_orders']}; our final "
         f"statuses {o['our_statuses']}; rejected because {o['rejected_reasons']}",
         f"fills: exchange {o['fills_exchange']}, ours {o['fills_ours']}, missed "
-        f"{o['fills_missed']}, phantom {o['fills_phantom']}",
+        f"{o['fills_missed']}, phantom {o['fills_phantom']}; told after (ms) "
+        f"{o.get('fill_told_after_ms', {})}",
         f"clients: {k['clients']}, connects {k['connects']}, disconnects {k['disconnects']}, "
         f"kicked {k['kicked']}, resyncs {k['resyncs']}, candles checked {k['candles_checked']}, "
         f"gaps untold "
