@@ -16,6 +16,10 @@ state instead of that delta (it was behind, or its snapshot was being read), or 
 overflowed that bound, is told in the message's ``resync`` list to subscribe to the room again
 with ``since`` (web/sockets.py): its snapshot then carries the repairs from Redis.
 
+A candle pushed out of a room by a newer one takes its change with it the same way: made this
+tick, it passes through the delta as a late candle; made earlier, a client that had not seen it
+gets the whole state without it, and is told to resync.
+
 Memory is bounded by rooms x ROOM_KEYS (plus LATE_BYTES per room within a tick) and clients x
 subscriptions; nothing here grows with the update rate or with how slowly a client reads.
 """
@@ -52,6 +56,7 @@ class Room:
         "_full",
         "_name_json",
         "at_ms",
+        "changed_in",
         "delta",
         "dirty",
         "dirty_at_ms",
@@ -84,6 +89,7 @@ class Room:
         self.overflow = False  # late candles were dropped this tick
         self.late_version = 0  # the last version whose delta carried late candles
         self.resync_version = 0  # the last version whose delta lacks some (overflow)
+        self.changed_in: dict[Any, int] = {}  # candle rooms: kept key -> version of its last change
 
     def update(self, key: Any, value: Any, at_ms: int) -> int:
         """Keep ``value`` as the latest for ``key``; one older than every kept key passes through
@@ -94,13 +100,29 @@ class Room:
             oldest = min(state)
             if key < oldest:
                 return self._late(key, value, at_ms)
-            del state[oldest]
-            self.dirty.discard(oldest)
+            self._evict(oldest, at_ms)
         state[key] = value
         self.dirty.add(key)
         if at_ms > self.dirty_at_ms:
             self.dirty_at_ms = at_ms
         return KEPT
+
+    def _evict(self, key: Any, at_ms: int) -> None:
+        """Drop ``key`` from the state (a newer one takes its place) without losing a change of
+        a candle: one made this tick passes through this tick's delta, as a late candle does
+        (a burst of repairs into a room that held few candles, in a web process just started);
+        a client that has not seen an earlier one gets the whole state without it, so it is
+        told to resync (``late_version``)."""
+        value = self.state.pop(key)
+        dirty = key in self.dirty
+        self.dirty.discard(key)
+        if self.kind != "c":
+            return
+        changed_in = self.changed_in.pop(key, 0)
+        if dirty:
+            self._late(key, value, at_ms)
+        elif changed_in > self.late_version:
+            self.late_version = changed_in
 
     def _late(self, key: Any, value: Any, at_ms: int) -> int:
         # Only a closed candle is rewritten after its room moved on (backfill, an outage marking
@@ -121,6 +143,9 @@ class Room:
     def seal(self) -> None:
         """Close this tick's changes into a new version and its delta fragment."""
         self.version += 1
+        if self.kind == "c":
+            for key in self.dirty:
+                self.changed_in[key] = self.version
         self.at_ms = max(self.at_ms, self.dirty_at_ms)
         late: list[bytes] = []
         if self.late or self.overflow:

@@ -102,3 +102,40 @@ def test_repairs_over_the_bound_are_dropped_and_every_member_resyncs() -> None:
     assert reg.rooms[ROOM].late == {}  # nothing held past the tick
     reg.update(ROOM, 2000 * M, candle(2000, closed=False), at_ms=60)
     assert all("resync" not in m for _, m in wire.tick(reg, 300))
+
+
+def test_a_burst_of_repairs_into_a_new_room_reaches_its_clients() -> None:
+    """Chaos finding: a web process just restarted has rooms holding fewer than ROOM_KEYS
+    candles; a backfill's burst of old candles filled the room, then pushed each other out
+    within one tick, and the clients never heard of the first ones (66 held candles stale)."""
+    reg, wire = registry(), Wire()
+    join(reg, "a", ROOM)
+    reg.update(ROOM, 19 * M, candle(19, closed=False), at_ms=1)  # the first live candle
+    wire.tick(reg, 50)
+    burst = list(range(10))
+    for n in burst:
+        reg.update(ROOM, n * M, candle(n, source="exchange"), at_ms=n)
+    reg.update(ROOM, 20 * M, candle(20, closed=False), at_ms=20)
+    ((_, msg),) = wire.tick(reg, 100)
+    got = [c["open_time"] for c in msg["rooms"][ROOM]["data"]]
+    assert got == [n * M for n in [*burst, 20]], got  # every repair, ascending, then the live one
+    assert "resync" not in msg
+    assert len(reg.rooms[ROOM].state) == ROOM_KEYS["c"]
+
+
+def test_a_client_behind_while_a_changed_candle_left_the_room_resyncs() -> None:
+    reg, wire = registry(backlog=2, slow_ms=10_000), Wire()
+    join(reg, "slow", ROOM)
+    join(reg, "fast", ROOM)
+    fill(reg, 10)
+    wire.tick(reg, 100)
+    wire.queued["eslow"] = 3  # skipped from here on
+    reg.update(ROOM, 8 * M, candle(8, source="exchange"), at_ms=30)  # kept: still in the room
+    wire.tick(reg, 200)
+    for n in (11, 12, 13):  # new candles push candle 8 out of the room
+        reg.update(ROOM, n * M, candle(n, closed=False), at_ms=40 + n)
+        wire.tick(reg, 200 + n)
+    assert 8 * M not in reg.rooms[ROOM].state
+    wire.queued["eslow"] = 0
+    sent = dict(wire.tick(reg, 400))
+    assert sent["slow"]["resync"] == [ROOM]  # its whole state lacks candle 8's repair
