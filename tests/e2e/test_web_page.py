@@ -517,9 +517,9 @@ def test_a_trader_links_an_account_and_trades_from_the_page(
     # Close it at phone width, with the confirmation: the account is flat.
     page.set_viewport_size({"width": 390, "height": 844})
     page.click("[data-tab=positions]")
-    close = position.locator("button", has_text="Close")
-    close.scroll_into_view_if_needed()
-    close.click()
+    # click() scrolls it into view itself, and finds the button again if an account update
+    # re-rendered the row meanwhile (a separate scroll failed on the detached row).
+    position.locator("button", has_text="Close").click()
     expect(page.locator("#confirm-dialog")).to_be_visible()
     page.click("#confirm-yes")
     expect(page.locator("#positions tr[data-symbol]")).to_have_count(0, timeout=LIVE_MS)
