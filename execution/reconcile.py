@@ -88,6 +88,10 @@ class Reconciler:
 
     async def _order_update(self, o: dict[str, Any]) -> None:
         rt, cid = self.rt, str(o.get("c", ""))
+        # A fill first: its owner hears of it without waiting for the order's lock and update.
+        fill = orders.fill_from_event(o) if o.get("x") == "TRADE" else None
+        if fill is not None and await rt.store.add_fill(rt.address, fill):
+            await rt.emit("fill", fill)
         async with rt.lock:
             order = await rt.store.order(rt.address, cid)
             if order is None:
@@ -98,10 +102,7 @@ class Reconciler:
             elif orders.apply_event(order, o):
                 await rt.store.save(rt.address, order)
                 await rt.emit("order", order.view())
-        if o.get("x") == "TRADE":
-            fill = orders.fill_from_event(o)
-            if await rt.store.add_fill(rt.address, fill):
-                await rt.emit("fill", fill)
+        if fill is not None:
             if await rt.store.fill_cursor(rt.address, fill["symbol"]) is None:
                 await rt.store.set_fill_cursor(rt.address, fill["symbol"], -1)  # known symbol
             self.schedule_refresh()
