@@ -102,7 +102,7 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
         settings=settings, keys=keys, redis=client, market=Market(client, settings),
         sessions=sessions, keyring=Keyring(settings.jwt_keys, issuer=w.origin),
         registry=registry, pump=pump, trading=Trading(client, settings, keys, waiters=waiters),
-        order_events=OrderEvents(client, keys, socketio.emit),
+        order_events=OrderEvents(client, keys, delivery.emit),
     )  # fmt: skip
 
     app.register_blueprint(auth.bp)

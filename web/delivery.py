@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from flask_socketio import SocketIO
 
 from web.rooms import Client, Registry
@@ -49,6 +50,22 @@ class Delivery:
             return True
         self.server.eio.send(client.eio_sid, message.decode())
         return False
+
+    def emit(self, event: str, data: Any, *, to: str, ignore_queue: bool = True) -> None:
+        """Send a Socket.IO event to this process's sockets in room ``to`` as :meth:`send`
+        does, straight to a socket when nothing waits in its queue (order events: one wake-up
+        of a writer greenlet less on the way to the user). Like ``socketio.emit(...,
+        ignore_queue=True)``: other processes' sockets hear it from their own reader."""
+        if not ignore_queue:
+            raise ValueError("Delivery.emit sends to this process's sockets only")
+        message = b"2" + orjson.dumps([event, data])  # a Socket.IO EVENT on the main namespace
+        clients = self.registry.clients
+        for sid, eio_sid in list(self.server.manager.get_participants("/", to)):
+            client = clients.get(sid)
+            if client is None:  # connected, not yet registered: the queue
+                self.server.eio.send(eio_sid, message.decode())
+            else:
+                self.send(client, message)
 
     def notify(self, client: Client, event: str, reason: str) -> None:
         """Tell the client why (``event``, ``reason``) and disconnect it."""

@@ -35,7 +35,7 @@ class OrderEvents:
     def __init__(self, client: redis.Redis, keys: Keys, emit: Any) -> None:
         self.client = client
         self.keys = keys
-        self.emit = emit  # socketio.emit
+        self.emit = emit  # web/delivery.py Delivery.emit (socketio.emit's signature)
         self.stats = {"events": 0, "malformed": 0, "errors": 0}
 
     def run(self) -> None:
