@@ -14,6 +14,9 @@ Lifecycle (docs/execution.md, "The user data stream and reconciliation"):
    most; the key lives 60 minutes); a -1125 ("listenKey does not exist") or a
    ``listenKeyExpired`` event ends this key: back to 1 (a second expiry notice for a key already
    replaced is ignored);
+   with a ``key_store``, the key is kept (encrypted, by the caller) across restarts: a process
+   started during a 429 back-off or a ban reconnects with it without REST (kept alive at once),
+   and a new key is asked for only when the stored one is too old, refused or expired;
 4. a dropped connection: back to 1 after a jittered backoff (1 s doubling to 30 s); a new key
    refused by the IP's weight budget (nothing sent) is asked for again when the refusal says,
    with one warning per wait;
@@ -30,20 +33,33 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from binance.account import AccountClient
-from core.errors import Banned, RateLimited, Throttled
+from core.errors import Banned, RateLimited, RestError, Throttled
 
 log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 1 << 20
 MAX_QUEUE_FRAMES = 256  # websocket receive queue: pushes back through TCP when full
 MAX_DEFER_S = 60.0  # a refused snapshot or keepalive is tried again within this
+
+
+class KeyStore(Protocol):
+    """Where the account's listenKey outlives the process (execution/listen_keys.py)."""
+
+    async def load(self) -> str | None:
+        """Return a key still worth trying (recently created or kept alive), or None."""
+
+    async def save(self, key: str) -> None:
+        """Remember ``key`` as created or kept alive now."""
+
+    async def clear(self) -> None:
+        """Forget the key (refused, expired, or the account unlinked)."""
 
 
 class UserStream:
@@ -59,6 +75,7 @@ class UserStream:
         keepalive_s: float = 1800,
         max_age_s: float = 23 * 3600,
         label: str = "",
+        key_store: KeyStore | None = None,
     ) -> None:
         self._client = client
         self._url = ws_private_url
@@ -67,6 +84,7 @@ class UserStream:
         self._keepalive_s = keepalive_s
         self._max_age_s = max_age_s
         self._label = label
+        self._keys = key_store
         self.listen_key = ""
         self.connected = False
         self.stats = {
@@ -79,6 +97,7 @@ class UserStream:
             "resync_deferred": 0,
             "keepalive_deferred": 0,
             "key_deferred": 0,
+            "key_reused": 0,
         }
 
     async def run(self) -> None:
@@ -104,6 +123,8 @@ class UserStream:
             except Exception as exc:  # any failure: a new key and connection
                 waiting = False
                 self.stats["drops"] += 1
+                if _refused_key(exc):
+                    await self._forget_key()  # a POST next time
                 log.warning(
                     "user stream %s lost (%s); reconnecting in %.1f s",
                     self._label,
@@ -119,11 +140,18 @@ class UserStream:
                 self.connected = False
 
     async def _one_key(self) -> None:
-        key = await self._client.new_listen_key()
+        key = await self._stored_key()
+        reused = bool(key)
+        if key:
+            self.stats["key_reused"] += 1
+        else:
+            key = await self._client.new_listen_key()
+            await self._save_key(key)
         self.listen_key = key
         ws = await self._connect(key)
         log.debug("user stream %s connected; resyncing", self._label)
-        keepalive = asyncio.create_task(self._keepalive(key))
+        # A stored key's hour may be half gone: kept alive at once (no REST weight: later).
+        keepalive = asyncio.create_task(self._keepalive(key, first_s=1.0 if reused else None))
         try:
             resync_at = 0.0  # time.monotonic() at which the snapshot is (tried) next
             opened = time.monotonic()
@@ -201,12 +229,13 @@ class UserStream:
             log.warning(
                 "listenKey of %s expired; replacing it", self._label, extra={"account": self._label}
             )
+            await self._forget_key()
             return False
         await self._on_event(event)
         return True
 
-    async def _keepalive(self, key: str) -> None:
-        delay_s = self._keepalive_s
+    async def _keepalive(self, key: str, first_s: float | None = None) -> None:
+        delay_s = self._keepalive_s if first_s is None else first_s
         while True:
             await asyncio.sleep(delay_s)
             if self.listen_key != key:
@@ -218,7 +247,38 @@ class UserStream:
                 delay_s = _defer_s(exc)
                 continue
             self.stats["keepalives"] += 1
+            await self._save_key(key)
             delay_s = self._keepalive_s
+
+    # --- the key across restarts (a reconnection without REST weight) -------------------------
+
+    async def _stored_key(self) -> str | None:
+        if self._keys is None:
+            return None
+        try:
+            return await self._keys.load()
+        except Exception as exc:  # Redis down: a new key, as without a store
+            log.debug("user stream %s: stored key unreadable (%r)", self._label, exc)
+            return None
+
+    async def _save_key(self, key: str) -> None:
+        if self._keys is not None:
+            with contextlib.suppress(Exception):  # a later keepalive saves it again
+                await self._keys.save(key)
+
+    async def _forget_key(self) -> None:
+        if self._keys is not None:
+            with contextlib.suppress(Exception):
+                await self._keys.clear()
+
+
+def _refused_key(exc: BaseException) -> bool:
+    """The exchange says the key is unknown: -1125 to a keepalive, or a close with 1008."""
+    if isinstance(exc, RestError):
+        return exc.code == -1125
+    if isinstance(exc, websockets.ConnectionClosed):
+        return exc.rcvd is not None and exc.rcvd.code == 1008
+    return False
 
 
 def _defer_s(exc: Throttled | RateLimited | Banned) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 
 from binance.account import AccountClient, SharedWeight
 from binance.signing import Signer
-from binance.user_stream import UserStream
+from binance.user_stream import KeyStore, UserStream
 from core.clock import now_ms
 from core.config import Settings
 from core.errors import Banned, NotSent, OutcomeUnknown, RateLimited, RestError, Throttled
@@ -50,6 +50,7 @@ class AccountRuntime:
         *,
         linked_ms: int = 0,
         weight: SharedWeight | None = None,
+        key_store: KeyStore | None = None,
     ) -> None:
         ex = settings.execution
         self.address = address
@@ -72,6 +73,7 @@ class AccountRuntime:
             keepalive_s=ex.keepalive_s,
             max_age_s=ex.stream_rotate_s,
             label=address,
+            key_store=key_store,
         )
         self.queue: asyncio.Queue[tuple[str, OrderCommand, Ack, bool]] = asyncio.Queue(QUEUE_MAX)
         self.stats: Counter[str] = Counter()

@@ -39,6 +39,7 @@ from core.vault import Vault, VaultError, fingerprint
 from execution import orders
 from execution.account import AccountRuntime
 from execution.credentials import seal, signer_from, unseal
+from execution.listen_keys import StoredListenKey
 from execution.store import Store
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,9 @@ class ExecutionService:
             self.settings,
             linked_ms=int(record.get("linked_ms", "0") or 0),
             weight=self.weight,
+            key_store=StoredListenKey(
+                self.store, self.vault, address, record.get("fingerprint", "")
+            ),
         )
         self.runtimes[address.lower()] = rt
         await rt.start()
@@ -261,6 +265,7 @@ class ExecutionService:
             rt = self.runtimes.pop(key, None)
             if rt is not None:
                 await rt.stop()
+            await self.store.forget_listen_key(cmd.address)
             await self._reply(cmd, ok=True)
             await self._ack(entry_id)
         elif key in self.runtimes:

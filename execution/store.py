@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 EVENTS_MAXLEN = 100_000
 AUDIT_MAXLEN = 10_000
 DONE_KEPT = 500  # final orders kept per user (newest first)
+LISTEN_KEY_FIELD = "listen_key"  # in the account state hash: a vault ciphertext, never the key
 DONE_HEAD = 16  # done_order reads these newest first, the others only when it must
 FILLS_KEPT = 1_000  # fills kept per user
 REPLY_TTL_S = 120
@@ -159,6 +160,17 @@ class Store:
     async def state(self, address: str, name: str) -> Any:
         raw = await self.r.hget(self.keys.account_state(address), name)
         return orjson.loads(raw) if raw else None
+
+    async def listen_key_token(self, address: str) -> str | None:
+        """The account's listenKey as a vault ciphertext (execution/listen_keys.py), or None."""
+        raw: Any = await self.r.hget(self.keys.account_state(address), LISTEN_KEY_FIELD)
+        return raw.decode() if raw else None
+
+    async def set_listen_key_token(self, address: str, token: str) -> None:
+        await self.r.hset(self.keys.account_state(address), LISTEN_KEY_FIELD, token)
+
+    async def forget_listen_key(self, address: str) -> None:
+        await self.r.hdel(self.keys.account_state(address), LISTEN_KEY_FIELD)
 
     async def states(self, address: str, *names: str) -> list[Any]:
         """Return several fields of the account state in one read (None where absent)."""

@@ -232,6 +232,44 @@ def test_a_command_read_again_during_a_429_back_off_is_resolved_not_left_pending
     assert len(placed) == 1  # the first order, resolved by lookup once the back-off ended
 
 
+def test_execution_restarted_during_a_429_back_off_hears_its_fills_at_once(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    """Chaos finding: restarted during a chain of 429 back-offs, execution could not ask for a
+    listenKey (REST), so user streams stayed down and fills were told minutes late. The key is
+    now kept, encrypted, and a restarted process reconnects with it without REST."""
+    stack = stack_factory()
+    trader, _ = linked_trader(stack)
+    first = market_buy(trader)
+    assert first.json()["order"]["status"] == "FILLED", first.text
+
+    def fills() -> int:
+        return len(trader.call("GET", "/api/fills").json()["fills"])
+
+    before = stack.wait("the first order's fills", fills)
+    token = stack.redis.hget(stack.keys.account_state(trader.address), "listen_key")
+    assert token is not None
+    assert token.startswith(b"v1."), token  # a vault ciphertext, not the key
+    # A 429: every process holds its weighted calls (a new listenKey among them) for 40 s.
+    stack.fault(type="rest", status=429, path="/fapi/v1/klines", count=1, retry_after=40)
+    backfill = MarketRest(stack.sim.rest_url, redis=stack.redis, keys=stack.keys)
+    try:
+        with pytest.raises(RateLimited):
+            backfill.klines("BTCUSDT", "1m", limit=10)
+    finally:
+        backfill.close()
+    assert stack.execution is not None
+    stack.execution.kill9()
+    stack.start_execution()
+    # Orders weigh nothing on the IP's limit: this one is placed during the back-off, and its
+    # fill comes back on the user stream, reconnected with the kept key.
+    second = market_buy(trader)
+    assert second.status_code == 200, second.text
+    assert second.json()["order"]["status"] == "FILLED", second.text
+    stack.wait("the second order's fills, during the back-off", lambda: fills() > before,
+               timeout_s=20)  # fmt: skip
+
+
 @pytest.mark.owned_redis
 def test_execution_waits_out_a_redis_restart_and_trades_on(
     stack_factory: Callable[..., TradeStack], redis_control: Any
