@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio
+import redis.exceptions
 
 from binance.frames import (
     AggTradeEvent,
@@ -236,7 +237,7 @@ class Feeder:
 
     async def run(self) -> None:
         """Run until cancelled."""
-        for symbol, (tid, raw, t) in (await read_last_trades(self.client, self.keys)).items():
+        for symbol, (tid, raw, t) in (await self._last_trades()).items():
             if symbol in self.trade_stream:
                 self.sequencer.restore(symbol, tid, raw, t)
                 self._restored.add(symbol)
@@ -260,6 +261,21 @@ class Feeder:
         finally:
             self.stopping = True
             await self._shutdown(writer)
+
+    async def _last_trades(self) -> dict[str, tuple[int, int, int]]:
+        """Read where the last run left each symbol, waiting while Redis is away (it may go
+        down between the start-up check and here: a restart; chaos saw the feeder exit)."""
+        waited = False
+        while True:
+            try:
+                return await read_last_trades(self.client, self.keys)
+            except (redis.asyncio.ConnectionError, redis.asyncio.TimeoutError,
+                    redis.exceptions.BusyLoadingError) as exc:  # fmt: skip
+                if not waited:
+                    log.warning("feeder %s: Redis unavailable at start (%s); waiting for it",
+                                self.feeder_id, type(exc).__name__)  # fmt: skip
+                waited = True
+                await asyncio.sleep(1.0)
 
     async def _shutdown(self, writer: asyncio.Task[None]) -> None:
         """Stop reading, release held trades, write what is buffered (SIGTERM; Heroku: 30 s)."""

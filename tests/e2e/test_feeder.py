@@ -447,3 +447,35 @@ def test_bad_frames_are_counted_and_skipped_and_ingestion_goes_on(
         assert [(g.from_trade_id, g.to_trade_id) for g in gaps] == [(3, 3)]
     finally:
         exchange.close()
+
+
+def test_a_feeder_started_as_redis_goes_down_waits_for_it(
+    redis_control: RedisServer, make_settings: Callable[..., Any]
+) -> None:
+    """Chaos: Redis restarted between the feeder's start-up check and its first read, and the
+    feeder exited with a traceback (its supervisor restarted it)."""
+    import asyncio
+
+    from core.redis_clients import async_client
+    from feeds.feeder import Feeder
+
+    settings = make_settings()
+    keys = Keys.of(settings)
+    sync = redis.Redis.from_url(redis_control.url)
+    sync.hset(keys.feed_last_trade(), "BTCUSDT", "7:7:1000")
+    sync.close()
+    redis_control.stop()
+
+    async def run() -> dict[str, tuple[int, int, int]]:
+        client = async_client(redis_control.url)
+        feeder = Feeder(settings, ["BTCUSDT"], client, feeder_id="feeder-test")
+        try:
+            task = asyncio.create_task(feeder._last_trades())
+            await asyncio.sleep(1.5)
+            assert not task.done()  # waiting, not failed
+            await asyncio.to_thread(redis_control.start)
+            return await asyncio.wait_for(task, 15)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == {"BTCUSDT": (7, 7, 1000)}
