@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The browser the page tests drive (tests/e2e/test_web_page.py reads the same variable).
 CHROMIUM ?= /usr/bin/chromium
+# The load balancer in front of two web processes (tests/e2e/test_web_haproxy.py, demo/haproxy.py).
+HAPROXY := /usr/sbin/haproxy
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test test-unit check lint types lock clean
@@ -28,13 +30,21 @@ $(CHROMIUM):
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	@test -x $@ || { echo "still no browser at $@: set CHROMIUM to one"; exit 1; }
 
+# HAProxy, Debian's package, balances two web processes with no session affinity (issue 17).
+$(HAPROXY):
+	@echo "$@ is missing: the scale-out tests (tests/e2e/test_web_haproxy.py) need HAProxy;" \
+		"installing Debian's haproxy package"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }
+	@test -x $@ || { echo "still no haproxy at $@"; exit 1; }
+
 demo: $(STAMP)  ## set up, then run the whole system (simulator and embedded Redis unless configured otherwise)
 	$(BIN)/python -m demo
 
 # Two pytest-xdist workers: most tests wait on processes, the clock or the network, so two halve
 # the wall time on a 2-core machine. What must not overlap runs on one worker, one test after the
 # other (tests/conftest.py GROUPS). `pytest` alone runs serially.
-test: $(STAMP) $(CHROMIUM)  ## set up, then run the whole test suite (starts its own redis-server)
+test: $(STAMP) $(CHROMIUM) $(HAPROXY)  ## set up, then run the whole test suite (starts its own redis-server)
 	$(BIN)/python -m pytest -n 2
 
 test-unit: $(STAMP)  ## run only the unit tests (no network, no Redis)

@@ -171,6 +171,15 @@ class ExecutionSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MarketRedis:
+    """Where the market data lives: one server, or a Redis Cluster given by its seed nodes."""
+
+    urls: tuple[str, ...]  # one server's URL, or any of the cluster's nodes (one is enough)
+    cluster: bool
+    shared: bool  # True: it is the control Redis (REDIS_URL); a process uses one client for both
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Frozen configuration of one process. Build it with :meth:`from_env`."""
 
@@ -196,6 +205,10 @@ class Settings:
     # providers whose certificates are self-signed (Heroku Key-Value Store).
     redis_tls: Literal["verify", "no-verify"] = "verify"
     redis_ca_file: str | None = None
+    # The market-data Redis (docs/architecture.md, "Two Redis roles"): every per-shard key. None:
+    # the control Redis (REDIS_URL) holds it too. Several URLs: the seed nodes of a cluster.
+    market_redis_urls: tuple[str, ...] | None = None
+    market_redis_cluster: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -221,6 +234,8 @@ class Settings:
             redis_url=r.get("REDIS_URL", None, _url(("redis", "rediss", "unix"))),
             redis_tls=r.get("TP_REDIS_TLS", "verify", _parse_redis_tls),
             redis_ca_file=r.get("TP_REDIS_CA_FILE", None, _parse_file),
+            market_redis_urls=r.get("TP_MARKET_REDIS_URL", None, _parse_redis_urls),
+            market_redis_cluster=r.get("TP_MARKET_REDIS_CLUSTER", "0", _parse_bool),
             port=r.get("PORT", "5000", _int_range(1, 65535)),
             market=market,
             symbols=r.get("TP_SYMBOLS", "all", _parse_symbols),
@@ -318,13 +333,20 @@ class Settings:
             n for _, n in settings.candles.retention
         ):
             r.problems.append(("TP_CANDLE_HISTORY", "must not exceed TP_CANDLE_RETENTION"))
+        if (settings.market_redis_urls or ())[1:] and not settings.market_redis_cluster:
+            r.problems.append(("TP_MARKET_REDIS_URL", "several URLs are the seed nodes of a "
+                               "cluster: set TP_MARKET_REDIS_CLUSTER=1"))  # fmt: skip
+        if settings.market_redis_cluster and not settings.market_redis_urls:
+            why = "needs TP_MARKET_REDIS_URL (the seed nodes): Dramatiq cannot run on a cluster"
+            r.problems.append(("TP_MARKET_REDIS_CLUSTER", why))
         r.reject_unknown()
         if r.problems:
             raise ConfigError(r.problems)
         return settings
 
     def require_redis_url(self) -> str:
-        """Return the URL to connect to Redis with; raise ConfigError when REDIS_URL is unset.
+        """Return the URL to connect to the control Redis with; raise ConfigError when REDIS_URL
+        is unset.
 
         For ``rediss://`` the TLS settings travel as the URL's query (redis-py's ``ssl_cert_reqs``
         and ``ssl_ca_certs``), so that every client built from it, ours, Dramatiq's broker and the
@@ -332,16 +354,27 @@ class Settings:
         """
         if self.redis_url is None:
             raise ConfigError([("REDIS_URL", "not set (only `make demo` starts its own Redis)")])
-        if not self.redis_url.startswith("rediss://"):
-            return self.redis_url
+        return self._with_tls(self.redis_url)
+
+    def market_redis(self) -> MarketRedis:
+        """Return where market data lives: TP_MARKET_REDIS_URL (TLS settings applied as for
+        REDIS_URL), or the control Redis when it is unset."""
+        if self.market_redis_urls is None:
+            return MarketRedis((self.require_redis_url(),), cluster=False, shared=True)
+        urls = tuple(self._with_tls(u) for u in self.market_redis_urls)
+        return MarketRedis(urls, cluster=self.market_redis_cluster, shared=False)
+
+    def _with_tls(self, url: str) -> str:
+        if not url.startswith("rediss://"):
+            return url
         query: dict[str, str] = {}
         if self.redis_tls == "no-verify":
             query["ssl_cert_reqs"] = "none"
         elif self.redis_ca_file:
             query["ssl_ca_certs"] = self.redis_ca_file
         if not query:
-            return self.redis_url
-        return self.redis_url + ("&" if "?" in self.redis_url else "?") + urlencode(query)
+            return url
+        return url + ("&" if "?" in url else "?") + urlencode(query)
 
     def secret_env(self) -> dict[str, str]:
         """Return the secrets as environment variables, for handing to child processes."""
@@ -378,7 +411,7 @@ KNOWN = frozenset(
             "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS "
             "SIGNAL_CACHE_CANDLES "
             "EXEC_RECV_WINDOW_MS EXEC_TIMEOUT_MS EXEC_KEEPALIVE_S EXEC_RECONCILE_S "
-            "EXEC_STREAM_ROTATE_S REDIS_TLS REDIS_CA_FILE "
+            "EXEC_STREAM_ROTATE_S REDIS_TLS REDIS_CA_FILE MARKET_REDIS_URL MARKET_REDIS_CLUSTER "
             "TRADE_PER_MINUTE TRADE_REPLY_TIMEOUT_MS TRADE_COMMAND_TTL_MS "
             "WEB_ORIGIN WEB_ORIGINS WEB_BIND SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S "
             "REFRESH_TTL_S "
@@ -507,6 +540,14 @@ def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
         return raw.rstrip("/")
 
     return parse
+
+
+def _parse_redis_urls(raw: str) -> tuple[str, ...]:
+    parse = _url(("redis", "rediss"))
+    urls = tuple(parse(item.strip()) for item in raw.split(",") if item.strip())
+    if not urls:
+        raise ValueError("expected a redis:// URL, or several separated by commas (cluster seeds)")
+    return urls
 
 
 def _int_range(lo: int, hi: int) -> Callable[[str], int]:

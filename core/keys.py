@@ -23,8 +23,8 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:{s<shard>}:signal-queued            string   set while an evaluate_signals(shard) is queued
     <ns>:{s<shard>}:signal-metrics           hash     counters (evaluations, errors per signal)
     <ns>:{s<shard>}:signal-errors            hash     signal -> last error (kind|message|ms)
+    <ns>:{s<shard>}:feed:last-trade          hash     last trade written per symbol (restarts)
     <ns>:feed:health                         hash     feeder health, one field per feeder process
-    <ns>:feed:last-trade                     hash     last trade written per symbol (restarts)
     <ns>:consumer:health                     hash     stream consumer health, one field per consumer
     <ns>:rest:weight                         hash     REST weight used per minute, every process
     <ns>:rest:ban-until                      hash     end (ms): 418 ban, 429 backoff, 429o (orders)
@@ -59,6 +59,10 @@ language, unlike Python's salted ``hash``). The shard is also the Redis Cluster 
 so a shard's input streams, its candles and its output streams share one slot: one script or
 transaction may touch any of them, and a cluster spreads the load shard by shard. Dramatiq's keys
 cannot live on a cluster (its Lua builds key names; docs/stack.md, "Dramatiq's Redis layout").
+
+Two Redis roles: every per-shard key (``{sN}``) is market data and lives on the market-data Redis
+(``TP_MARKET_REDIS_URL``: a server or a cluster); every other key on the control Redis
+(``REDIS_URL``). Unset, the control Redis holds both.
 """
 
 from __future__ import annotations
@@ -205,9 +209,10 @@ class Keys:
         """Hash: consumer name -> JSON health (counters, pending, lag), every 2 s."""
         return f"{self.namespace}:consumer:health"
 
-    def feed_last_trade(self) -> str:
-        """Hash: symbol -> ``trade_id:last_raw_id:trade_time_ms`` of the last trade written."""
-        return f"{self.namespace}:feed:last-trade"
+    def feed_last_trade(self, shard: int) -> str:
+        """Hash: symbol -> ``trade_id:last_raw_id:trade_time_ms`` of the last trade written, per
+        shard: written in the same pipeline as the shard's streams, on the same node."""
+        return f"{self._shard(shard)}:feed:last-trade"
 
     def rest_weight(self) -> str:
         """Hash: exchange minute (ms // 60000) -> REST request weight this IP used in it."""

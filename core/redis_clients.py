@@ -15,22 +15,37 @@ states its choice instead:
   written and tested against, and it works through proxies without ``HELLO``.
 
 hiredis is installed (``redis[hiredis]``) and picked up automatically for reply parsing.
+
+Market data may live on a Redis of its own, a single server or a Redis Cluster
+(``TP_MARKET_REDIS_URL``; docs/architecture.md, "Two Redis roles"): :func:`market_client` and
+:func:`async_market_client` return the client for it, which is the control client itself when
+market data shares the control Redis. A cluster client is redis-py's (it follows MOVED and ASK,
+and re-reads the slot map after a failover) typed as :class:`redis.Redis`: our market-data code
+uses only what both offer, scripts and transactions on one shard's keys (one hash tag, one slot).
+:func:`read_streams` is the one place that differs: a cluster refuses an XREAD whose keys lie in
+several slots.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
-from urllib.parse import urlsplit
+import time
+from collections.abc import Mapping
+from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.retry
+import redis.cluster
 import redis.retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from core.config import MarketRedis
 from core.errors import RedisSetupError
+from core.keys import Keys
 from core.logs import QuietWait
 
 MAX_BLOCK_MS = 2_000  # the longest BLOCK any of our XREAD/XREADGROUP calls may ask for
@@ -39,6 +54,8 @@ CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 30
 RETRIES = 3  # then the error reaches the caller, which counts and reports it
 POOL_WAIT_S = 10.0  # how long a greenlet or task waits for a free pooled connection
+# A cluster cannot BLOCK one XREAD over several slots: read_streams polls each shard this often.
+CLUSTER_POLL_MS = 10
 
 
 def _options(client_name: str | None, *, asyncio: bool = False) -> dict[str, Any]:
@@ -89,6 +106,135 @@ def async_client(
         **_options(client_name, asyncio=True),
     )
     return redis.asyncio.Redis(connection_pool=pool)
+
+
+def market_client(
+    market: MarketRedis,
+    control: redis.Redis,
+    *,
+    max_connections: int = 16,
+    client_name: str | None = None,
+) -> redis.Redis:
+    """Return the client for market data: ``control`` itself when market data shares the control
+    Redis, else a client of its own (a cluster client for a cluster). Threads and greenlets wait
+    for a free connection, as with :func:`sync_client`."""
+    if market.shared:
+        return control
+    if not market.cluster:
+        return sync_client(market.urls[0], max_connections=max_connections, client_name=client_name)
+    options = _options(client_name)
+    options.pop("health_check_interval")  # not a cluster option: its nodes' pools refuse it
+    client = redis.cluster.RedisCluster(
+        startup_nodes=[
+            redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+            for h, p in _hosts(market.urls)
+        ],
+        connection_pool_class=redis.BlockingConnectionPool,
+        max_connections=max_connections,  # per node; a caller waits up to 20 s for one
+        **options,
+        **_auth(market.urls[0]),
+    )
+    return cast(redis.Redis, client)  # the same commands, scripts and pipelines (module doc)
+
+
+def async_market_client(
+    market: MarketRedis,
+    control: redis.asyncio.Redis,
+    *,
+    max_connections: int = 16,
+    client_name: str | None = None,
+) -> redis.asyncio.Redis:
+    """The asyncio counterpart of :func:`market_client`."""
+    if market.shared:
+        return control
+    if not market.cluster:
+        return async_client(market.urls[0], max_connections=max_connections,
+                            client_name=client_name)  # fmt: skip
+    options = _options(client_name, asyncio=True)
+    options.pop("health_check_interval")
+    client = redis.asyncio.cluster.RedisCluster(
+        startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in _hosts(market.urls)],
+        max_connections=max_connections,
+        **options,
+        **_auth(market.urls[0]),
+    )
+    return cast(redis.asyncio.Redis, client)
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+
+
+def read_streams(
+    client: redis.Redis,
+    streams: Mapping[Any, Any],
+    *,
+    count: int,
+    block: int | None = None,
+    group: tuple[str, str] | None = None,
+) -> list[Any]:
+    """XREAD (or XREADGROUP as ``group`` = (group, consumer)) ``streams`` (key -> id) of any
+    shards; return the reply's ``[[key, entries], ...]`` (empty when nothing came).
+
+    On one server: one command, blocking up to ``block`` ms. On a cluster a command's keys must
+    share a slot, so one command per shard, pipelined (redis-py sends each node its share), and
+    a pipeline cannot block: when nothing came it reads again every :data:`CLUSTER_POLL_MS` ms
+    until ``block`` ms have passed.
+    """
+    r: Any = client  # redis-py's stream types are narrower than what it accepts
+    if not is_cluster(client):
+        if group is None:
+            reply = r.xread(streams, count=count, block=block)
+        else:
+            reply = r.xreadgroup(group[0], group[1], streams, count=count, block=block)
+        return cast(list[Any], reply or [])
+    by_shard: dict[int, dict[Any, Any]] = {}
+    for key, at in streams.items():
+        by_shard.setdefault(Keys.shard_in(key), {})[key] = at
+    deadline = time.monotonic() + (block or 0) / 1000
+    while True:
+        with client.pipeline(transaction=False) as pipe:
+            for part in by_shard.values():
+                if group is None:
+                    pipe.xread(part, count=count)
+                else:
+                    pipe.xreadgroup(group[0], group[1], part, count=count)
+            out = [item for reply in pipe.execute() for item in (reply or ())]
+        left = deadline - time.monotonic()
+        if out or left <= 0:
+            return out
+        time.sleep(min(CLUSTER_POLL_MS / 1000, left))
+
+
+def in_pipeline(pipe: Any, script: Any, keys: list[Any], args: list[Any]) -> Any:
+    """Queue a registered ``script`` in ``pipe``. redis-py refuses EVALSHA in a cluster's
+    pipeline (it could not load a missing script there), so on a cluster the script's text goes
+    with each call (EVAL); elsewhere the script object does (EVALSHA, loaded when missing)."""
+    if isinstance(pipe, (redis.cluster.ClusterPipeline, redis.asyncio.cluster.ClusterPipeline)):
+        return pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+    return script(keys=keys, args=args, client=pipe)
+
+
+def _hosts(urls: tuple[str, ...]) -> list[tuple[str, int]]:
+    return [(p.hostname or "127.0.0.1", p.port or 6379) for p in map(urlsplit, urls)]
+
+
+def _auth(url: str) -> dict[str, Any]:
+    """A cluster's credentials and TLS options, from its first seed's URL (every node shares
+    them): ``redis://user:password@host:port``, ``rediss://...?ssl_cert_reqs=none``."""
+    parts = urlsplit(url)
+    out: dict[str, Any] = {}
+    if parts.username:
+        out["username"] = parts.username
+    if parts.password:
+        out["password"] = parts.password
+    if parts.scheme == "rediss":
+        out["ssl"] = True
+        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        for name in ("ssl_cert_reqs", "ssl_ca_certs"):
+            if name in query:
+                out[name] = query[name]
+    return out
 
 
 def redacted(url: str) -> str:

@@ -17,7 +17,7 @@ from binance.exchange_info import load_universe
 from core.config import Settings, load_settings
 from core.errors import ConfigError
 from core.logs import setup_logging
-from core.redis_clients import async_client, wait_for_redis
+from core.redis_clients import async_client, async_market_client, wait_for_redis
 from core.stopping import run_until_stopped
 from feeds.feeder import Feeder
 
@@ -39,10 +39,15 @@ def shard_symbols(symbols: list[str], k: int, n: int) -> list[str]:
 
 async def main_async(settings: Settings, symbols: list[str], shard: tuple[int, int]) -> None:
     client = async_client(settings.require_redis_url(), max_connections=4, client_name="feeder")
-    feeder = Feeder(settings, symbols, client, feeder_id=f"feeder-{shard[0]}of{shard[1]}")
+    market = async_market_client(settings.market_redis(), client, max_connections=4,
+                                 client_name="feeder")  # fmt: skip
+    feeder = Feeder(settings, symbols, client, market=market,
+                    feeder_id=f"feeder-{shard[0]}of{shard[1]}")  # fmt: skip
     try:
         await run_until_stopped(feeder.run(), lambda: feeder.stopping)
     finally:
+        if market is not client:
+            await market.aclose()
         await client.aclose()
     log.info("feeder stopped")
 

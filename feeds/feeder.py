@@ -90,12 +90,19 @@ class Feeder:
     """Runs the connections, the sequencer, the outbox, the writer and the supervision."""
 
     def __init__(
-        self, settings: Settings, symbols: list[str], client: redis.asyncio.Redis, *, feeder_id: str
+        self,
+        settings: Settings,
+        symbols: list[str],
+        client: redis.asyncio.Redis,
+        *,
+        feeder_id: str,
+        market: redis.asyncio.Redis | None = None,
     ) -> None:
         self.settings = settings
         self.feed = settings.feed
         self.symbols = symbols
-        self.client = client
+        self.client = client  # the control Redis: health
+        self.market = client if market is None else market  # streams and last trades
         self.feeder_id = feeder_id
         self.stopping = False  # its shutdown (the last writes) has begun: not to be cancelled
         self.keys = Keys.of(settings)
@@ -114,7 +121,9 @@ class Feeder:
         self.current: set[FeedConnection] = set()
         self.latest = LatestFilter()
         self.outbox = Outbox(self.feed.buffer_max, self.feed.buffer_bytes)
-        self.writer = StreamWriter(client, self.outbox, self.keys, maxlen=settings.stream_maxlen)
+        self.writer = StreamWriter(
+            self.market, self.outbox, self.keys, maxlen=settings.stream_maxlen
+        )
         self.watch = SilenceWatch(min_silence_ms=self.feed.silence_ms)
         self.counters = FeedCounters()
         self.slots: list[Slot] = []
@@ -268,7 +277,7 @@ class Feeder:
         waited = False
         while True:
             try:
-                return await read_last_trades(self.client, self.keys)
+                return await read_last_trades(self.market, self.keys, self.symbols)
             except (redis.asyncio.ConnectionError, redis.asyncio.TimeoutError,
                     redis.exceptions.BusyLoadingError) as exc:  # fmt: skip
                 if not waited:

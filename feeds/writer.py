@@ -3,7 +3,8 @@
 One task, one asyncio client. Each batch is one pipeline (no transaction): pending gaps first,
 then, per stream, one call of :data:`XADD_JOINED` carrying all of the batch's entries for it
 in one argument, newline-separated (``XADD ... MAXLEN ~ <bound>`` each, atomically), then the
-last trade written per symbol (so a restarted feeder can tell what it missed). One script call
+last trade written per symbol (so a restarted feeder can tell what it missed; one hash per shard,
+beside its streams). One script call
 per stream instead of one XADD per event cuts the client's per-command cost (packing, reply
 parsing) that otherwise dominates the feeder's CPU, and one argument instead of one per entry
 cuts the packing again (redis-py packs argument by argument, in Python: ~1 µs each). An encoded
@@ -31,6 +32,7 @@ import redis.asyncio
 from redis.exceptions import NoScriptError, RedisError
 
 from core.keys import ENTRY_FIELD, Keys
+from core.redis_clients import is_cluster
 from core.schemas import Gap, encode
 from feeds.outbox import Entry, Outbox
 from feeds.sequencer import TradeLike
@@ -84,6 +86,7 @@ class StreamWriter:
         self._closing = False
         self._sha = hashlib.sha1(XADD_JOINED.encode()).hexdigest()  # noqa: S324 - Redis's id
         self._loaded = False  # SCRIPT LOAD done on this server
+        self.cluster = is_cluster(client)
 
     def close(self) -> None:
         """Ask run() to return once the outbox is empty."""
@@ -153,12 +156,19 @@ class StreamWriter:
                 payloads.append(payload)  # a symbol's order is kept
             if trade is not None:
                 last[trade.symbol] = trade
+        # The script writes field 'd', which is core.keys.ENTRY_FIELD. redis-py refuses EVALSHA
+        # in a cluster's pipeline: there the script's text goes with each call.
+        script = ("EVAL", XADD_JOINED) if self.cluster else ("EVALSHA", self._sha)
         for stream, payloads in by_stream.items():
-            # The script writes field 'd', which is core.keys.ENTRY_FIELD.
-            pipe.evalsha(self._sha, 1, stream, self.maxlen, b"\n".join(payloads))
+            pipe.execute_command(*script, 1, stream, self.maxlen, b"\n".join(payloads))
         if last:
-            marks = {s: f"{t.trade_id}:{t.last_id}:{t.trade_time_ms}" for s, t in last.items()}
-            pipe.hset(self.keys.feed_last_trade(), mapping=marks)  # type: ignore[arg-type]
+            marks: dict[int, dict[str, str]] = {}
+            for s, t in last.items():
+                marks.setdefault(self.keys.shard_of(s), {})[s] = (
+                    f"{t.trade_id}:{t.last_id}:{t.trade_time_ms}"
+                )
+            for shard, mapping in marks.items():
+                pipe.hset(self.keys.feed_last_trade(shard), mapping=mapping)  # type: ignore[arg-type]
         await pipe.execute()
         self.counters.batches += 1
         self.counters.written += len(entries)
@@ -172,10 +182,14 @@ class StreamWriter:
 
 
 async def read_last_trades(
-    client: redis.asyncio.Redis, keys: Keys
+    client: redis.asyncio.Redis, keys: Keys, symbols: list[str]
 ) -> dict[str, tuple[int, int, int]]:
     """Return symbol -> (trade_id, last_raw_id, trade_time_ms) as the last run left them."""
-    raw = await client.hgetall(keys.feed_last_trade())
+    shards = sorted({keys.shard_of(s) for s in symbols})
+    pipe = client.pipeline(transaction=False)
+    for shard in shards:
+        pipe.hgetall(keys.feed_last_trade(shard))
+    raw = {k: v for part in await pipe.execute() for k, v in part.items()}
     out: dict[str, tuple[int, int, int]] = {}
     for symbol, mark in raw.items():
         text = mark.decode() if isinstance(mark, bytes) else mark

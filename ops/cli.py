@@ -32,7 +32,7 @@ from core.clock import now_ms
 from core.config import Settings, load_settings
 from core.keys import Keys
 from core.logs import setup_logging
-from core.redis_clients import sync_client
+from core.redis_clients import market_client, sync_client
 from ops import MAX_BATCH, MAX_LIST, audit
 from ops import dead as dead_letters
 from ops import failed as failed_messages
@@ -74,8 +74,10 @@ class Cli:
     """One command's context: settings, Redis, who acts, where to print."""
 
     def __init__(self, settings: Settings, r: redis.Redis, *, who: str, out: TextIO,
-                 confirm: Callable[[str], bool]) -> None:  # fmt: skip
+                 confirm: Callable[[str], bool],
+                 market: redis.Redis | None = None) -> None:  # fmt: skip
         self.settings, self.r, self.who, self.out, self.confirm = settings, r, who, out, confirm
+        self.m = r if market is None else market  # dead letters: market data
         self.keys = Keys.of(settings)
         self.tally: Counter[str] = Counter()
 
@@ -124,7 +126,7 @@ class Cli:
     def list_dead(self, args: argparse.Namespace) -> None:
         limit, rows, totals = self._limit(args), list[dict[str, Any]](), {}
         for s in self._shards(args.shard):
-            got, totals[s] = dead_letters.list_dead(self.r, self.keys, s, limit)
+            got, totals[s] = dead_letters.list_dead(self.m, self.keys, s, limit)
             rows += got
         rows = sorted(rows, key=lambda row: row["dead_at"], reverse=True)[:limit]
         self._emit(rows, args.json, lambda row: "\t".join((
@@ -183,7 +185,7 @@ class Cli:
                 raise UsageError(f"not stream entry ids: {' '.join(bad[:5])}")
             self._ask(args, f"{args.verb} {len(args.ids)} dead entries of shard {s}?")
             for ids in _batches(list(dict.fromkeys(args.ids))):
-                results = dead_letters.act_on_dead(self.r, self.keys, args.verb, s, ids,
+                results = dead_letters.act_on_dead(self.m, self.keys, args.verb, s, ids,
                                                    stream_maxlen=maxlen)  # fmt: skip
                 self._record(f"dead.{args.verb}", f"shard {s}", results)
             return
@@ -191,15 +193,15 @@ class Cli:
         where = f"of {args.stream} " if args.stream else ""
         self._ask(args, f"{args.verb} every dead entry {where}in shard(s) "
                         f"{', '.join(map(str, shards))}?")  # fmt: skip
-        ends = {s: dead_letters.newest_id(self.r, self.keys, s) for s in shards}
+        ends = {s: dead_letters.newest_id(self.m, self.keys, s) for s in shards}
         for s, until in ends.items():
             stream = None if args.stream is None else getattr(self.keys, args.stream)(s)
             after = None
             while until is not None:
-                ids, after = dead_letters.select_dead(self.r, self.keys, s, stream=stream,
+                ids, after = dead_letters.select_dead(self.m, self.keys, s, stream=stream,
                                                       until=until, after=after)  # fmt: skip
                 if ids:
-                    results = dead_letters.act_on_dead(self.r, self.keys, args.verb, s, ids,
+                    results = dead_letters.act_on_dead(self.m, self.keys, args.verb, s, ids,
                                                        stream_maxlen=maxlen)  # fmt: skip
                     self._record(f"dead.{args.verb}", f"shard {s}", results)
                 if after is None:
@@ -246,11 +248,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     setup_logging(settings.log_level, process="ops")
     r = sync_client(settings.require_redis_url(), max_connections=2, client_name="ops")
-    cli = Cli(settings, r, who=f"cli:{getpass.getuser()}", out=sys.stdout, confirm=_confirm)
+    m = market_client(settings.market_redis(), r, max_connections=2, client_name="ops")
+    cli = Cli(settings, r, who=f"cli:{getpass.getuser()}", out=sys.stdout, confirm=_confirm,
+              market=m)  # fmt: skip
     try:
         return cli.run(args)
     except UsageError as exc:
         print(f"python -m ops: {exc}", file=sys.stderr)
         return 2
     finally:
+        if m is not r:
+            m.close()
         r.close()

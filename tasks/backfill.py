@@ -47,11 +47,12 @@ clients.declare("backfill", max_connections=8)
 
 
 def _clients() -> tuple[redis.Redis, MarketRest]:
+    """Return the market-data client and the REST client (its weight budget: control Redis)."""
     global _rest
-    client = clients.get("backfill")
+    client = clients.market("backfill")
     with _lock:
         if _rest is None:
-            _rest = MarketRest(settings.market.rest_url, redis=client, keys=keys,
+            _rest = MarketRest(settings.market.rest_url, redis=clients.get("backfill"), keys=keys,
                                weight_budget=settings.candles.rest_weight_budget,
                                weight_reserve=settings.candles.rest_weight_reserve)  # fmt: skip
         return client, _rest

@@ -143,7 +143,7 @@ def make_broker(
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is noise here
 settings = load_settings()
 keys = Keys.of(settings)
-clients = ActorClients(settings.require_redis_url())
+clients = ActorClients(settings.require_redis_url(), settings.market_redis())
 broker = make_broker(settings, actor_clients=clients)
 dramatiq.set_broker(broker)
 

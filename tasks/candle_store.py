@@ -26,6 +26,7 @@ import orjson
 import redis
 
 from core.keys import Keys
+from core.redis_clients import in_pipeline
 from core.schemas import Candle, candle_ending, encode
 
 # Shared by the scripts: the last bytes of a member by its source (source is a candle's last field).
@@ -327,7 +328,7 @@ def mark_partial(
     table = KeyTable([keys.candle_updates(shard), keys.candle_metrics(shard)])
     rows = [[table(keys.candles(symbol, tf)), first, last] for tf, first, last in ranges]
     payload = {"ranges": rows, "updates_maxlen": updates_maxlen}
-    return script(keys=table.keys, args=[_json(payload)], client=client)
+    return in_pipeline(client, script, table.keys, [_json(payload)])
 
 
 def _json(payload: dict[str, Any]) -> bytes:

@@ -350,7 +350,7 @@ def builder(shard: int) -> ShardBuilder:
     with _builders_lock:
         b = _builders.get(shard)
         if b is None:
-            b = _builders[shard] = ShardBuilder(clients.get("candles"), keys, settings, shard)
+            b = _builders[shard] = ShardBuilder(clients.market("candles"), keys, settings, shard)
         return b
 
 

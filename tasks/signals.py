@@ -300,11 +300,10 @@ def _shard(shard: int) -> ShardSignals:
     with _shards_lock:
         s = _shards.get(shard)
         if s is None:
-            client = clients.get("signals")
             if not _plan_published:
-                _publish_plan(client, _plan)
+                _publish_plan(clients.get("signals"), _plan)  # control Redis
                 _plan_published = True
-            s = _shards[shard] = ShardSignals(client, _plan, shard)
+            s = _shards[shard] = ShardSignals(clients.market("signals"), _plan, shard)
         return s
 
 

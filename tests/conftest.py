@@ -119,6 +119,10 @@ GROUPS = {
     # The two heaviest tests (several processes each at a high trade rate): never both at once.
     "heavy": ("tests/e2e/test_candles.py::test_candles_equal_the_exchanges_klines",
               "tests/e2e/test_chaos.py::"),
+    # One stack for the module (a module-scoped fixture): on one worker, it is built once.
+    "haproxy": ("tests/e2e/test_web_haproxy.py::",),
+    # A 6-node Redis Cluster and 8 processes each: one at a time.
+    "cluster": ("tests/e2e/test_scale_out.py::",),
 }  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.config import Settings
 from core.keys import Keys
-from core.redis_clients import gevent_client, sync_client
+from core.redis_clients import gevent_client, market_client, sync_client
 from web import (
     api,
     auth,
@@ -72,6 +72,9 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     except Exception:  # not under gevent (unit tests, scripts): a plain thread-safe client
         client = sync_client(url, max_connections=16, client_name="web")
         waiters = client
+    # Market data: on a Redis of its own (a cluster client under gevent: sockets are patched).
+    market = market_client(settings.market_redis(), client, max_connections=128,
+                           client_name="web-market")  # fmt: skip
     keys = Keys.of(settings)
     w = settings.web
     registry = Registry(max_subscriptions=w.max_subscriptions, backlog=w.client_backlog,
@@ -97,11 +100,13 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
         )  # fmt: skip
 
     pump = Pump(client, settings, registry, sessions, queued=delivery.queued, send=delivery.send,
-                notify=delivery.notify)  # fmt: skip
+                notify=delivery.notify, market=market)  # fmt: skip
     app.extensions["tp"] = Web(
-        settings=settings, keys=keys, redis=client, market=Market(client, settings),
+        settings=settings, keys=keys, redis=client, market_redis=market,
+        market=Market(market, settings, control=client),
         sessions=sessions, keyring=Keyring(settings.jwt_keys, issuer=w.origin),
-        registry=registry, pump=pump, trading=Trading(client, settings, keys, waiters=waiters),
+        registry=registry, pump=pump,
+        trading=Trading(client, settings, keys, waiters=waiters, market=market),
         order_events=OrderEvents(client, keys, delivery.emit),
     )  # fmt: skip
 

@@ -119,9 +119,16 @@ class Trading:
     """The web tier's side of trading, for one process."""
 
     def __init__(
-        self, r: redis.Redis, settings: Settings, keys: Keys, *, waiters: redis.Redis | None = None
+        self,
+        r: redis.Redis,
+        settings: Settings,
+        keys: Keys,
+        *,
+        waiters: redis.Redis | None = None,
+        market: redis.Redis | None = None,
     ) -> None:
         self.r: Any = r  # redis-py's reply types are too loose to be useful here
+        self.market: Any = r if market is None else market  # book tickers
         self.settings = settings
         self.keys = keys
         self.vault = Vault.from_setting(settings.namespace, settings.key_encryption_key)
@@ -157,7 +164,7 @@ class Trading:
             return cached[1]
         price = None
         stream = self.keys.book(self.keys.shard_of(symbol))
-        for _, fields in self.r.xrevrange(stream, count=200):
+        for _, fields in self.market.xrevrange(stream, count=200):
             raw = orjson.loads(fields[b"d"])
             if raw[2] == symbol:
                 price = (Decimal(raw[4]) + Decimal(raw[6])) / 2

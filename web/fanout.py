@@ -26,6 +26,7 @@ import redis
 from core.clock import now_ms
 from core.config import Settings
 from core.keys import ENTRY_FIELD, Keys
+from core.redis_clients import read_streams
 from web.market import TRADE_PREFIX, book_json, candle_json, mark_json, signal_json, trade_json
 from web.rooms import LATE_BYTES, Client, Registry
 from web.sessions import Sessions
@@ -157,8 +158,9 @@ class Pump:
     def __init__(self, client: redis.Redis, settings: Settings, registry: Registry,
                  sessions: Sessions, *, queued: Callable[[str], int],
                  send: Callable[[Client, bytes], bool], notify: Callable[[Client, str, str], None],
-                 name: str | None = None) -> None:  # fmt: skip
-        self.client = client
+                 name: str | None = None, market: redis.Redis | None = None) -> None:  # fmt: skip
+        self.client = client  # the control Redis: health
+        self.market = client if market is None else market  # the streams
         self.registry = registry
         self.sessions = sessions
         self.keys = Keys.of(settings)
@@ -193,7 +195,7 @@ class Pump:
     def start_positions(self) -> None:
         """Read from the newest entry of each stream on (what is older comes with snapshots)."""
         keys = [key for key in self.kinds if key not in self.trade_keys]
-        with self.client.pipeline(transaction=False) as p:
+        with self.market.pipeline(transaction=False) as p:
             for key in keys:
                 p.xrevrange(key, count=1)
             last = p.execute()
@@ -225,7 +227,7 @@ class Pump:
             del self.ids[key]
         new = [key for key in wanted if key not in self.ids]
         if new:
-            with self.client.pipeline(transaction=False) as p:
+            with self.market.pipeline(transaction=False) as p:
                 for key in new:
                     p.xrevrange(key, count=1)
                 last = p.execute()
@@ -240,11 +242,7 @@ class Pump:
                 self._follow_trades()
             wait = next_tick - now_ms()
             if wait > 0:
-                resp: Any = self.client.xread(
-                    self.ids,  # type: ignore[arg-type]  # redis-py's union is too narrow
-                    count=XREAD_COUNT,
-                    block=wait,
-                )
+                resp = read_streams(self.market, self.ids, count=XREAD_COUNT, block=wait)
                 if resp:
                     self._apply(resp)
                     continue  # read until the tick is due (or the streams are drained)

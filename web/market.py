@@ -108,8 +108,11 @@ TAPE_SCAN = 2000  # newest entries of the shard's trade stream searched for a ta
 class Market:
     """Reads of one deployment's candles, signals and universe."""
 
-    def __init__(self, client: redis.Redis, settings: Settings) -> None:
-        self.client = client
+    def __init__(
+        self, client: redis.Redis, settings: Settings, *, control: redis.Redis | None = None
+    ) -> None:
+        self.client = client  # market data
+        self.control = client if control is None else control  # universe, signal plan
         self.keys = Keys.of(settings)
         self.timeframes = tuple(tf.name for tf in settings.timeframes)
         self.signal_names = tuple(spec.name for spec in settings.signals.specs)
@@ -121,7 +124,7 @@ class Market:
         """Return the universe the consumer published (cached UNIVERSE_REFRESH_S); [] if none."""
         now = time.monotonic()
         if now - self._symbols_at >= UNIVERSE_REFRESH_S or not self._symbol_list:
-            raw = self.client.get(self.keys.universe())
+            raw = self.control.get(self.keys.universe())
             if raw is not None:
                 self._symbol_list = [str(s) for s in orjson.loads(raw)]
                 self._symbols = frozenset(self._symbol_list)
@@ -190,10 +193,8 @@ class Market:
         """Return, per signal planned for the series, how many more closed candles its window
         needs (0: enough), None for a signal not computed on this series, from the plan the
         signals process publishes; {} before it has."""
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hgetall(self.keys.signal_plan())
-            pipe.zcard(self.keys.candles(symbol, timeframe))
-            plan, stored = pipe.execute()
+        plan: dict[bytes, bytes] = self.control.hgetall(self.keys.signal_plan())  # type: ignore[assignment]
+        stored = self.client.zcard(self.keys.candles(symbol, timeframe))
         closed = max(0, int(stored) - 1)  # the newest candle may still be open
         out: dict[str, int | None] = {}
         for name, raw in plan.items():

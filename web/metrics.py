@@ -84,7 +84,7 @@ BOUNDS: dict[str, tuple[str, ...] | str] = {
     "<ns>:{sN}:signal-metrics": ("tp_signal_metric",),
     "<ns>:{sN}:signal-errors": ("tp_signal_errors",),
     "<ns>:feed:health": ('tp_health_reports{role="feeder"}',),
-    "<ns>:feed:last-trade": ("tp_feed_last_trade_symbols",),
+    "<ns>:{sN}:feed:last-trade": ("tp_feed_last_trade_symbols",),
     "<ns>:dead-letters-trimmed": ("tp_dramatiq_dead_letters_trimmed",),
     "<ns>:dramatiq:*": (
         "tp_dramatiq_messages",
@@ -147,8 +147,10 @@ def _gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricF
 class RedisCollector(Collector):
     """Read the deployment's state from Redis and yield it as metric families (at scrape)."""
 
-    def __init__(self, r: redis.Redis, settings: Settings, keys: Keys) -> None:
+    def __init__(self, r: redis.Redis, settings: Settings, keys: Keys,
+                 market: redis.Redis | None = None) -> None:  # fmt: skip
         self.r, self.settings, self.keys = r, settings, keys
+        self.m = r if market is None else market  # market data: the per-shard keys
 
     def collect(self) -> Iterator[Metric]:
         now = now_ms()
@@ -204,14 +206,16 @@ class RedisCollector(Collector):
                          ["stream", "shard", "group"])  # fmt: skip
         for name, value in self._stream_bounds().items():
             bound.add_metric([name], value)
-        with self.r.pipeline(transaction=False) as p:
+        with self.m.pipeline(transaction=False) as p:
             for s in range(k.shards):
                 for name in SHARD_STREAMS:
                     p.xlen(k.shard_stream(s, name))
+            got: list[Any] = p.execute(raise_on_error=False)
+        with self.r.pipeline(transaction=False) as p:
             for key in (k.ops_audit(), k.order_commands(), k.order_events(), k.order_audit()):
                 p.xlen(key)
             p.xinfo_groups(k.order_commands())
-            got: list[Any] = p.execute(raise_on_error=False)
+            got += p.execute(raise_on_error=False)
         i = 0
         for s in range(k.shards):
             for name in SHARD_STREAMS:
@@ -228,7 +232,7 @@ class RedisCollector(Collector):
                 pending.add_metric(["orders:commands", "", GROUP_EXECUTION], g["pending"])
         if not groups:  # no execution process ever ran: nothing waits for one either
             lag.add_metric(["orders:commands", "", GROUP_EXECUTION], 0)
-        for row in stream_lag(self.r, k):
+        for row in stream_lag(self.m, k):
             labels = [row["stream"], str(row["shard"]), row["group"]]
             if row["lag"] is not None:
                 lag.add_metric(labels, row["lag"])
@@ -354,14 +358,17 @@ class RedisCollector(Collector):
     def _shards(self) -> Iterator[Metric]:
         k = self.keys
         p: Any
-        with self.r.pipeline(transaction=False) as p:
+        with self.m.pipeline(transaction=False) as p:
             for s in range(k.shards):
                 p.hgetall(k.candle_metrics(s)).hgetall(k.signal_metrics(s))
                 p.zcard(k.repairs(s)).hlen(k.signal_dirty(s)).hlen(k.signal_errors(s))
+            for s in range(k.shards):
+                p.hlen(k.feed_last_trade(s))
+            got: list[Any] = p.execute()
+        with self.r.pipeline(transaction=False) as p:
             p.get(k.universe())
             p.hlen(k.signal_plan())
-            p.hlen(k.feed_last_trade())
-            got: list[Any] = p.execute()
+            universe, plan = p.execute()
         candle = _gauge("tp_candle_metric", "candle builds' counters (candle-metrics)",
                         ["shard", "name"])  # fmt: skip
         signal = _gauge("tp_signal_metric", "signal rounds' counters and gauges (signal-metrics)",
@@ -378,7 +385,7 @@ class RedisCollector(Collector):
             repairs.add_metric([str(s)], rep)
             dirty.add_metric([str(s)], dty)
             errors.add_metric([str(s)], err)
-        universe, plan, last_trade = got[5 * k.shards :]
+        last_trade = sum(got[5 * k.shards :])
         symbols = _gauge("tp_universe_symbols", "symbols the pipeline follows")
         try:
             symbols.add_metric([], len(orjson.loads(universe)) if universe else 0)
@@ -459,7 +466,7 @@ def metrics() -> Any:
         return error_response(exc)
     w = web()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RedisCollector(w.redis, w.settings, w.keys))
+    registry.register(RedisCollector(w.redis, w.settings, w.keys, w.market_redis))
     body = generate_latest(registry)
     return Response(body, mimetype=None, headers={"Content-Type": CONTENT_TYPE_LATEST,
                                                   "Cache-Control": "no-store"})  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import redis
 from flask import Blueprint, current_app, g, jsonify, request
 
 from core.clock import now_ms
@@ -32,8 +33,8 @@ __all__ = ["MAX_BATCH", "MAX_LIST", "bp"]
 bp = Blueprint("ops", __name__, url_prefix="/ops")
 
 
-def _hash(key: str) -> dict[bytes, bytes]:
-    raw: Any = web().redis.hgetall(key)
+def _hash(key: str, r: redis.Redis) -> dict[bytes, bytes]:
+    raw: Any = r.hgetall(key)
     return raw  # type: ignore[no-any-return]  # bytes responses (no decode_responses)
 
 
@@ -160,7 +161,7 @@ def dead() -> Any:
     w, shard, limit = web(), request.args.get("shard"), _limit(100)
     rows, totals = [], {}
     for s in [_shard(shard)] if shard else range(w.keys.shards):
-        got, totals[s] = dead_letters.list_dead(w.redis, w.keys, s, limit)
+        got, totals[s] = dead_letters.list_dead(w.market_redis, w.keys, s, limit)
         rows += got
     rows.sort(key=lambda row: row["dead_at"], reverse=True)
     return jsonify(dead=rows[:limit], totals=totals, truncated=len(rows) > limit)
@@ -171,7 +172,7 @@ def dead() -> Any:
 def dead_action(action: str) -> Any:
     body, ids = _body(dead_letters.ENTRY_ID)
     w, s = web(), _shard(body.get("shard"))
-    results = dead_letters.act_on_dead(w.redis, w.keys, action, s, ids,
+    results = dead_letters.act_on_dead(w.market_redis, w.keys, action, s, ids,
                                        stream_maxlen=w.settings.stream_maxlen)  # fmt: skip
     return _audited(f"dead.{action}", f"shard {s}", results)
 
@@ -195,11 +196,11 @@ def dead_matching(action: str) -> Any:
     if until is None:
         raise _bad("until must be a stream entry id")
     stream = None if kind is None else getattr(w.keys, kind)(s)
-    ids, cursor = dead_letters.select_dead(w.redis, w.keys, s, stream=stream, until=until,
+    ids, cursor = dead_letters.select_dead(w.market_redis, w.keys, s, stream=stream, until=until,
                                            after=after)  # fmt: skip
     if not ids:
         return jsonify(results={}, counts={}, next=None)
-    results = dead_letters.act_on_dead(w.redis, w.keys, action, s, ids,
+    results = dead_letters.act_on_dead(w.market_redis, w.keys, action, s, ids,
                                        stream_maxlen=w.settings.stream_maxlen)  # fmt: skip
     return _audited(f"dead.{action}", f"shard {s}", results, next=cursor)
 
@@ -209,8 +210,8 @@ def dead_matching(action: str) -> Any:
 def signal_errors() -> Any:
     w, rows = web(), []
     for s in range(w.keys.shards):
-        metrics = counters(_hash(w.keys.signal_metrics(s)))
-        for name, value in _hash(w.keys.signal_errors(s)).items():
+        metrics = counters(_hash(w.keys.signal_metrics(s), w.market_redis))
+        for name, value in _hash(w.keys.signal_errors(s), w.market_redis).items():
             signal, text = name.decode(), value.decode(errors="replace")
             rows.append(signal_error_row(s, signal, text, metrics.get(f"errors:{signal}", 0)))
     rows.sort(key=lambda row: row["at"] or 0, reverse=True)
@@ -235,14 +236,15 @@ def health() -> Any:
                      "audit": r.xlen(k.order_audit())}  # fmt: skip
     out["queues"] = queue_stats(r, k, failed_messages.queues(r, k))
     lag: dict[int, dict[str, Any]] = {}
-    for row in stream_lag(r, k):
+    for row in stream_lag(w.market_redis, k):
         lag.setdefault(row["shard"], {})[row["stream"]] = {
             "group": row["group"], "length": row["length"], "lag": row["lag"],
             "pending": row["pending"],
         }  # fmt: skip
-    out["shards"] = [{"shard": s, "dead": r.xlen(k.dead(s)), "streams": lag.get(s, {}),
-                      "candle_metrics": counters(_hash(k.candle_metrics(s))),
-                      "signal_metrics": counters(_hash(k.signal_metrics(s)))}
+    m = w.market_redis
+    out["shards"] = [{"shard": s, "dead": m.xlen(k.dead(s)), "streams": lag.get(s, {}),
+                      "candle_metrics": counters(_hash(k.candle_metrics(s), m)),
+                      "signal_metrics": counters(_hash(k.signal_metrics(s), m))}
                      for s in range(k.shards)]  # fmt: skip
     return jsonify(out)
 

@@ -52,6 +52,7 @@ def readyz() -> Any:
     out: dict[str, Any] = {}
     try:
         w.redis.ping()
+        w.market_redis.ping()  # the same client unless market data has a Redis of its own
         fresh = fresh_roles(process_reports(w.redis, w.keys, now, HEALTH_STALE_MS))
     except (redis.RedisError, OSError) as exc:
         missing.append("redis")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import redis
 from flask import current_app
 from flask_socketio import SocketIO
+from redis import Redis
 
 from core.config import Settings
 from core.keys import Keys
@@ -32,7 +33,8 @@ class Web:
 
     settings: Settings
     keys: Keys
-    redis: redis.Redis
+    redis: redis.Redis  # the control Redis
+    market_redis: Redis  # market data (the same client unless TP_MARKET_REDIS_URL is set)
     market: Market
     sessions: Sessions
     keyring: Keyring

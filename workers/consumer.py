@@ -1,6 +1,7 @@
 """The stream consumer: consumer groups in, Dramatiq messages out (Procfile: consumer).
 
-One loop, one Redis connection for its blocking read (BLOCK 1 s < the 10 s socket timeout):
+One loop, one Redis connection for its blocking read (BLOCK 1 s < the 10 s socket timeout; on a
+Redis Cluster, one read per shard, polled: ``core.redis_clients.read_streams``):
 
 * **Trades and klines** (group ``candles``): one XREADGROUP over every shard's streams; each shard
   that got entries is sent ``build_candles(shard)``, at most one queued per shard (the
@@ -47,7 +48,14 @@ from core.config import Settings, load_settings
 from core.errors import ConfigError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_BACKFILL, GROUP_CANDLES, Keys
 from core.logs import setup_logging
-from core.redis_clients import MAX_BLOCK_MS, group_lag, sync_client, wait_for_redis
+from core.redis_clients import (
+    MAX_BLOCK_MS,
+    group_lag,
+    market_client,
+    read_streams,
+    sync_client,
+    wait_for_redis,
+)
 from core.schemas import Gap, HealthReport, decode
 from tasks import repairs
 from tasks.actors import BACKFILL_KLINES, BUILD_CANDLES, EVALUATE_SIGNALS
@@ -88,9 +96,16 @@ class Consumer:
     """The loop described in the module docstring."""
 
     def __init__(
-        self, client: redis.Redis, settings: Settings, *, name: str, shards: list[int]
+        self,
+        client: redis.Redis,
+        settings: Settings,
+        *,
+        name: str,
+        shards: list[int],
+        control: redis.Redis | None = None,
     ) -> None:
-        self.client = client
+        self.client = client  # market data: streams, repairs, candles
+        self.control = client if control is None else control  # health
         self.settings = settings
         self.keys = Keys.of(settings)
         self.name = name
@@ -155,9 +170,8 @@ class Consumer:
         streams: Any = {k.trades(s): ">" for s in self.shards} | {
             k.klines(s): ">" for s in self.shards
         }
-        reply: Any = self.client.xreadgroup(
-            GROUP_CANDLES, self.name, streams, count=READ_COUNT, block=BLOCK_MS
-        )
+        reply = read_streams(self.client, streams, count=READ_COUNT, block=BLOCK_MS,
+                             group=(GROUP_CANDLES, self.name))  # fmt: skip
         self.counters.reads += 1
         shards = set()
         for stream, entries in reply or ():
@@ -203,7 +217,7 @@ class Consumer:
 
     def _read_gaps(self) -> None:
         streams: Any = {self.keys.gaps(s): ">" for s in self.shards}
-        reply: Any = self.client.xreadgroup(GROUP_BACKFILL, self.name, streams, count=1000)
+        reply = read_streams(self.client, streams, count=1000, group=(GROUP_BACKFILL, self.name))
         for stream, entries in reply or ():
             self._take_gaps(self.keys.shard_in(stream), [(e, f, 1) for e, f in entries])
 
@@ -342,7 +356,7 @@ class Consumer:
         figures = {"shards": self.shards, "pending": pending, "queues": queues,
                    **vars(self.counters)}  # fmt: skip
         health = HealthReport(self.name, now_ms(), figures)
-        self.client.hset(k.consumer_health(), self.name, health.encode())
+        self.control.hset(k.consumer_health(), self.name, health.encode())
 
 
 def consumer_name() -> str:
@@ -352,7 +366,9 @@ def consumer_name() -> str:
 def serve(settings: Settings, shards: list[int], name: str) -> None:
     """Run the consumer until SIGTERM/SIGINT."""
     client = sync_client(settings.require_redis_url(), max_connections=4, client_name="consumer")
-    consumer = Consumer(client, settings, name=name, shards=shards)
+    market = market_client(settings.market_redis(), client, max_connections=4,
+                           client_name="consumer")  # fmt: skip
+    consumer = Consumer(market, settings, name=name, shards=shards, control=client)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: consumer.stop.set())
 

@@ -183,7 +183,7 @@ def start_pipeline(
 
     from tests.e2e.pipeline import Pipeline
 
-    def start(sim: RunningSim, **env: str) -> Pipeline:
+    def start(sim: RunningSim, **env: Any) -> Pipeline:  # env: str, and Pipeline's options
         p = Pipeline(sim, redis_url, namespace, tmp_path, **env)
         started.append(p)
         return p

@@ -17,9 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from core.keys import Keys
 from core.schemas import Candle, decode
+from demo.redis_cluster import RedisCluster as LocalCluster
 from tests.e2e.conftest import RunningSim
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,14 +76,34 @@ class Service:
 
 
 class Pipeline:
-    """Feeder, consumer, worker and signals worker on one simulator and one Redis."""
+    """Feeder, consumer, worker and signals worker on one simulator and one Redis.
+
+    ``cluster``: market data on that Redis Cluster (``TP_MARKET_REDIS_URL``), the control Redis
+    at ``redis_url``. ``per_role``: that many processes of each role (the feeders split the
+    symbols with ``--shard K/N``; the consumers share every shard through the consumer groups).
+    """
 
     def __init__(
-        self, sim: RunningSim, redis_url: str, namespace: str, log_dir: Path, **env: str
+        self,
+        sim: RunningSim,
+        redis_url: str,
+        namespace: str,
+        log_dir: Path,
+        *,
+        cluster: LocalCluster | None = None,
+        per_role: int = 1,
+        **env: str,
     ) -> None:
         self.sim = sim
         self.keys = Keys(namespace, SHARDS)
-        self.redis = redis.Redis.from_url(redis_url)
+        self.control = redis.Redis.from_url(redis_url)
+        # Market data (what every check reads): the cluster's when there is one.
+        self.redis: redis.Redis = self.control
+        if cluster is not None:
+            env = {"TP_MARKET_REDIS_URL": ",".join(f"redis://{s}" for s in cluster.seeds),
+                   "TP_MARKET_REDIS_CLUSTER": "1", **env}  # fmt: skip
+            nodes = [ClusterNode("127.0.0.1", int(s.split(":")[1])) for s in cluster.seeds]
+            self.redis = RedisCluster(startup_nodes=nodes, socket_timeout=5)  # type: ignore[assignment]
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("TP_")},
             "REDIS_URL": redis_url, "TP_NAMESPACE": namespace, "TP_DEMO": "1",
@@ -91,14 +113,34 @@ class Pipeline:
             "TP_SIGNALS_FILE": "none",  # candle tests: no signal asking for history
             "dramatiq_queue_prefetch": "4", **env,
         }  # fmt: skip
-        self.feeder = Service(["-m", "feeds"], self.env, log_dir / "feeder.log")
+        self.feeder = Service(["-m", "feeds", "--shard", f"1/{per_role}"], self.env,
+                              log_dir / "feeder.log")  # fmt: skip
         self.consumer = Service(["-m", "workers.consumer", "--name", "c1"], self.env,
                                 log_dir / "consumer.log")  # fmt: skip
         self.worker = Service(WORKER, self.env, log_dir / "worker.log")
         self.signals = Service(SIGNALS, self.env, log_dir / "signals.log")
+        self.peers: list[Service] = []  # the second, third... process of each role
+        for n in range(2, per_role + 1):
+            self.peers += [
+                Service(["-m", "feeds", "--shard", f"{n}/{per_role}"], self.env,
+                        log_dir / f"feeder{n}.log"),
+                Service(["-m", "workers.consumer", "--name", f"c{n}"], self.env,
+                        log_dir / f"consumer{n}.log"),
+                Service(WORKER, self.env, log_dir / f"worker{n}.log"),
+                Service(SIGNALS, self.env, log_dir / f"signals{n}.log"),
+            ]  # fmt: skip
+
+        self.retired: list[Service] = []
 
     def services(self) -> list[Service]:
-        return [self.feeder, self.consumer, self.worker, self.signals]
+        """The processes running (and expected to stay up)."""
+        every = [self.feeder, self.consumer, self.worker, self.signals, *self.peers]
+        return [s for s in every if s not in self.retired]
+
+    def retire(self, service: Service) -> None:
+        """Kill ``service`` with SIGKILL for good: its peers are to take over its share."""
+        service.kill9()
+        self.retired.append(service)
 
     def stop(self) -> None:
         """SIGTERM to every service at once (as a dyno stop does), then wait for each."""

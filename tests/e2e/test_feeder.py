@@ -463,7 +463,7 @@ def test_a_feeder_started_as_redis_goes_down_waits_for_it(
     settings = make_settings()
     keys = Keys.of(settings)
     sync = redis.Redis.from_url(redis_control.url)
-    sync.hset(keys.feed_last_trade(), "BTCUSDT", "7:7:1000")
+    sync.hset(keys.feed_last_trade(keys.shard_of("BTCUSDT")), "BTCUSDT", "7:7:1000")
     sync.close()
     redis_control.stop()
     got: list[Any] = []

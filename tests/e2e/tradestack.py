@@ -119,20 +119,28 @@ class TradeStack:
 
 
 class Trader:
-    """A signed-in user with a REST client and a live socket."""
+    """A signed-in user with a REST client and a live socket.
 
-    def __init__(self, stack: TradeStack, account: LocalAccount | None = None) -> None:
+    Both go to the stack's web process unless ``rest_url`` or ``socket_url`` names another (one
+    of several web processes serving the same origin, tests/e2e/test_web_haproxy.py).
+    """
+
+    def __init__(self, stack: TradeStack, account: LocalAccount | None = None, *,
+                 rest_url: str | None = None, socket_url: str | None = None) -> None:  # fmt: skip
         self.stack = stack
-        self.http = httpx.Client(base_url=stack.base_url, timeout=30)
+        self.http = httpx.Client(base_url=rest_url or stack.base_url, timeout=30)
         self.account, resp = sign_in(self.http, account)
         assert resp.status_code == 200, resp.text
         self.token = resp.json()["access_token"]
         self.http.headers["Authorization"] = f"Bearer {self.token}"
         self.events: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        self.sio = socketio.Client(reconnection=False)
+        # Another process than the site's URL still gets the site's origin, as a browser sends.
+        origin = {"origin": stack.env["TP_WEB_ORIGIN"]} if socket_url else {}
+        self.sio = socketio.Client(reconnection=False, websocket_extra_options=origin)
         self.sio.on("order_event", self._on_event)
-        self.sio.connect(stack.base_url, auth={"token": self.token}, transports=["websocket"])
+        self.sio.connect(socket_url or stack.base_url, auth={"token": self.token},
+                         transports=["websocket"])  # fmt: skip
 
     @property
     def address(self) -> str:

@@ -78,3 +78,42 @@ def test_shards_spread_over_the_primaries_and_a_replica_takes_over_a_killed_one(
         assert time.monotonic() < deadline, "the cluster still names the dead primary"
         time.sleep(0.1)
     r.close()
+
+
+def test_market_client_reads_every_shard_and_runs_scripts_in_pipelines_on_a_cluster(
+    cluster: LocalCluster,
+) -> None:
+    """What the processes do on market data that a cluster treats differently: an XREAD and an
+    XREADGROUP over every shard (one command per slot), a script inside a transaction and inside
+    a plain pipeline (redis-py refuses EVALSHA there), and an idle blocking read that waits."""
+    from core.config import MarketRedis
+    from core.redis_clients import in_pipeline, market_client, read_streams
+
+    keys = Keys("tp", 8)
+    market = MarketRedis(tuple(f"redis://{s}" for s in cluster.seeds), cluster=True, shared=False)
+    r = market_client(market, redis.Redis(), client_name="test")
+    for s in range(8):
+        r.xadd(keys.trades(s), {"d": f"t{s}"})
+        r.xgroup_create(keys.trades(s), "g", id="0")
+    every = {keys.trades(s): "0-0" for s in range(8)}
+    got = read_streams(r, every, count=10)
+    assert sorted(fields[b"d"] for _, entries in got for _, fields in entries) == sorted(
+        f"t{s}".encode() for s in range(8)
+    )
+    mine = read_streams(r, dict.fromkeys(every, ">"), count=10, group=("g", "c1"))
+    assert sum(len(entries) for _, entries in mine) == 8
+    started = time.monotonic()
+    assert read_streams(r, dict.fromkeys(every, ">"), count=10, block=300, group=("g", "c1")) == []
+    assert time.monotonic() - started >= 0.3  # it waited out the block time, polling
+
+    script = r.register_script(SCRIPT)
+    shard2 = [keys.trades(2), keys.candle_metrics(2)]
+    with r.pipeline(transaction=True) as pipe:  # a transaction: one shard, one slot
+        in_pipeline(pipe, script, shard2, ["x"])
+        in_pipeline(pipe, script, shard2, ["x"])
+        assert pipe.execute() == [1, 2]
+    with r.pipeline(transaction=False) as pipe:  # a pipeline: any shards, node by node
+        in_pipeline(pipe, script, shard2, ["x"])
+        in_pipeline(pipe, script, [keys.trades(5), keys.candle_metrics(5)], ["x"])
+        assert pipe.execute() == [3, 1]
+    r.close()

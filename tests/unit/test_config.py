@@ -228,3 +228,35 @@ def test_tls_redis_settings_travel_in_the_connection_url(tmp_path: Path) -> None
         "TP_REDIS_TLS": "'off' is neither verify nor no-verify",
         "TP_REDIS_CA_FILE": "no such file: /nope",
     }
+
+
+def test_market_data_shares_the_control_redis_unless_given_its_own_or_a_cluster() -> None:
+    base = {**SECRETS, "REDIS_URL": "redis://control:6379/0"}
+    shared = Settings.from_env(base).market_redis()
+    assert (shared.urls, shared.cluster, shared.shared) == (("redis://control:6379/0",), False,
+                                                            True)  # fmt: skip
+    own = Settings.from_env({**base, "TP_MARKET_REDIS_URL": "redis://md:6380/0"}).market_redis()
+    assert (own.urls, own.cluster, own.shared) == (("redis://md:6380/0",), False, False)
+    seeds = "rediss://:pw@n1:7000, rediss://:pw@n2:7001"
+    env = {**base, "TP_MARKET_REDIS_URL": seeds, "TP_MARKET_REDIS_CLUSTER": "1",
+           "TP_REDIS_TLS": "no-verify"}  # fmt: skip
+    cluster = Settings.from_env(env).market_redis()
+    assert cluster.cluster
+    assert not cluster.shared
+    # The TLS settings of REDIS_URL apply to the market-data Redis too.
+    assert cluster.urls == ("rediss://:pw@n1:7000?ssl_cert_reqs=none",
+                            "rediss://:pw@n2:7001?ssl_cert_reqs=none")  # fmt: skip
+
+
+def test_a_seed_list_without_cluster_mode_and_cluster_mode_without_seeds_are_refused() -> None:
+    base = {**SECRETS, "REDIS_URL": "redis://control:6379/0"}
+    got = problems({**base, "TP_MARKET_REDIS_URL": "redis://a:1,redis://b:2"})
+    assert "TP_MARKET_REDIS_CLUSTER=1" in got["TP_MARKET_REDIS_URL"]
+    assert (
+        "TP_MARKET_REDIS_URL"
+        in problems({**base, "TP_MARKET_REDIS_CLUSTER": "1"})["TP_MARKET_REDIS_CLUSTER"]
+    )
+    assert (
+        "scheme redis or rediss"
+        in problems({**base, "TP_MARKET_REDIS_URL": "http://x:1"})["TP_MARKET_REDIS_URL"]
+    )
