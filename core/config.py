@@ -8,6 +8,7 @@ defaults is in README.md.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import dataclasses
 import difflib
@@ -168,6 +169,9 @@ class ExecutionSettings:
     commands_per_minute: int  # per user, checked by the web tier before anything is queued
     reply_timeout_ms: int  # a REST trade command waits this long for its outcome, then answers 202
     command_ttl_ms: int  # an order command older than this when execution reaches it is not sent
+    # Execution processes: accounts split by crc32(address) % shards, one stream each; the web
+    # routes every command to its account's (execution --shard K/N with N = this).
+    shards: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +285,7 @@ class Settings:
                 command_ttl_ms=r.get(
                     "TP_TRADE_COMMAND_TTL_MS", "30000", _int_range(1000, 3_600_000)
                 ),
+                shards=r.get("TP_EXECUTION_SHARDS", "1", _int_range(1, 64)),
             ),
         )
         port = settings.port or 5000
@@ -384,6 +389,15 @@ class Settings:
         }
 
 
+def parse_shard(raw: str) -> tuple[int, int]:
+    """Return (k, n) from a process's ``--shard K/N`` with 1 <= K <= N; raise
+    argparse.ArgumentTypeError otherwise (feeder, execution)."""
+    m = re.fullmatch(r"(\d+)/(\d+)", raw)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not K/N with 1 <= K <= N (e.g. 2/4)")
+    return int(m.group(1)), int(m.group(2))
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Return Settings.from_env(), or print one line per problem to stderr and exit with 2."""
     try:
@@ -411,7 +425,8 @@ KNOWN = frozenset(
             "SIGNALS_FILE FORMULA_MODULES SIGNAL_HISTORY FORMULA_TIME_LIMIT_MS SIGNAL_PACE_MS "
             "SIGNAL_CACHE_CANDLES "
             "EXEC_RECV_WINDOW_MS EXEC_TIMEOUT_MS EXEC_KEEPALIVE_S EXEC_RECONCILE_S "
-            "EXEC_STREAM_ROTATE_S REDIS_TLS REDIS_CA_FILE MARKET_REDIS_URL MARKET_REDIS_CLUSTER "
+            "EXEC_STREAM_ROTATE_S EXECUTION_SHARDS REDIS_TLS REDIS_CA_FILE "
+            "MARKET_REDIS_URL MARKET_REDIS_CLUSTER "
             "TRADE_PER_MINUTE TRADE_REPLY_TIMEOUT_MS TRADE_COMMAND_TTL_MS "
             "WEB_ORIGIN WEB_ORIGINS WEB_BIND SIWE_CHAIN_ID WEB_ANONYMOUS ACCESS_TTL_S "
             "REFRESH_TTL_S "

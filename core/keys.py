@@ -38,7 +38,7 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:ops:audit                           stream   ops-page actions (MAXLEN ~ 1,000)
     <ns>:socketio                            channel  Flask-SocketIO message queue (pub/sub)
     <ns>:accounts:<address>                  hash     a user's linked exchange account (encrypted)
-    <ns>:orders:commands                     stream   trade commands, web -> execution
+    <ns>:orders:commands[:<k>]               stream   trade commands, web -> execution shard k
     <ns>:orders:events                       stream   outcomes and order/account updates -> web
     <ns>:orders:audit                        stream   every command and its outcome (bounded)
     <ns>:orders:request:<address>:<req id>   string   a request id's client order id (idempotency)
@@ -78,6 +78,11 @@ GROUP_BACKFILL = "backfill"  # stream consumer: gaps -> backfill actors
 
 # The single field of a market-data stream entry: the encoded record (core.schemas).
 ENTRY_FIELD = b"d"
+
+
+def execution_shard_of(address: str, shards: int) -> int:
+    """Return the execution shard (0..shards-1) that owns the account of ``address``."""
+    return zlib.crc32(address.lower().encode()) % shards
 
 
 def shard_of(symbol: str, shards: int) -> int:
@@ -263,8 +268,11 @@ class Keys:
     def accounts_pattern(self) -> str:
         return f"{self.namespace}:accounts:*"
 
-    def order_commands(self) -> str:
-        return f"{self.namespace}:orders:commands"
+    def order_commands(self, shard: int = 0) -> str:
+        """Stream: the commands of execution shard ``shard`` (``execution_shard_of``); shard 0
+        keeps the plain name, so one execution process needs no setting."""
+        base = f"{self.namespace}:orders:commands"
+        return base if shard == 0 else f"{base}:{shard}"
 
     def order_events(self) -> str:
         return f"{self.namespace}:orders:events"

@@ -27,7 +27,7 @@ from binance.exchange_info import load_exchange_info
 from core.clock import now_ms
 from core.config import Settings
 from core.errors import Banned, RateLimited, RestError, SchemaError, Throttled
-from core.keys import GROUP_EXECUTION, Keys
+from core.keys import GROUP_EXECUTION, Keys, execution_shard_of
 from core.trading import (
     Instrument,
     OrderCommand,
@@ -74,9 +74,15 @@ class Backoff:
 class ExecutionService:
     """Everything one execution process does."""
 
-    def __init__(self, settings: Settings, r: redis.asyncio.Redis, *, consumer: str) -> None:
+    def __init__(
+        self, settings: Settings, r: redis.asyncio.Redis, *, consumer: str, shard: int = 0
+    ) -> None:
         self.settings = settings
         self.keys = Keys.of(settings)
+        # Execution shard: the accounts with execution_shard_of(address) == shard, and their
+        # commands' stream (docs/architecture.md, "Scaling out").
+        self.shard = shard
+        self.commands = self.keys.order_commands(shard)
         self.r = r
         self.store = Store(r, self.keys)
         self.vault = Vault.from_setting(settings.namespace, settings.key_encryption_key)
@@ -95,11 +101,11 @@ class ExecutionService:
     async def run(self) -> None:
         await self._publish_instruments()
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
-            await self.r.xgroup_create(
-                self.keys.order_commands(), GROUP_EXECUTION, id="0", mkstream=True
-            )
+            await self.r.xgroup_create(self.commands, GROUP_EXECUTION, id="0", mkstream=True)
+        shards = self.settings.execution.shards
         for address in await self.store.accounts():
-            await self._start_account(address)
+            if execution_shard_of(address, shards) == self.shard:
+                await self._start_account(address)
         health = asyncio.create_task(self._health())
         try:
             await self._read_loop()
@@ -165,7 +171,7 @@ class ExecutionService:
     # --- commands -----------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        stream = self.keys.order_commands()
+        stream = self.commands
         # First what this consumer left pending (a crash), page by page from "0"; once a page
         # comes back empty, new entries (">").
         start_id = "0"
@@ -206,7 +212,7 @@ class ExecutionService:
         execution process's slow command is never taken from it, and our own entries (in an
         account's queue, not yet acked) are never dispatched twice.
         """
-        stream = self.keys.order_commands()
+        stream = self.commands
         try:
             rows: Any = await self.r.xpending_range(
                 stream, GROUP_EXECUTION, min="-", max="+", count=READ_COUNT, idle=CLAIM_IDLE_MS
@@ -236,7 +242,7 @@ class ExecutionService:
 
     async def _ack(self, entry_id: str) -> None:
         self._inflight.discard(entry_id)
-        await self.r.xack(self.keys.order_commands(), GROUP_EXECUTION, entry_id)
+        await self.r.xack(self.commands, GROUP_EXECUTION, entry_id)
 
     async def _dispatch(self, entry_id: str, data: bytes, *, redelivered: bool = False) -> None:
         if entry_id in self._inflight:
@@ -415,11 +421,12 @@ class ExecutionService:
     async def _write_health(self) -> None:
         pending = 0
         with contextlib.suppress(ResponseError):
-            info = await self.r.xpending(self.keys.order_commands(), GROUP_EXECUTION)
+            info = await self.r.xpending(self.commands, GROUP_EXECUTION)
             pending = int(info.get("pending", 0))
         body = {
             "at_ms": now_ms(),
             "consumer": self.consumer,
+            "shard": f"{self.shard + 1}/{self.settings.execution.shards}",
             "pending": pending,
             "accounts": {a: rt.health() for a, rt in self.runtimes.items()},
             **self.stats,

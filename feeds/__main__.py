@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 import sys
 import zlib
 
 from binance.exchange_info import load_universe
-from core.config import Settings, load_settings
+from core.config import Settings, load_settings, parse_shard
 from core.errors import ConfigError
 from core.logs import setup_logging
 from core.redis_clients import async_client, async_market_client, wait_for_redis
@@ -22,14 +21,6 @@ from core.stopping import run_until_stopped
 from feeds.feeder import Feeder
 
 log = logging.getLogger("feeds")
-
-
-def parse_shard(raw: str) -> tuple[int, int]:
-    """Return (k, n) from ``K/N`` with 1 <= K <= N; raise argparse.ArgumentTypeError otherwise."""
-    m = re.fullmatch(r"(\d+)/(\d+)", raw)
-    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise argparse.ArgumentTypeError(f"{raw!r} is not K/N with 1 <= K <= N (e.g. 2/4)")
-    return int(m.group(1)), int(m.group(2))
 
 
 def shard_symbols(symbols: list[str], k: int, n: int) -> list[str]:

@@ -24,7 +24,7 @@ from binance.signing import generate_ed25519
 from core.clock import now_ms
 from core.config import Settings
 from core.errors import SchemaError
-from core.keys import Keys
+from core.keys import Keys, execution_shard_of
 from core.trading import (
     Instrument,
     Order,
@@ -85,7 +85,7 @@ return false
 
 
 def submission(
-    keys: Keys, cmd: OrderCommand, order: Order | None, *, per_minute: int
+    keys: Keys, cmd: OrderCommand, order: Order | None, *, per_minute: int, exec_shards: int = 1
 ) -> tuple[list[str], list[Any]]:
     """The keys and arguments of :data:`_SUBMIT` for one command (the format's one owner: the
     execution benchmark queues commands with it too)."""
@@ -96,7 +96,7 @@ def submission(
         [
             keys.order_request(address, cmd.request_id),
             keys.orders_live(address),
-            keys.order_commands(),
+            keys.order_commands(execution_shard_of(address, exec_shards)),
             keys.order_rate("cmd", address, now // 60_000),
             keys.order_rate("o10s", address, now // 10_000),
             keys.order_rate("o1m", address, now // 60_000),
@@ -407,7 +407,8 @@ class Trading:
     def _queue(self, cmd: OrderCommand, *, order: Order | None) -> tuple[int, dict[str, Any]]:
         """Check the budgets and queue ``cmd`` in one script; then wait for its outcome."""
         limit = self.settings.execution.commands_per_minute
-        keys, args = submission(self.keys, cmd, order, per_minute=limit)
+        keys, args = submission(self.keys, cmd, order, per_minute=limit,
+                                exec_shards=self.settings.execution.shards)  # fmt: skip
         verdict = self._submit(keys=keys, args=args)
         if verdict == 1:
             raise Refusal("rate_limited", f"at most {limit} trade commands per minute", 429)

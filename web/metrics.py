@@ -211,27 +211,33 @@ class RedisCollector(Collector):
                 for name in SHARD_STREAMS:
                     p.xlen(k.shard_stream(s, name))
             got: list[Any] = p.execute(raise_on_error=False)
+        exec_shards = range(self.settings.execution.shards)
         with self.r.pipeline(transaction=False) as p:
-            for key in (k.ops_audit(), k.order_commands(), k.order_events(), k.order_audit()):
+            for key in (k.ops_audit(), k.order_events(), k.order_audit()):
                 p.xlen(key)
-            p.xinfo_groups(k.order_commands())
+            for e in exec_shards:
+                p.xlen(k.order_commands(e))
+                p.xinfo_groups(k.order_commands(e))
             got += p.execute(raise_on_error=False)
         i = 0
         for s in range(k.shards):
             for name in SHARD_STREAMS:
                 length.add_metric([name, str(s)], _count(got[i]))
                 i += 1
-        for name in ("ops:audit", "orders:commands", "orders:events", "orders:audit"):
+        for name in ("ops:audit", "orders:events", "orders:audit"):
             length.add_metric([name, ""], _count(got[i]))
             i += 1
-        groups = got[i] if isinstance(got[i], list) else []
-        for g in groups:
-            if g["name"] in (GROUP_EXECUTION, GROUP_EXECUTION.encode()):
-                if g.get("lag") is not None:
-                    lag.add_metric(["orders:commands", "", GROUP_EXECUTION], g["lag"])
-                pending.add_metric(["orders:commands", "", GROUP_EXECUTION], g["pending"])
-        if not groups:  # no execution process ever ran: nothing waits for one either
-            lag.add_metric(["orders:commands", "", GROUP_EXECUTION], 0)
+        for e in exec_shards:  # shard label: the execution shard (TP_EXECUTION_SHARDS)
+            length.add_metric(["orders:commands", str(e)], _count(got[i]))
+            groups = got[i + 1] if isinstance(got[i + 1], list) else []
+            i += 2
+            for g in groups:
+                if g["name"] in (GROUP_EXECUTION, GROUP_EXECUTION.encode()):
+                    if g.get("lag") is not None:
+                        lag.add_metric(["orders:commands", str(e), GROUP_EXECUTION], g["lag"])
+                    pending.add_metric(["orders:commands", str(e), GROUP_EXECUTION], g["pending"])
+            if not groups:  # no execution process ever ran: nothing waits for one either
+                lag.add_metric(["orders:commands", str(e), GROUP_EXECUTION], 0)
         for row in stream_lag(self.m, k):
             labels = [row["stream"], str(row["shard"]), row["group"]]
             if row["lag"] is not None:

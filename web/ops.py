@@ -232,7 +232,8 @@ def health() -> Any:
                        ("worker", "workers"), ("signals", "signals"),
                        ("execution", "execution")):  # fmt: skip
         out[name] = reports[role]
-    out["orders"] = {"commands": r.xlen(k.order_commands()), "events": r.xlen(k.order_events()),
+    commands = sum(r.xlen(k.order_commands(e)) for e in range(w.settings.execution.shards))
+    out["orders"] = {"commands": commands, "events": r.xlen(k.order_events()),
                      "audit": r.xlen(k.order_audit())}  # fmt: skip
     out["queues"] = queue_stats(r, k, failed_messages.queues(r, k))
     lag: dict[int, dict[str, Any]] = {}

@@ -304,3 +304,70 @@ def test_a_revoked_login_cannot_trade_over_its_still_open_socket(stack: TradeSta
     refused = trader.trade({**command, "request_id": rid()})
     assert refused["error"] == "token_revoked", refused
     trader.close()
+
+
+def test_two_execution_shards_each_run_their_own_accounts_and_place_each_order_once(
+    stack_factory: Callable[..., TradeStack],
+) -> None:
+    """Two execution processes (TP_EXECUTION_SHARDS=2): the web routes each command to its
+    account's shard; each process runs only its shard's accounts, so an order is placed once and
+    its events told once. A killed process's commands wait in its stream for its restart."""
+    import orjson
+
+    from core.keys import execution_shard_of
+
+    stack = stack_factory(TP_EXECUTION_SHARDS="2", TP_TRADE_REPLY_TIMEOUT_MS="1500")
+    traders: dict[int, Trader] = {}
+    while len(traders) < 2:  # one trader on each shard (an address falls in either)
+        t = Trader(stack)
+        traders.setdefault(execution_shard_of(t.address, 2), t)
+    for t in traders.values():
+        assert t.link_hmac(stack.exchange_account()).json()["ok"] is True
+    for t in traders.values():
+        resp = t.post("/api/orders", symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.010")
+        assert resp.json()["order"]["status"] == "FILLED", resp.text
+
+    def health() -> dict[str, Any]:
+        raw = stack.redis.hgetall(stack.keys.execution_health())
+        return {k.decode(): orjson.loads(v) for k, v in raw.items()}
+
+    def accounts_by_process() -> dict[str, set[str]]:
+        return {name: set(h["accounts"]) for name, h in health().items()}
+
+    stack.wait("both processes reporting", lambda: len(health()) == 2)
+    assert accounts_by_process() == {
+        "exec-test": {traders[0].address.lower()},
+        "exec-test-2": {traders[1].address.lower()},
+    }
+    for shard, t in traders.items():
+        stack.wait("the order's events", lambda t=t: any(e["status"] == "FILLED"
+                                                          for e in t.order_events()))  # fmt: skip
+        cid = next(e["client_order_id"] for e in t.order_events() if e["status"] == "FILLED")
+        filled = [e for e in t.order_events()
+                  if e["client_order_id"] == cid and e["status"] == "FILLED"]  # fmt: skip
+        assert len(filled) == 1, (shard, filled)  # told once: one process runs the account
+    # The exchange holds exactly one order per command.
+    for t in traders.values():
+        orders = t.call("GET", "/api/orders/history?limit=50").json()["orders"]
+        assert len([o for o in orders if o["status"] == "FILLED"]) == 1, orders
+
+    # Shard 2's process dies: its trader's command waits in shard 2's stream (the web answers
+    # that it is queued) while shard 1 trades on; the restarted process places it, once.
+    second = stack.executions[1]
+    second.kill9()
+    queued = traders[1].post("/api/orders", symbol="BTCUSDT", side="SELL", type="MARKET",
+                             quantity="0.010")  # fmt: skip
+    assert queued.status_code == 202, queued.text
+    other = traders[0].post("/api/orders", symbol="BTCUSDT", side="SELL", type="MARKET",
+                            quantity="0.010")  # fmt: skip
+    assert other.json()["order"]["status"] == "FILLED", other.text
+    second.start()
+
+    def sold() -> bool:
+        return any(e["side"] == "SELL" and e["status"] == "FILLED"
+                   for e in traders[1].order_events())  # fmt: skip
+
+    stack.wait("the queued order filled after the restart", sold)
+    for t in traders.values():
+        orders = t.call("GET", "/api/orders/history?limit=50").json()["orders"]
+        assert sorted(o["side"] for o in orders if o["status"] == "FILLED") == ["BUY", "SELL"]

@@ -49,6 +49,7 @@ class TradeStack:
     log_dir: Path
     port: int
     execution: Service | None = None
+    executions: list[Service] = field(default_factory=list)  # one per execution shard
     web: Service | None = None
     seen: list[str] = field(default_factory=list)  # every response body and socket message
 
@@ -57,8 +58,15 @@ class TradeStack:
         return f"http://127.0.0.1:{self.port}"
 
     def start_execution(self) -> Service:
-        self.execution = Service(["-m", "execution", "--name", "exec-test"], self.env,
-                                 self.log_dir / "execution.log")  # fmt: skip
+        """Start one execution process per shard (TP_EXECUTION_SHARDS): ``exec-test`` runs the
+        first, ``exec-test-K`` the K-th."""
+        n = int(self.env.get("TP_EXECUTION_SHARDS", "1"))
+        for k in range(1, n + 1):
+            name = "exec-test" if k == 1 else f"exec-test-{k}"
+            log = self.log_dir / ("execution.log" if k == 1 else f"execution{k}.log")
+            self.executions.append(Service(["-m", "execution", "--name", name,
+                                            "--shard", f"{k}/{n}"], self.env, log))  # fmt: skip
+        self.execution = self.executions[0]
         self.wait("instruments", lambda: self.redis.exists(self.keys.instruments()) > 0,
                   service=self.execution)  # fmt: skip
         return self.execution
@@ -79,7 +87,7 @@ class TradeStack:
              service: Service | None = None) -> Any:  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for s in (service, self.execution, self.web):
+            for s in (service, *self.executions, self.web):
                 if s is not None:
                     assert s.alive(), f"{s.name} died waiting for {what}:\n{s.tail()}"
             result = check()
@@ -90,7 +98,7 @@ class TradeStack:
         raise AssertionError(f"timed out waiting for {what}{logs}")
 
     def stop(self) -> None:
-        for s in (self.web, self.execution):
+        for s in (self.web, *self.executions):
             if s is not None:
                 s.stop()
 
