@@ -10,7 +10,7 @@ CHROMIUM ?= /usr/bin/chromium
 HAPROXY := /usr/sbin/haproxy
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test test-unit check lint types lock clean
+.PHONY: help demo demo-cluster test test-unit check lint types lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ $(HAPROXY):
 
 demo: $(STAMP)  ## set up, then run the whole system (simulator and embedded Redis unless configured otherwise)
 	$(BIN)/python -m demo
+
+demo-cluster: $(STAMP) $(HAPROXY)  ## the scaled-out layout: Redis Cluster, two processes of each role, HAProxy
+	$(BIN)/python -m demo --cluster
 
 # Two pytest-xdist workers: most tests wait on processes, the clock or the network, so two halve
 # the wall time on a 2-core machine. What must not overlap runs on one worker, one test after the

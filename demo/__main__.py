@@ -11,13 +11,22 @@
    the same REDIS_URL and secrets; the ``simulator`` type runs only when the market is ``sim``.
 4. Ctrl-C or SIGTERM: honcho sends SIGTERM to every child's process group (SIGKILL after 30 s,
    Heroku's grace period), then the embedded Redis is stopped. Nothing is left running.
+
+``python -m demo --cluster`` (``make demo-cluster``) runs the scaled-out layout instead
+(docs/architecture.md, "Scaling out"): market data on a local Redis Cluster of 3 primaries and 3
+replicas in ``.demo/cluster`` (started afresh; unless ``TP_MARKET_REDIS_URL`` is set), two
+processes of every role but the simulator (feeders ``--shard K/2``, execution shards
+``TP_EXECUTION_SHARDS=2``), and HAProxy on ``PORT`` in front of the two web processes (on
+``PORT+1`` and ``PORT+2``), round robin without affinity.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import threading
@@ -32,6 +41,8 @@ from binance.exchange_info import resolve_universe
 from core.config import Settings, load_settings
 from core.keys import Keys
 from core.redis_clients import redacted
+from demo.haproxy import HAProxy, HAProxyError
+from demo.redis_cluster import RedisCluster
 from demo.redis_server import RedisServer, RedisServerError
 from release.checks import CheckFailed, check_exchange
 from simulator.instruments import load_exchange_info
@@ -86,6 +97,55 @@ def process_types(procfile: Path, settings: Settings) -> dict[str, str]:
     return processes
 
 
+def scaled_out(processes: dict[str, str], port: int, n: int = 2
+               ) -> dict[str, tuple[str, dict[str, str]]]:  # fmt: skip
+    """Return ``n`` processes of every type of ``processes`` but the simulator: name -> (command,
+    the environment it adds). Feeders and execution processes get their ``--shard K/N``; web
+    processes their own ``PORT`` (``port + K``), behind the balancer on ``port``."""
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    for name, cmd in processes.items():
+        if name == "simulator":
+            out[name] = (cmd, {})
+            continue
+        for k in range(1, n + 1):
+            extra: dict[str, str] = {}
+            if name == "feeder":
+                line = f"{cmd} --shard {k}/{n}"
+            elif name == "execution":
+                line = cmd.replace("--name execution-1", f"--name execution-{k}")
+                line += f" --shard {k}/{n}"
+            else:
+                line = cmd
+                if name == "web":
+                    extra["PORT"] = str(port + k)
+            out[f"{name}-{k}"] = (line, extra)
+    return out
+
+
+def _scale_out(
+    settings: Settings, env: dict[str, str], child_env: dict[str, str], processes: dict[str, str]
+) -> tuple[RedisCluster | None, HAProxy, dict[str, tuple[str, dict[str, str]]]]:
+    """Start the cluster (unless TP_MARKET_REDIS_URL names one) and HAProxy; set the children's
+    environment for them; return both and the processes to run."""
+    cluster = None
+    if not env.get("TP_MARKET_REDIS_URL"):
+        folder = DATA / "cluster"
+        shutil.rmtree(folder, ignore_errors=True)  # market data starts afresh; new ports too
+        cluster = RedisCluster(folder)
+        cluster.start()
+        child_env["TP_MARKET_REDIS_URL"] = ",".join(f"redis://{s}" for s in cluster.seeds)
+        child_env["TP_MARKET_REDIS_CLUSTER"] = "1"
+    child_env["TP_EXECUTION_SHARDS"] = "2"
+    # Every web process serves the balancer's origin (they listen on ports of their own).
+    child_env.setdefault("TP_WEB_ORIGIN", settings.web.origin)
+    child_env.setdefault("TP_WEB_ORIGINS", ",".join(settings.web.origins[1:]))
+    commands = scaled_out(processes, settings.port)
+    balancer = HAProxy(DATA / "haproxy", [settings.port + 1, settings.port + 2],
+                       port=settings.port)  # fmt: skip
+    balancer.start()
+    return cluster, balancer, commands
+
+
 def banner(settings: Settings, redis_url: str, processes: dict[str, str], embedded: bool) -> str:
     """Return the few lines telling the user where to look first."""
     where = redacted(redis_url)  # a REDIS_URL's password stays out of the terminal
@@ -122,7 +182,17 @@ def preflight(settings: Settings) -> str | None:
     return None
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--cluster", action="store_true",
+        help="the scaled-out layout: Redis Cluster, two of each process, HAProxy",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
     # Own Ctrl-C and SIGTERM from the first line: a signal before honcho takes over must stop
     # the demo cleanly (and stop Redis), not kill it half-started.
     stop = threading.Event()
@@ -137,6 +207,8 @@ def main() -> int:
         return 2
     processes = process_types(ROOT / "Procfile", settings)
     server: RedisServer | None = None
+    cluster: RedisCluster | None = None
+    balancer: HAProxy | None = None
     try:
         if settings.redis_url is None:
             server = RedisServer(DATA / "redis", appendonly=True)
@@ -148,10 +220,24 @@ def main() -> int:
         child_env = {**env, **settings.secret_env(), "REDIS_URL": redis_url, "PATH": path,
                      "PORT": str(settings.port), "TP_WEB_BIND": settings.web.bind,
                      "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        commands: dict[str, tuple[str, dict[str, str]]] = {
+            name: (cmd, {}) for name, cmd in processes.items()
+        }
+        extra_lines: list[str] = []
+        if args.cluster:
+            cluster, balancer, commands = _scale_out(settings, env, child_env, processes)
+            extra_lines = [
+                f"Scaled     {', '.join(commands)}",
+                f"Balancer   HAProxy on {balancer.url} -> web-1, web-2 (round robin)",
+            ]
+            if cluster is not None:
+                extra_lines.insert(0, f"Market     Redis Cluster {', '.join(cluster.seeds)}")
         print(banner(settings, redis_url, processes, embedded=server is not None), flush=True)
+        if extra_lines:
+            print("\n".join(extra_lines), flush=True)
         manager = Manager()
-        for name, cmd in processes.items():
-            manager.add_process(name, cmd, env=child_env, cwd=str(ROOT))
+        for name, (cmd, extra) in commands.items():
+            manager.add_process(name, cmd, env={**child_env, **extra}, cwd=str(ROOT))
         if not processes:
             while not stop.wait(0.5):
                 pass
@@ -163,7 +249,14 @@ def main() -> int:
     except RedisServerError as exc:
         print(f"demo: cannot start the embedded Redis: {exc}", file=sys.stderr)
         return 1
+    except HAProxyError as exc:
+        print(f"demo: cannot start HAProxy: {exc}", file=sys.stderr)
+        return 1
     finally:
+        if balancer is not None:
+            balancer.stop()
+        if cluster is not None:
+            cluster.stop()
         if server is not None:
             server.stop(save=True)
 

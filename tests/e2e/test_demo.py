@@ -28,17 +28,17 @@ HONCHO_LINE = re.compile(r"^\d\d:\d\d:\d\d (\S+)\s+\| (.*)$")
 
 
 def start_demo(
-    env: dict[str, str], output: list[str] | None = None
+    env: dict[str, str], output: list[str] | None = None, *args: str, last: str = "Processes"
 ) -> tuple[subprocess.Popen[str], list[str]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "demo"], cwd=ROOT, env=env, text=True,
+        [sys.executable, "-m", "demo", *args], cwd=ROOT, env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     assert proc.stdout is not None
     lines = []
-    for line in proc.stdout:  # the banner ends with the Processes line
+    for line in proc.stdout:  # the banner ends with the Processes line (Balancer: --cluster)
         lines.append(line)
-        if line.startswith("Processes"):
+        if line.startswith(last):
             break
     # Keep reading: a full pipe would block every process writing its log.
     sink = output if output is not None else []
@@ -187,3 +187,53 @@ def test_the_banner_never_shows_a_redis_password() -> None:
     text = banner(settings, "rediss://:hunter2-secret@redis.example:6380/0", {"web": ""}, False)
     assert text.splitlines()[0] == "Redis      rediss://redis.example:6380/0"
     assert "hunter2" not in text
+
+
+def test_demo_cluster_runs_two_of_each_on_a_cluster_behind_haproxy_and_stops_cleanly() -> None:
+    """``make demo-cluster``: a Redis Cluster, two processes of every role, HAProxy in front of
+    the two web processes; the page's API answers through it from both; Ctrl-C stops it all."""
+    from tests.e2e.webstack import free_port
+
+    port = free_port()
+    while any(_taken(p) for p in (port + 1, port + 2)):
+        port = free_port()
+    output: list[str] = []
+    proc, banner = start_demo(clean_env(PORT=str(port)), output, "--cluster", last="Balancer")
+    try:
+        assert any(line.startswith("Market     Redis Cluster") for line in banner), banner
+        children = wait_for_children(proc, ("[cluster]", "haproxy", "-m feeds --shard 2/2"))
+        assert sum("[cluster]" in " ".join(c.cmdline()) for c in children) == 6
+        names = {f"{role}-{k}" for role in ("feeder", "consumer", "worker", "signals", "execution",
+                                            "web") for k in (1, 2)}  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not names <= set(re.findall(r"\| (\S+) started", "".join(output))):
+            assert time.monotonic() < deadline, output[-20:]
+            time.sleep(0.5)
+        # Candles built on the cluster, served through HAProxy by both web processes.
+        served: set[str] = set()
+        deadline = time.monotonic() + 90
+        while len(served) < 2:
+            assert time.monotonic() < deadline, ("no candles from both web processes", served)
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.get(f"http://127.0.0.1:{port}/api/candles",
+                              params={"symbol": "BTCUSDT", "timeframe": "1m", "limit": 2},
+                              timeout=10)  # fmt: skip
+                if r.status_code == 200 and r.json()["candles"]:
+                    served.add(r.headers["x-served-by"])
+            time.sleep(0.3)
+        assert served == {f"web-{port + 1}", f"web-{port + 2}"}
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=45) == 0
+        assert not re.findall(r"\| (\S+) stopped \(rc=[1-9]", "".join(output))  # no failure
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == []
+    finally:
+        kill_tree(proc)
+
+
+def _taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
