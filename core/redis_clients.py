@@ -245,37 +245,54 @@ def redacted(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
 
 
-def wait_for_redis(url: str, stop: threading.Event | None = None) -> bool:
-    """Return True once Redis at ``url`` answers PING; False if ``stop`` is set first.
+def wait_for_redis(
+    url: str | tuple[str, ...], stop: threading.Event | None = None, *, setting: str = "REDIS_URL"
+) -> bool:
+    """Return True once Redis at ``url`` (or any of several: a cluster's seeds) answers PING;
+    False if ``stop`` is set first.
 
     Start-up only, so that a process started before its Redis (a deploy, a Redis restart) waits
     quietly instead of dying with a traceback: one line, then a warning naming the host and what
     to set if it lasts (:class:`core.logs.QuietWait`). Retries after 0.5 s, doubling up to 5 s.
     """
+    urls = (url,) if isinstance(url, str) else url
     stopped = stop if stop is not None else threading.Event()
-    probe = redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                 socket_timeout=CONNECT_TIMEOUT_S, protocol=2)  # fmt: skip
-    hint = "check REDIS_URL" + (
+    probes = [redis.Redis.from_url(u, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                   socket_timeout=CONNECT_TIMEOUT_S, protocol=2)
+              for u in urls]  # fmt: skip
+    hint = f"check {setting}" + (
         " (a self-signed certificate: TP_REDIS_TLS=no-verify or TP_REDIS_CA_FILE)"
-        if url.startswith("rediss://")
+        if urls[0].startswith("rediss://")
         else ""
     )
-    waiting = QuietWait(logging.getLogger(__name__), "Redis", redacted(url), hint)
+    waiting = QuietWait(logging.getLogger(__name__), "Redis", redacted(urls[0]), hint)
     delay = 0.5
     try:
         while not stopped.is_set():
-            try:
-                probe.ping()
-            except (redis.RedisError, OSError) as exc:
-                waiting.failed(exc)
-                stopped.wait(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            waiting.answered()
-            return True
+            error: Exception = ConnectionError("no URL")
+            for probe in probes:
+                try:
+                    probe.ping()
+                except (redis.RedisError, OSError) as exc:
+                    error = exc
+                    continue
+                waiting.answered()
+                return True
+            waiting.failed(error)
+            stopped.wait(delay)
+            delay = min(delay * 2, 5.0)
         return False
     finally:
-        probe.close()
+        for probe in probes:
+            probe.close()
+
+
+def wait_for_market_redis(market: MarketRedis, stop: threading.Event | None = None) -> bool:
+    """:func:`wait_for_redis` for the market-data Redis (True at once when it is the control
+    Redis); for a cluster, any of its seeds answering will do."""
+    if market.shared:
+        return True
+    return wait_for_redis(market.urls, stop, setting="TP_MARKET_REDIS_URL")
 
 
 def group_lag(group: dict[Any, Any], last_generated_id: Any) -> int | None:

@@ -16,7 +16,12 @@ from binance.exchange_info import load_universe
 from core.config import Settings, load_settings, parse_shard
 from core.errors import ConfigError
 from core.logs import setup_logging
-from core.redis_clients import async_client, async_market_client, wait_for_redis
+from core.redis_clients import (
+    async_client,
+    async_market_client,
+    wait_for_market_redis,
+    wait_for_redis,
+)
 from core.stopping import run_until_stopped
 from feeds.feeder import Feeder
 
@@ -50,6 +55,7 @@ def main() -> int:
     settings = load_settings()
     setup_logging(settings.log_level, process="feeder")
     wait_for_redis(settings.require_redis_url())
+    wait_for_market_redis(settings.market_redis())
     try:
         symbols = shard_symbols(load_universe(settings), *args.shard)
         asyncio.run(main_async(settings, symbols, args.shard))

@@ -11,7 +11,7 @@ import httpx
 from binance.exchange_info import EXCHANGE_INFO_PATH, resolve_universe
 from core.config import Settings
 from core.keys import Keys
-from core.redis_clients import redacted, sync_client
+from core.redis_clients import market_client, redacted, sync_client
 from core.vault import Vault
 
 CREDENTIAL_FIELDS = ("secret", "candidate", "keypair")
@@ -38,6 +38,33 @@ def check_redis(settings: Settings) -> str:
     finally:
         client.close()
     return f"Redis {version} at {redacted(url)}"
+
+
+def check_market_redis(settings: Settings) -> str:
+    """The market-data Redis answers (a cluster: every slot served, ``cluster_state:ok``)."""
+    market = settings.market_redis()
+    if market.shared:
+        return "market data on the control Redis (TP_MARKET_REDIS_URL unset)"
+    where = ", ".join(redacted(u) for u in market.urls)
+    try:
+        client: Any = market_client(market, None, max_connections=1,  # type: ignore[arg-type]
+                                    client_name="release")  # fmt: skip
+    except Exception as exc:  # a cluster client reads the slot map when it is made
+        raise CheckFailed(f"{where} does not answer: {exc}") from None
+    try:
+        client.ping()
+        if market.cluster:
+            info = client.cluster_info()
+            if info.get("cluster_state") != "ok":
+                raise CheckFailed(f"cluster at {where}: cluster_state {info.get('cluster_state')}")
+            return f"Redis Cluster at {where}: {info.get('cluster_known_nodes')} nodes, state ok"
+    except CheckFailed:
+        raise
+    except Exception as exc:
+        raise CheckFailed(f"{where} does not answer: {exc}") from None
+    finally:
+        client.close()
+    return f"market data on {where}"
 
 
 def check_credentials(settings: Settings) -> str:
@@ -105,6 +132,7 @@ def check_exchange(settings: Settings) -> str:
 
 CHECKS: tuple[tuple[str, Callable[[Settings], str]], ...] = (
     ("redis", check_redis),
+    ("market redis", check_market_redis),
     ("credentials", check_credentials),
     ("formulas", check_formulas),
     ("exchange", check_exchange),

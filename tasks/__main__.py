@@ -16,7 +16,7 @@ from dramatiq.cli import make_argument_parser
 
 from core.config import load_settings
 from core.logs import setup_logging
-from core.redis_clients import wait_for_redis
+from core.redis_clients import wait_for_market_redis, wait_for_redis
 
 USAGE = "usage: python -m tasks PROCESS_TYPE MODULE [MODULE ...] [dramatiq options]"
 
@@ -29,6 +29,7 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     setup_logging(settings.log_level, process=process_type)
     wait_for_redis(settings.require_redis_url())  # quietly, before Dramatiq connects its broker
+    wait_for_market_redis(settings.market_redis())
     parser = make_argument_parser()  # type: ignore[no-untyped-call]
     args = parser.parse_args(["--skip-logging", *dramatiq_args])
     return int(dramatiq_main(args) or 0)  # type: ignore[no-untyped-call]

@@ -49,11 +49,13 @@ if _hard == resource.RLIM_INFINITY or _soft < _hard:
 
 from core.config import load_settings  # noqa: E402
 from core.logs import setup_logging  # noqa: E402
+from core.redis_clients import wait_for_market_redis  # noqa: E402
 from web.app import create_app  # noqa: E402
 from web.fanout import FreezeSurvivors  # noqa: E402
 
 settings = load_settings()
 setup_logging(settings.log_level, process="web")
+wait_for_market_redis(settings.market_redis())  # a cluster client reads the slot map when made
 app = create_app(settings)
 gc.collect()
 gc.freeze()

@@ -54,6 +54,7 @@ from core.redis_clients import (
     market_client,
     read_streams,
     sync_client,
+    wait_for_market_redis,
     wait_for_redis,
 )
 from core.schemas import Gap, HealthReport, decode
@@ -411,6 +412,7 @@ def main() -> int:
     settings = load_settings()
     setup_logging(settings.log_level, process="consumer")
     wait_for_redis(settings.require_redis_url())
+    wait_for_market_redis(settings.market_redis())
     shards = parse_shards(args.shard, settings.stream_shards)
     serve(settings, shards, args.name or consumer_name())
     return 0

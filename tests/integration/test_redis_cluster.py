@@ -117,3 +117,20 @@ def test_market_client_reads_every_shard_and_runs_scripts_in_pipelines_on_a_clus
         in_pipeline(pipe, script, [keys.trades(5), keys.candle_metrics(5)], ["x"])
         assert pipe.execute() == [3, 1]
     r.close()
+
+
+def test_the_release_check_names_a_healthy_cluster_and_refuses_an_unreachable_one(
+    cluster: LocalCluster,
+) -> None:
+    from core.config import Settings
+    from release.checks import CheckFailed, check_market_redis
+
+    base = {"REDIS_URL": "redis://127.0.0.1:1/0", "TP_MARKET": "sim", "TP_DEMO": "1",
+            "TP_MARKET_REDIS_CLUSTER": "1"}  # fmt: skip
+    seeds = ",".join(f"redis://{s}" for s in cluster.seeds)
+    ok = check_market_redis(Settings.from_env({**base, "TP_MARKET_REDIS_URL": seeds}))
+    assert "6 nodes, state ok" in ok
+    with pytest.raises(CheckFailed, match="does not answer"):
+        check_market_redis(
+            Settings.from_env({**base, "TP_MARKET_REDIS_URL": "redis://127.0.0.1:1"})
+        )
