@@ -28,6 +28,7 @@ several slots.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -193,17 +194,46 @@ def read_streams(
         by_shard.setdefault(Keys.shard_in(key), {})[key] = at
     deadline = time.monotonic() + (block or 0) / 1000
     while True:
-        with client.pipeline(transaction=False) as pipe:
-            for part in by_shard.values():
-                if group is None:
-                    pipe.xread(part, count=count)
-                else:
-                    pipe.xreadgroup(group[0], group[1], part, count=count)
-            out = [item for reply in pipe.execute() for item in (reply or ())]
+        out = _read_by_node(cast(redis.cluster.RedisCluster, client), by_shard, count, group)
         left = deadline - time.monotonic()
         if out or left <= 0:
             return out
         time.sleep(min(CLUSTER_POLL_MS / 1000, left))
+
+
+def _read_by_node(
+    cluster: redis.cluster.RedisCluster,
+    by_shard: dict[int, dict[Any, Any]],
+    count: int,
+    group: tuple[str, str] | None,
+) -> list[Any]:
+    """One plain pipeline per primary, its shards' reads in it: redis-py's cluster pipeline costs
+    ~10x the CPU of a plain one (bench/RESULTS.md, scale-out). A slot that moved (MOVED, a
+    failover) makes the client re-read the slot map; the error reaches the caller, which retries.
+    """
+    by_node: dict[str, tuple[Any, list[dict[Any, Any]]]] = {}
+    for part in by_shard.values():
+        node = cluster.get_node_from_key(next(iter(part)))  # type: ignore[no-untyped-call]
+        by_node.setdefault(node.name, (node, []))[1].append(part)
+    out: list[Any] = []
+    try:
+        for node, parts in by_node.values():
+            conn: Any = cluster.get_redis_connection(node)
+            with conn.pipeline(transaction=False) as pipe:
+                for part in parts:
+                    if group is None:
+                        pipe.xread(part, count=count)
+                    else:
+                        pipe.xreadgroup(group[0], group[1], part, count=count)
+                for reply in pipe.execute():
+                    out.extend(reply or ())
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.MovedError,
+            redis.exceptions.AskError, redis.exceptions.ClusterDownError,
+            redis.exceptions.TryAgainError):  # fmt: skip
+        with contextlib.suppress(redis.RedisError, redis.exceptions.RedisClusterException):
+            cluster.nodes_manager.initialize()  # where the slots are now (if it can tell yet)
+        raise
+    return out
 
 
 def in_pipeline(pipe: Any, script: Any, keys: list[Any], args: list[Any]) -> Any:
