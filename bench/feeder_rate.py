@@ -5,6 +5,7 @@ Run by hand (not part of the test suite)::
     .venv/bin/python bench/feeder_rate.py                       # throughput ladder + latency
     .venv/bin/python bench/feeder_rate.py --rss-minutes 30 --rate 9000   # memory over time
     .venv/bin/python bench/feeder_rate.py --blast --seconds 10 --repeat 3   # saturated: CPU/event
+    .venv/bin/python bench/feeder_rate.py --overload 0.5,1,1.5,2,3 --seconds 15   # overload ladder
 
 Layout on a 2-core machine: the feeder is pinned to CPU 0; the simulator and redis-server to CPU
 1. Events are everything the feeder writes (trades, book tickers, kline updates). Latency is the
@@ -22,6 +23,7 @@ CPU an event costs much less. Compare medians of repeats run back to back in one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -203,14 +205,28 @@ def ws_frame(payload: bytes) -> bytes:
     return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload
 
 
-def blast_server(port: int) -> None:
-    """Serve combined streams on 127.0.0.1:``port`` until killed (run as a subprocess)."""
+def blast_server(port: int, rate_file: str | None = None) -> None:
+    """Serve combined streams on 127.0.0.1:``port`` until killed (run as a subprocess).
+
+    With ``rate_file``: paced at the total frames per second the file holds (read every 0.2 s;
+    0: unpaced, as fast as TCP takes them), split evenly over the connections, in 10 ms ticks.
+    Paced, it behaves as an exchange does with a client that reads too slowly: it does not wait.
+    A tick whose frames the socket cannot take (TCP's window is full) is dropped, ids advancing
+    as if sent, so the feeder sees the loss as an id jump (a gap).
+    """
     import asyncio
     import base64
     import hashlib
 
     trade_ids: dict[bytes, int] = {}
     book_ids: dict[bytes, int] = {}
+    pace = {"total": 0.0, "pumps": 0}
+
+    async def read_rate() -> None:
+        while rate_file is not None:
+            with contextlib.suppress(OSError, ValueError), open(rate_file) as f:  # noqa: ASYNC230
+                pace["total"] = float(f.read() or 0)  # a few bytes every 0.2 s
+            await asyncio.sleep(0.2)
 
     class Blast(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -279,11 +295,22 @@ def blast_server(port: int) -> None:
             await asyncio.sleep(0.5)  # every SUBSCRIBE of the connection answered first
             market = self.route == b"market"
             i = 0
+            pace["pumps"] += 1
+            next_tick = time.monotonic()
             while True:
-                await self.can_write.wait()
+                count = 200
+                if pace["total"] > 0:  # paced: this connection's share, per 10 ms tick
+                    next_tick += 0.01
+                    await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+                    count = max(1, round(pace["total"] / max(pace["pumps"], 1) / 100))
+                    if market:
+                        count = max(1, round(count / 1.1))  # one kline per 10 aggTrades
+                else:
+                    next_tick = time.monotonic()
+                    await self.can_write.wait()
                 now = int(time.time() * 1000)
                 out = []
-                for _ in range(200):
+                for _ in range(count):
                     sym = self.symbols[i % len(self.symbols)]
                     up = sym.upper()
                     i += 1
@@ -347,10 +374,13 @@ def blast_server(port: int) -> None:
                                 )
                             )
                         )
-                self.t.write(b"".join(out))
-                await asyncio.sleep(0)
+                if self.can_write.is_set() or pace["total"] <= 0:
+                    self.t.write(b"".join(out))  # (paced and the socket full: dropped)
+                if pace["total"] <= 0:
+                    await asyncio.sleep(0)
 
     async def serve() -> None:
+        asyncio.get_running_loop().create_task(read_rate())
         server = await asyncio.get_running_loop().create_server(Blast, "127.0.0.1", port)
         await server.serve_forever()
 
@@ -397,6 +427,88 @@ def blast_run(symbols: int, seconds: float, repeat: int, tmp: Path) -> None:
         blaster.wait(10)
 
 
+def overload_window(rig: Rig, seconds: float) -> dict[str, Any]:
+    """Measure one window: written/s, CPU per event, shed and gap counts, RSS, latency."""
+    proc = psutil.Process(rig.feeder.pid)
+    h0, t0, cpu0 = fresh_health(rig, proc)
+    rss = proc.memory_info().rss
+    end = time.monotonic() + max(0.0, seconds - 2.5)
+    while time.monotonic() < end:
+        time.sleep(0.5)
+        rss = max(rss, proc.memory_info().rss)
+    h1, t1, cpu1 = fresh_health(rig, proc)
+    dt = (h1["updated_ms"] - h0["updated_ms"]) / 1000
+    c0, c1 = h0["counters"], h1["counters"]
+    written = c1["written"] - c0["written"]
+    lat = sorted(rig.latencies_ms(int(t0 * 1000), int(t1 * 1000)))
+    return {
+        "written_per_s": written / dt,
+        "received_per_s": sum(c1[k] - c0[k] for k in ("trades", "book_tickers", "klines")) / dt,
+        "cpu_us_per_event": (cpu1 - cpu0) * 1e6 / written if written else None,
+        "feeder_cpu": (cpu1 - cpu0) / dt,
+        "shed": c1["shed_trades"] + c1["shed_other"] - c0["shed_trades"] - c0["shed_other"],
+        "gaps": c1["gaps"] - c0["gaps"],
+        "rss_mib": rss / 2**20,
+        "outbox_bytes_high": h1["outbox"]["high_water_bytes"],
+        "p50_ms": lat[len(lat) // 2] if lat else None,
+        "p99_ms": lat[int(len(lat) * 0.99)] if lat else None,
+    }
+
+
+def drain_s(rig: Rig, started: float, limit_s: float = 30.0, p99_ms: int = 100) -> float | None:
+    """Seconds from ``started`` until the entries written in the last second have p99 latency
+    under ``p99_ms`` (None: not within ``limit_s``)."""
+    while time.time() - started < limit_s:
+        time.sleep(0.5)
+        now = int(time.time() * 1000)
+        lat = sorted(rig.latencies_ms(now - 1000, now))
+        if lat and lat[int(len(lat) * 0.99)] < p99_ms:
+            return time.time() - started
+    return None
+
+
+def overload_run(symbols: int, seconds: float, levels: list[float], tmp: Path) -> None:
+    """The ladder of issue 19: the feeder offered 0.5x..3x its saturation rate (paced frames from
+    the blast source, which drops what the socket cannot take, as an exchange does), each level
+    followed by a quarter of saturation to time the drain."""
+    ws_port = free_port()
+    rate_file = tmp / "blast-rate"
+    rate_file.write_text("0")
+    blaster = subprocess.Popen([sys.executable, __file__, "--blast-server", str(ws_port),
+                                "--blast-rate-file", str(rate_file)], cwd=ROOT)  # fmt: skip
+    pin(blaster.pid, 1)
+    rig = Rig(symbols, tmp, ws_url=f"ws://127.0.0.1:{ws_port}")
+    rows: list[dict[str, Any]] = []
+    try:
+        time.sleep(5)  # connect, subscribe, warm up
+        saturated = overload_window(rig, seconds)
+        sat = saturated["written_per_s"]
+        print(f"saturation (unpaced source): written/s={sat:,.0f}  "
+              f"cpu/event={saturated['cpu_us_per_event']:.2f} us  "
+              f"rss={saturated['rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+        for level in levels:
+            rate_file.write_text(str(level * sat))
+            time.sleep(3)
+            row = {"level": level, "offered_per_s": level * sat, **overload_window(rig, seconds)}
+            rate_file.write_text(str(0.25 * sat))
+            row["drain_s"] = drain_s(rig, time.time())
+            rows.append(row)
+            drained = "not within 30" if row["drain_s"] is None else f"{row['drain_s']:.1f}"
+            print(f"{level:>4.1f}x offered={level * sat:>8,.0f}/s  "
+                  f"written/s={row['written_per_s']:>8,.0f} "
+                  f"({row['written_per_s'] / sat:.0%} of saturation)  "
+                  f"cpu/event={row['cpu_us_per_event'] or 0:.2f} us  "
+                  f"rss={row['rss_mib']:.0f} MiB  shed={row['shed']}  gaps={row['gaps']}  "
+                  f"p50={row['p50_ms']} p99={row['p99_ms']} ms  drain={drained} s",
+                  flush=True)  # fmt: skip
+            time.sleep(3)
+        print(orjson.dumps({"saturation": saturated, "levels": rows}).decode())
+    finally:
+        rig.close()
+        blaster.terminate()
+        blaster.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--symbols", type=int, default=300)
@@ -409,10 +521,14 @@ def main() -> None:
     parser.add_argument("--blast", action="store_true",
                         help="saturate the feeder from a frame source that is never the "
                              "bottleneck (instead of the simulator's ladder)")  # fmt: skip
+    parser.add_argument("--overload", default="",
+                        help="comma-separated multiples of the saturation rate to offer, e.g. "
+                             "0.5,1,1.5,2,3 (issue 19's ladder; --seconds per level)")  # fmt: skip
     parser.add_argument("--blast-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--blast-rate-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.blast_server:
-        blast_server(args.blast_server)
+        blast_server(args.blast_server, args.blast_rate_file)
         return
     print(f"# {' '.join(sys.argv)}")
     print(f"# {platform.node()} {platform.processor() or platform.machine()} "
@@ -420,6 +536,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.blast:
             blast_run(args.symbols, args.seconds, args.repeat, Path(tmp))
+            return
+        if args.overload:
+            levels = [float(x) for x in args.overload.split(",")]
+            overload_run(args.symbols, args.seconds, levels, Path(tmp))
             return
         rig = Rig(args.symbols, Path(tmp))
         try:

@@ -47,7 +47,16 @@ class RedisCluster:
 
     def start(self, *, timeout_s: float = 30.0) -> None:
         for node in self.nodes:
-            node.start()
+            for attempt in range(5):
+                try:
+                    node.start()
+                    break
+                except RedisServerError as exc:
+                    # Its port or its bus port (port + 10,000) was taken between the choice and
+                    # the start (another server on this machine): choose again.
+                    if "Address already in use" not in str(exc) or attempt == 4:
+                        raise
+                    node.port = _cluster_port()
         clients = [_client(n.port) for n in self.nodes]
         try:
             ids = [c.execute_command("CLUSTER", "MYID").decode() for c in clients]

@@ -107,6 +107,12 @@ BOUNDS: dict[str, tuple[str, ...] | str] = {
         'tp_stream_bound{stream="orders:commands"}',
         'tp_stream_group_lag{stream="orders:commands"}',
     ),
+    # One stream per execution shard beyond the first: the same families, labelled by shard.
+    "<ns>:orders:commands:<k>": (
+        'tp_stream_length{stream="orders:commands"}',
+        'tp_stream_bound{stream="orders:commands"}',
+        'tp_stream_group_lag{stream="orders:commands"}',
+    ),
     "<ns>:orders:events": (
         'tp_stream_length{stream="orders:events"}',
         'tp_stream_bound{stream="orders:events"}',

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -222,6 +223,25 @@ def test_demo_cluster_runs_two_of_each_on_a_cluster_behind_haproxy_and_stops_cle
                     served.add(r.headers["x-served-by"])
             time.sleep(0.3)
         assert served == {f"web-{port + 1}", f"web-{port + 2}"}
+        # Live updates too: a socket through HAProxy gets the pump's candle updates, which it
+        # reads from the cluster's streams shard by shard.
+        import socketio
+
+        updates: list[Any] = []
+        origin = {"origin": f"http://localhost:{port}"}  # the site's, as a browser sends
+        sio = socketio.Client(reconnection=False, websocket_extra_options=origin)
+        sio.on("md", updates.append)
+        sio.connect(f"http://127.0.0.1:{port}", transports=["websocket"])
+        try:
+            ack = sio.call("subscribe", {"channel": "candles", "symbol": "BTCUSDT",
+                                         "timeframe": "1m"}, timeout=20)  # fmt: skip
+            assert ack.get("ok"), ack
+            deadline = time.monotonic() + 30
+            while not any("c:BTCUSDT:1m" in m.get("rooms", {}) for m in updates):
+                assert time.monotonic() < deadline, ("no live candle update", ack, updates[-3:])
+                time.sleep(0.2)
+        finally:
+            sio.disconnect()
         children = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=45) == 0

@@ -334,11 +334,15 @@ def test_two_execution_shards_each_run_their_own_accounts_and_place_each_order_o
     def accounts_by_process() -> dict[str, set[str]]:
         return {name: set(h["accounts"]) for name, h in health().items()}
 
-    stack.wait("both processes reporting", lambda: len(health()) == 2)
-    assert accounts_by_process() == {
+    expected = {
         "exec-test": {traders[0].address.lower()},
         "exec-test-2": {traders[1].address.lower()},
     }
+    # Each process reports every 2 s: wait for the reports that follow the links.
+    stack.wait(
+        "each process reporting its shard's account", lambda: accounts_by_process() == expected
+    )
+    assert accounts_by_process() == expected
     for shard, t in traders.items():
         stack.wait("the order's events", lambda t=t: any(e["status"] == "FILLED"
                                                           for e in t.order_events()))  # fmt: skip

@@ -61,6 +61,7 @@ class TradeStack:
         """Start one execution process per shard (TP_EXECUTION_SHARDS): ``exec-test`` runs the
         first, ``exec-test-K`` the K-th."""
         n = int(self.env.get("TP_EXECUTION_SHARDS", "1"))
+        self.executions = []  # (again, after a kill: the new processes replace the old)
         for k in range(1, n + 1):
             name = "exec-test" if k == 1 else f"exec-test-{k}"
             log = self.log_dir / ("execution.log" if k == 1 else f"execution{k}.log")
