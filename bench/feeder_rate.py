@@ -326,7 +326,7 @@ def blast_server(port: int, rate_file: str | None = None) -> None:
                                     up,
                                     100 + a % 50,
                                     a % 100,
-                                    a % 999,
+                                    a % 999 + 1,
                                     a,
                                     a,
                                     now,

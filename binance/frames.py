@@ -24,11 +24,14 @@ A frame, trimmed from real traffic::
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
 import orjson
 from msgspec import Meta, Struct, field
+
+from core.timeframes import SUPPORTED as SUPPORTED_TIMEFRAMES
 
 Symbol = Annotated[str, Meta(min_length=1)]
 # Within what orjson reads as an int (and writes back); beyond, parse.py decides (its _int).
@@ -40,6 +43,25 @@ Unused = Any
 _DEC = r"-?(?:0|[1-9][0-9]{0,29})(?:\.[0-9]{1,30})?"
 _DECS = {n: re.compile(" ".join([_DEC] * n)).fullmatch for n in (2, 3, 4, 8)}
 _dec2, _dec3, _dec4, _dec8 = _DECS[2], _DECS[3], _DECS[4], _DECS[8]
+# What core.schemas' records check beyond syntax (their ``_check``), checked here too, so that the
+# fast path never writes a record its readers would refuse: a frame that fails goes to
+# binance/parse.py, which refuses it with the reason (the feeder counts it malformed).
+
+
+def _positive(d: str) -> bool:
+    """A decimal (already matched by _DEC) greater than zero."""
+    return d[0] != "-" and d.strip("0.") != ""
+
+
+def _ohlc(k: KlineBody) -> bool:
+    if k.timeframe not in SUPPORTED_TIMEFRAMES or k.close_time_ms < k.open_time_ms:
+        return False
+    if not k.trades:
+        return True
+    low, high = Decimal(k.low), Decimal(k.high)
+    return low <= min(Decimal(k.open), Decimal(k.close)) <= high
+
+
 # Set after decoding (the frame does not carry it); the JSON name keeps frames from setting it.
 _RECV = "~recv_time_ms"
 
@@ -70,7 +92,12 @@ class AggTradeEvent(Struct, tag_field="e", tag="aggTrade", forbid_unknown_fields
                              self.event_time_ms, self.recv_time_ms))  # fmt: skip
 
     def valid(self) -> bool:
-        return _dec2(f"{self.price} {self.quantity}") is not None
+        return (
+            _dec2(f"{self.price} {self.quantity}") is not None
+            and self.first_id <= self.last_id
+            and _positive(self.price)
+            and _positive(self.quantity)
+        )
 
 
 class RawTradeEvent(Struct, tag_field="e", tag="trade", forbid_unknown_fields=True, gc=False):
@@ -101,7 +128,12 @@ class RawTradeEvent(Struct, tag_field="e", tag="trade", forbid_unknown_fields=Tr
                              self.event_time_ms, self.recv_time_ms))  # fmt: skip
 
     def valid(self) -> bool:
-        return _dec2(f"{self.price} {self.quantity}") is not None
+        return (
+            _dec2(f"{self.price} {self.quantity}") is not None
+            and self.first_id <= self.last_id
+            and _positive(self.price)
+            and _positive(self.quantity)
+        )
 
 
 class BookTickerEvent(Struct, tag_field="e", tag="bookTicker", forbid_unknown_fields=True,
@@ -205,8 +237,9 @@ class KlineEvent(Struct, tag_field="e", tag="kline", forbid_unknown_fields=True,
 
     def valid(self) -> bool:
         k = self.k
-        return _dec8(f"{k.open} {k.high} {k.low} {k.close} {k.volume} {k.quote_volume} "
-                     f"{k.taker_buy_volume} {k.taker_buy_quote_volume}") is not None  # fmt: skip
+        decimals = (f"{k.open} {k.high} {k.low} {k.close} {k.volume} {k.quote_volume} "
+                    f"{k.taker_buy_volume} {k.taker_buy_quote_volume}")  # fmt: skip
+        return _dec8(decimals) is not None and _ohlc(k)
 
 
 TradeEvent = AggTradeEvent | RawTradeEvent

@@ -156,6 +156,11 @@ def parse_frame(frame: bytes | str, recv_time_ms: int) -> Parsed:
         raise FrameError(f"{event_type}: missing field {exc.args[0]!r}") from None
     except (TypeError, ValueError, InvalidOperation) as exc:
         raise FrameError(f"{event_type}: bad value ({exc})") from None
+    # What the record's readers check (core.schemas decode), checked before it is written.
+    check = getattr(event, "_check", None)
+    problem = check() if check else None
+    if problem:
+        raise FrameError(f"{event_type}: {problem}")
     unknown = msg.keys() - KNOWN_FIELDS[event_type]
     if event_type == "kline":
         unknown |= {f"k.{f}" for f in msg["k"].keys() - KLINE_FIELDS}

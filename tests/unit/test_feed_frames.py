@@ -111,3 +111,36 @@ def test_random_events_the_fast_path_accepts_parse_the_same_slowly(kind: str, da
         assert fast == slow_wire(frame, 4)
     with contextlib.suppress(FrameError):
         parse_feed_frame(frame, 4)
+
+
+KLINE = orjson.dumps({"stream": "btcusdt@kline_1m", "data": {
+    "e": "kline", "E": 2, "s": "BTCUSDT", "k": {
+        "t": 60000, "T": 119999, "s": "BTCUSDT", "i": "1m", "f": 1, "L": 3, "o": "10", "c": "11",
+        "h": "12", "l": "9", "v": "1", "n": 3, "x": False, "q": "10.5", "V": "0.5", "Q": "5",
+        "B": "0"}}}).decode()  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (AGG.replace('"q":"2"', '"q":"0.000"'), "positive"),
+        (AGG.replace('"p":"1.0"', '"p":"-1.0"'), "positive"),
+        (AGG.replace('"f":7,', '"f":9,'), "first_id"),
+        (KLINE.replace('"l":"9"', '"l":"10.5"'), "outside"),
+        (KLINE.replace('"T":119999', '"T":1'), "before"),
+        (KLINE.replace('"i":"1m"', '"i":"7m"'), "timeframe"),
+    ],
+)
+def test_a_frame_whose_record_would_be_refused_is_not_written_by_the_fast_path(
+    frame: str, reason: str
+) -> None:
+    """The fast path checked syntax only: a zero quantity went to the stream, and the candle
+    builder refused the record there (bench/feeder_rate.py's frames found it). The fast path now
+    leaves such a frame to the diagnosing parser, which refuses it with its reason (the feeder
+    counts it malformed); the unchanged frame still takes the fast path."""
+    base = AGG if '"aggTrade"' in frame else KLINE
+    assert decode_frame(base, 0).data.wire() == slow_wire(base, 0)
+    with pytest.raises(FastPathMiss):
+        decode_frame(frame, 0)
+    with pytest.raises(FrameError, match=reason):
+        parse_feed_frame(frame, 0)
