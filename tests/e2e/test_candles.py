@@ -367,3 +367,43 @@ def test_a_flood_of_gaps_grows_the_repairs_by_the_periods_they_touch_not_by_thei
     # The rest are the start-up history windows (TP_CANDLE_HISTORY), one per series.
     assert len(members - expected) <= health()["history_windows"]
     assert len(expected) <= 4 * (5 * 2 + 1 + 2)  # minutes, their seams, 5m: per symbol
+
+
+@pytest.mark.timeout(300)
+def test_a_burst_the_feeder_cannot_write_sheds_into_gaps_that_backfill_repairs_exactly(
+    sim_factory: Callable[..., RunningSim],
+    start_pipeline: Callable[..., Pipeline],
+) -> None:
+    """Issue 19's overload, on the writing side: for 5 s Redis takes no writes (CLIENT PAUSE
+    WRITE) while the market trades at full speed, so the feeder reads far more than it can
+    write. Its outbox stops at its byte bound and sheds trades as gap records; once writes
+    resume the backlog drains by itself, and the exchange's klines (or backfill) make every
+    closed candle equal the exchange's again."""
+    sim = sim_factory(rate=0.0, symbol_count=8, trade_retention=200_000, bar_retention=1500)
+    p = start_pipeline(sim, TP_FEED_BUFFER_BYTES="65536")
+    sim.admin("POST", "/sim/rate", {"rate": 300})
+    p.wait_for("first candles", lambda: p.metrics().get("trades_applied", 0) > 300)
+    minute_end = (time.time() // 60 + 1) * 60
+    run_market(sim, p, 2)
+    p.redis.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+    run_market(sim, p, 6)
+    run_market(sim, p, max(3.0, minute_end + 3 - time.time()))  # a minute closes after it
+    finish(sim, p)
+
+    feeder = orjson.loads(p.redis.hget(p.keys.feed_health(), "feeder-1of1") or b"{}")
+    box, counters = feeder["outbox"], feeder["counters"]
+    assert counters["shed_trades"] > 0, counters  # the burst did overflow the outbox
+    # Bounded in bytes: never more than the bound plus the one record that crossed it.
+    assert box["high_water_bytes"] < box["max_bytes"] + 1024, box
+    shed = [decode(f[ENTRY_FIELD], Gap) for s in range(SHARDS)
+            for _, f in p.redis.xrange(p.keys.gaps(s))]  # fmt: skip
+    assert any(g.reason == "shed" for g in shed), shed[:5]
+    m = p.metrics()
+    # The candles missing the shed trades were marked partial and replaced by the exchange's:
+    # its closed kline (reconcile_partial) or a REST backfill (backfill_repaired / _filled).
+    repaired = ("reconcile_partial", "backfill_repaired", "backfill_filled")
+    assert sum(m.get(k, 0) for k in repaired) > 0, str(m)
+    assert not unexplained_diffs(p), str(m)
+    assert m.get("dead", 0) == 0, str(m)
+    compared = check_against_truth(p, sim)
+    assert compared["1m"] >= 4, compared
