@@ -58,6 +58,8 @@ return n
 """
 BATCH_MAX = 2_000
 RETRY_MAX_S = 2.0
+LINGER_S = 0.002  # a batch smaller than LINGER_BELOW entries waits this long before it goes
+LINGER_BELOW = 500
 
 
 @dataclass(slots=True)
@@ -99,6 +101,11 @@ class StreamWriter:
 
     async def run(self) -> None:
         while True:
+            if LINGER_S and not self._closing and 0 < len(self.outbox) < LINGER_BELOW:
+                # A small batch waits a moment to grow: each batch costs a script call per
+                # stream whatever its size, so below saturation tiny batches doubled the CPU
+                # an event costs (bench/RESULTS.md, "A short linger").
+                await asyncio.sleep(LINGER_S)
             gaps, entries = self.outbox.take(BATCH_MAX)
             if not gaps and not entries:
                 if self._closing:
