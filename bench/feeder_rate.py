@@ -431,21 +431,25 @@ def overload_window(rig: Rig, seconds: float) -> dict[str, Any]:
     """Measure one window: written/s, CPU per event, shed and gap counts, RSS, latency."""
     proc = psutil.Process(rig.feeder.pid)
     h0, t0, cpu0 = fresh_health(rig, proc)
+    other0 = psutil.cpu_times(percpu=True)[-1]  # the source's, Redis's and REST's CPU
     rss = proc.memory_info().rss
     end = time.monotonic() + max(0.0, seconds - 2.5)
     while time.monotonic() < end:
         time.sleep(0.5)
         rss = max(rss, proc.memory_info().rss)
     h1, t1, cpu1 = fresh_health(rig, proc)
+    other1 = psutil.cpu_times(percpu=True)[-1]
     dt = (h1["updated_ms"] - h0["updated_ms"]) / 1000
     c0, c1 = h0["counters"], h1["counters"]
     written = c1["written"] - c0["written"]
+    busy = sum(b - a for a, b in zip(other0, other1, strict=True)) - (other1.idle - other0.idle)
     lat = sorted(rig.latencies_ms(int(t0 * 1000), int(t1 * 1000)))
     return {
         "written_per_s": written / dt,
         "received_per_s": sum(c1[k] - c0[k] for k in ("trades", "book_tickers", "klines")) / dt,
         "cpu_us_per_event": (cpu1 - cpu0) * 1e6 / written if written else None,
         "feeder_cpu": (cpu1 - cpu0) / dt,
+        "other_cpu": busy / (t1 - t0),
         "shed": c1["shed_trades"] + c1["shed_other"] - c0["shed_trades"] - c0["shed_other"],
         "gaps": c1["gaps"] - c0["gaps"],
         "rss_mib": rss / 2**20,
@@ -485,6 +489,7 @@ def overload_run(symbols: int, seconds: float, levels: list[float], tmp: Path) -
         sat = saturated["written_per_s"]
         print(f"saturation (unpaced source): written/s={sat:,.0f}  "
               f"cpu/event={saturated['cpu_us_per_event']:.2f} us  "
+              f"feeder/other cpu={saturated['feeder_cpu']:.0%}/{saturated['other_cpu']:.0%}  "
               f"rss={saturated['rss_mib']:.0f} MiB", flush=True)  # fmt: skip
         for level in levels:
             rate_file.write_text(str(level * sat))
@@ -498,6 +503,7 @@ def overload_run(symbols: int, seconds: float, levels: list[float], tmp: Path) -
                   f"written/s={row['written_per_s']:>8,.0f} "
                   f"({row['written_per_s'] / sat:.0%} of saturation)  "
                   f"cpu/event={row['cpu_us_per_event'] or 0:.2f} us  "
+                  f"feeder/other cpu={row['feeder_cpu']:.0%}/{row['other_cpu']:.0%}  "
                   f"rss={row['rss_mib']:.0f} MiB  shed={row['shed']}  gaps={row['gaps']}  "
                   f"p50={row['p50_ms']} p99={row['p99_ms']} ms  drain={drained} s",
                   flush=True)  # fmt: skip

@@ -28,9 +28,9 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import msgspec
-import orjson
 from msgspec import Meta, Struct, field
 
+from core.schemas import dumps
 from core.timeframes import SUPPORTED as SUPPORTED_TIMEFRAMES
 
 Symbol = Annotated[str, Meta(min_length=1)]
@@ -87,7 +87,7 @@ class AggTradeEvent(Struct, tag_field="e", tag="aggTrade", forbid_unknown_fields
 
     def wire(self) -> bytes:
         """Return the encoded :class:`core.schemas.Trade`."""
-        return orjson.dumps(("trade", 1, self.symbol, self.trade_id, self.first_id, self.last_id,
+        return dumps(("trade", 1, self.symbol, self.trade_id, self.first_id, self.last_id,
                              self.price, self.quantity, self.buyer_is_maker, self.trade_time_ms,
                              self.event_time_ms, self.recv_time_ms))  # fmt: skip
 
@@ -123,7 +123,7 @@ class RawTradeEvent(Struct, tag_field="e", tag="trade", forbid_unknown_fields=Tr
 
     def wire(self) -> bytes:
         """Return the encoded :class:`core.schemas.Trade`."""
-        return orjson.dumps(("trade", 1, self.symbol, self.trade_id, self.trade_id, self.trade_id,
+        return dumps(("trade", 1, self.symbol, self.trade_id, self.trade_id, self.trade_id,
                              self.price, self.quantity, self.buyer_is_maker, self.trade_time_ms,
                              self.event_time_ms, self.recv_time_ms))  # fmt: skip
 
@@ -152,7 +152,7 @@ class BookTickerEvent(Struct, tag_field="e", tag="bookTicker", forbid_unknown_fi
 
     def wire(self) -> bytes:
         """Return the encoded :class:`core.schemas.BookTicker`."""
-        return orjson.dumps(("book", 1, self.symbol, self.update_id, self.bid_price, self.bid_qty,
+        return dumps(("book", 1, self.symbol, self.update_id, self.bid_price, self.bid_qty,
                              self.ask_price, self.ask_qty, self.transaction_time_ms,
                              self.event_time_ms, self.recv_time_ms))  # fmt: skip
 
@@ -176,7 +176,7 @@ class MarkPriceEvent(Struct, tag_field="e", tag="markPriceUpdate", forbid_unknow
 
     def wire(self) -> bytes:
         """Return the encoded :class:`core.schemas.MarkPrice`."""
-        return orjson.dumps(("mark", 1, self.symbol, self.mark_price, self.index_price,
+        return dumps(("mark", 1, self.symbol, self.mark_price, self.index_price,
                              self.funding_rate, self.next_funding_time_ms, self.event_time_ms,
                              self.recv_time_ms))  # fmt: skip
 
@@ -229,7 +229,7 @@ class KlineEvent(Struct, tag_field="e", tag="kline", forbid_unknown_fields=True,
     def wire(self) -> bytes:
         """Return the encoded :class:`core.schemas.Kline` (source ``exchange``)."""
         k = self.k
-        return orjson.dumps(("kline", 2, k.symbol, k.timeframe, k.open_time_ms, k.close_time_ms,
+        return dumps(("kline", 2, k.symbol, k.timeframe, k.open_time_ms, k.close_time_ms,
                              k.open, k.high, k.low, k.close, k.volume, k.quote_volume, k.trades,
                              k.taker_buy_volume, k.taker_buy_quote_volume, k.first_trade_id,
                              k.last_trade_id, k.closed, "exchange", self.event_time_ms,

@@ -1,8 +1,9 @@
 """Records that cross process boundaries, and their wire encoding.
 
-Wire format: a JSON array (orjson), ``[kind, version, field1, field2, ...]`` in the order the
-dataclass declares its fields. Arrays keep stream entries about half the size of objects, and the
-``version`` lets a reader reject (rather than misread) a layout it does not know. Encoding rules:
+Wire format: a JSON array (written by msgspec, read by orjson), ``[kind, version, field1,
+field2, ...]`` in the order the dataclass declares its fields. Arrays keep stream entries about
+half the size of objects, and the ``version`` lets a reader reject (rather than misread) a layout
+it does not know. Encoding rules:
 
 * times are int UTC milliseconds, named ``*_ms``;
 * prices and sizes are ``Decimal`` in memory and fixed-point strings on the wire, never floats;
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar, get_type_hints
 
+import msgspec
 import orjson
 
 from core.errors import SchemaError
@@ -284,6 +286,16 @@ def positions(cls: type) -> dict[str, int]:
     return {f.name: i + 2 for i, f in enumerate(dataclasses.fields(cls))}
 
 
+# Records are encoded with msgspec, not orjson: orjson (3.12 and later) returns bytes that keep its
+# whole working buffer, 4 KiB whatever the record's length (its finish() sets the size and then
+# skips the shrinking realloc: https://github.com/home-assistant/core/pull/181245), so a record
+# held in a queue (the feeder's outbox, a web room's late candles) cost 4 KiB instead of ~150
+# bytes and a bound counted in bytes held 25x that much memory (issue 19: 800 MiB of RSS behind a
+# 20 MB outbox). msgspec's bytes are exactly as long as the record, and its output is byte for
+# byte orjson's for what records hold (str, int, bool, None; tests/unit/test_schemas.py).
+dumps = msgspec.json.Encoder().encode
+
+
 def wire_length(cls: type) -> int:
     """Return the length of the wire array of ``cls``: kind, version and every field."""
     return len(dataclasses.fields(cls)) + 2
@@ -298,8 +310,8 @@ CANDLE_AT = positions(Candle)
 
 def candle_ending(source: str, *, closed: bool | None = None) -> bytes:
     """Return the last bytes of every encoded candle with ``source`` (and ``closed``)."""
-    tail = orjson.dumps(source) + b"]"
-    return tail if closed is None else orjson.dumps(closed) + b"," + tail
+    tail = dumps(source) + b"]"
+    return tail if closed is None else dumps(closed) + b"," + tail
 
 
 CANDLE_OPEN_ENDINGS = tuple(candle_ending(s, closed=False) for s in CANDLE_SOURCES)
@@ -316,7 +328,7 @@ def encode(record: Record) -> bytes:
     for name, kind in _SPECS[type(record)]:
         value = getattr(record, name)
         out.append(format(value, "f") if kind is Decimal else value)
-    return orjson.dumps(out)
+    return dumps(out)
 
 
 def decode(data: bytes | str, cls: type[R]) -> R:
@@ -355,7 +367,7 @@ def decode(data: bytes | str, cls: type[R]) -> R:
 
 
 def _encode_candle(c: Candle) -> bytes:
-    return orjson.dumps([
+    return dumps([
         "candle", 2, c.symbol, c.timeframe, c.open_time_ms, c.close_time_ms, format(c.open, "f"),
         format(c.high, "f"), format(c.low, "f"), format(c.close, "f"), format(c.volume, "f"),
         format(c.quote_volume, "f"), c.trades, format(c.taker_buy_volume, "f"),

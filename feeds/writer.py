@@ -56,7 +56,12 @@ for record in string.gmatch(ARGV[2], '[^\\n]+') do
 end
 return n
 """
-BATCH_MAX = 2_000
+# Entries per batch at most. Saturated, the readers take in up to 64 KiB per connection per turn of
+# the loop (binance/market_ws.py READ_MAX_BYTES, ~1,500 events over 5 connections) while a batch
+# takes two turns (send, reply): at 2,000 a batch the writer fell behind the readers and the
+# outbox filled and shed at ~60,000 events/s; at 20,000 it writes 150,000/s (issue 19). A batch
+# is bounded in bytes by the outbox it comes from (32 MiB).
+BATCH_MAX = 20_000
 RETRY_MAX_S = 2.0
 LINGER_S = 0.002  # a batch smaller than LINGER_BELOW entries waits this long before it goes
 LINGER_BELOW = 500

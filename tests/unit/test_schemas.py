@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import tracemalloc
 from decimal import Decimal
 
 import orjson
@@ -101,3 +102,27 @@ def test_invariants_of_other_records_are_checked() -> None:
     bad_candle[8] = "9.9999"  # low above the open
     with pytest.raises(SchemaError, match="outside"):
         decode(orjson.dumps(bad_candle), Candle)
+
+
+@pytest.mark.parametrize("record", [TRADE, CANDLE, KLINE, BOOK, GAP, SIGNAL], ids=lambda r: r.KIND)
+def test_a_held_record_costs_its_length_not_an_encoders_buffer(record: object) -> None:
+    # The feeder's outbox and the web's late candles bound what they hold by len(record): that
+    # bound is memory only if the bytes object is as big as its length (orjson's output keeps
+    # a 4 KiB buffer each; issue 19 saw 800 MiB behind a 20 MB outbox).
+    held = [encode(record) for _ in range(2_000)]  # type: ignore[arg-type]
+    tracemalloc.start()
+    try:
+        held = [encode(record) for _ in range(2_000)]  # type: ignore[arg-type]
+        per_record = tracemalloc.get_traced_memory()[0] / len(held)
+    finally:
+        tracemalloc.stop()
+    assert per_record < 2 * len(held[0]) + 100, (per_record, len(held[0]))
+
+
+@pytest.mark.parametrize("record", [TRADE, CANDLE, KLINE, BOOK, GAP, SIGNAL], ids=lambda r: r.KIND)
+def test_records_are_written_byte_for_byte_as_orjson_writes_them(record: object) -> None:
+    weird = 'É"\\\n\t\u0001\u2028😀'  # escapes, control characters, non-ASCII, astral
+    assert encode(record) == orjson.dumps(orjson.loads(encode(record)))  # type: ignore[arg-type]
+    if dataclasses.is_dataclass(record) and hasattr(record, "symbol"):
+        odd = dataclasses.replace(record, symbol=weird)  # type: ignore[type-var]
+        assert encode(odd) == orjson.dumps(orjson.loads(encode(odd)))
