@@ -372,6 +372,31 @@ class Pipeline:
                 "applied": sum(int(t or 0) for _, t in metrics),
                 "shed": feeder["counters"]["shed_trades"] if feeder else 0}  # fmt: skip
 
+    def stage_reports(self, until: float) -> dict[str, int]:
+        """Until ``until``, collect the stages' own figures from the health reports (each a
+        [p50, p99, max] per 2-s period, core/latency.py): the consumer's read age (the stream),
+        build_candles' queue wait and run time. Return the largest p99 of each over the periods."""
+        worst = {"read age p99": 0, "queue wait p99": 0, "build run p99": 0}
+        seen: set[tuple[bytes, int]] = set()
+
+        def note(label: str, figures: list[int] | None) -> None:
+            if figures:
+                worst[label] = max(worst[label], figures[1])
+
+        while time.time() < until:
+            time.sleep(min(0.5, max(0.0, until - time.time())))
+            for key in (self.keys.consumer_health(), self.keys.worker_health()):
+                for name, raw in self.r.hgetall(key).items():
+                    rep = orjson.loads(raw)
+                    if (name, rep["at_ms"]) in seen:
+                        continue
+                    seen.add((name, rep["at_ms"]))
+                    note("read age p99", rep.get("read_age_ms"))
+                    build = rep.get("actors", {}).get("build_candles", {})
+                    note("queue wait p99", build.get("wait_ms"))
+                    note("build run p99", build.get("run_ms"))
+        return worst
+
     def report(self) -> None:
         """Print the consumer's health and where Redis's memory is."""
         for name, raw in self.r.hgetall(self.keys.consumer_health()).items():
@@ -452,7 +477,7 @@ def e2e(args: argparse.Namespace, tmp: Path) -> None:
             p.rate(args.rate)
             time.sleep(args.warmup)
             w0 = p.snapshot()
-            time.sleep(args.seconds)
+            stages = p.stage_reports(time.time() + args.seconds)
             w1 = p.snapshot()
             time.sleep(3)  # the window's last trades reach their candles
             p.rate(0)  # the pipeline idles while this process reads the window back
@@ -473,6 +498,7 @@ def e2e(args: argparse.Namespace, tmp: Path) -> None:
                     "written/s": (len(lat) + missing) / dt,
                     **{f"{k}/s": (w1[k] - w0[k]) / dt for k in ("applied", "builds")},
                     "shed": w1["shed"] - w0["shed"],
+                    **stages,
                     **cpu,
                     "other CPU": (w1["busy"] - w0["busy"]) / dt - sum(cpu.values()),
                 }

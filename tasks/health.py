@@ -8,10 +8,15 @@ the ``signals`` role, any other the ``worker`` role. Example field value::
 
     {"name": "host-4242", "role": "worker", "at_ms": 1700000000000, "queues": ["backfill",
      "candles"], "threads": 8, "processed": 912, "failed": 1, "skipped": 0, "in_flight": 2,
-     "actors": {"build_candles": {"processed": 900, "failed": 1, "ms_max": 41}}}
+     "actors": {"build_candles": {"processed": 900, "failed": 1, "ms_max": 41,
+                                  "wait_ms": [3, 18, 25], "run_ms": [6, 30, 41]}}}
 
-``ms_max`` is the longest message of the actor since the previous report. The field is removed
-when the worker stops; a killed process leaves a report that turns stale.
+Per actor, since the previous report: ``ms_max``, the longest message; ``wait_ms``, the time
+messages waited from being sent to being started (p50, p99, max; first deliveries only: a retry
+waits its back-off on purpose), which is the queue's share of the latency budget
+(docs/architecture.md, "Latency budget"); ``run_ms``, how long they ran (p50, p99, max).
+Percentiles are over the latest :data:`SAMPLES` messages of the period (``core/latency.py``).
+The field is removed when the worker stops; a killed process leaves a report that turns stale.
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware
 
 from core.clock import now_ms
+from core.latency import StageLatency
 
 log = logging.getLogger(__name__)
 
 HEALTH_EVERY_S = 2.0  # as the other processes (a report older than 10 s is stale)
+SAMPLES = 1024  # per actor and report: the latest messages' wait and run times
 SIGNALS_QUEUES = frozenset({"signals"})
 _boots = itertools.count(1)  # workers booted in this process (tests run several in one)
 
@@ -47,11 +54,24 @@ def role_of(queues: set[str]) -> str:
 
 
 class _Actor:
-    __slots__ = ("failed", "ms_max", "processed")
+    __slots__ = ("failed", "processed", "runs", "waits")
 
     def __init__(self) -> None:
         self.processed = self.failed = 0
-        self.ms_max = 0.0
+        self.waits = StageLatency(SAMPLES)
+        self.runs = StageLatency(SAMPLES)
+
+    def report(self) -> dict[str, Any]:
+        """Return this period's figures and start the next period."""
+        runs = self.runs.report()
+        out: dict[str, Any] = {"processed": self.processed, "failed": self.failed,
+                               "ms_max": runs[2] if runs else 0}  # fmt: skip
+        waits = self.waits.report()
+        if waits:
+            out["wait_ms"] = waits
+        if runs:
+            out["run_ms"] = runs
+        return out
 
 
 class WorkerHealth(Middleware):
@@ -72,8 +92,11 @@ class WorkerHealth(Middleware):
     # --- Dramatiq hooks (worker threads) -------------------------------------------------------
 
     def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        waited = now_ms() - message.message_timestamp  # the sender's clock: same host or NTP
         with self._lock:
             self._started[message.message_id] = time.monotonic()
+            if not message.options.get("retries"):
+                self._actors.setdefault(message.actor_name, _Actor()).waits.add(waited)
 
     def after_process_message(
         self,
@@ -89,7 +112,7 @@ class WorkerHealth(Middleware):
             actor.processed += 1
             actor.failed += exception is not None
             if started is not None:
-                actor.ms_max = max(actor.ms_max, (time.monotonic() - started) * 1000)
+                actor.runs.add((time.monotonic() - started) * 1000)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
         with self._lock:
@@ -133,12 +156,7 @@ class WorkerHealth(Middleware):
             q for q in (worker.consumers if worker is not None else {}) if not q.endswith(".DQ")
         )
         with self._lock:
-            actors = {
-                name: {"processed": a.processed, "failed": a.failed, "ms_max": round(a.ms_max)}
-                for name, a in sorted(self._actors.items())
-            }
-            for a in self._actors.values():
-                a.ms_max = 0.0
+            actors = {name: a.report() for name, a in sorted(self._actors.items())}
             in_flight, skipped = len(self._started), self._skipped
         return {
             "name": self.name,

@@ -47,6 +47,7 @@ from core.clock import now_ms
 from core.config import Settings, load_settings
 from core.errors import ConfigError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_BACKFILL, GROUP_CANDLES, Keys
+from core.latency import StageLatency
 from core.logs import setup_logging
 from core.redis_clients import (
     MAX_BLOCK_MS,
@@ -118,6 +119,10 @@ class Consumer:
         self._next_claim = 0.0
         self._next_repairs = 0.0
         self._next_health = 0.0
+        # Per read that got news: how old its oldest entry was (this host's clock minus the
+        # entry id's, Redis's): the stream's share of the latency budget, reported as
+        # ``read_age_ms`` [p50, p99, max] per health period (docs/architecture.md).
+        self.read_age = StageLatency()
 
     def ensure_groups(self) -> None:
         """Create the consumer groups (and streams) if missing; BUSYGROUP means they exist."""
@@ -175,10 +180,15 @@ class Consumer:
                              group=(GROUP_CANDLES, self.name))  # fmt: skip
         self.counters.reads += 1
         shards = set()
+        oldest = 0
         for stream, entries in reply or ():
             if entries:
                 self.counters.entries += len(entries)
                 shards.add(self.keys.shard_in(stream))
+                first_ms = int(entries[0][0].split(b"-", 1)[0])
+                oldest = first_ms if not oldest else min(oldest, first_ms)
+        if oldest:
+            self.read_age.add(max(0, now_ms() - oldest))
         self.trigger(shards)
 
     def trigger(self, shards: set[int], *, force: bool = False) -> None:
@@ -356,6 +366,7 @@ class Consumer:
         queues = {q: queue_depth(q) for q in ("candles", "signals", "backfill")}
         figures = {"shards": self.shards, "pending": pending, "queues": queues,
                    **vars(self.counters)}  # fmt: skip
+        figures["read_age_ms"] = self.read_age.report()
         health = HealthReport(self.name, now_ms(), figures)
         self.control.hset(k.consumer_health(), self.name, health.encode())
 
