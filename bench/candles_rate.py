@@ -293,7 +293,7 @@ class Pipeline:
     """redis-server, simulator, feeder (or writer), consumer and worker, pinned as in PIN."""
 
     def __init__(self, symbols: int, tmp: Path, env: dict[str, str], upstream: str = "feeder",
-                 signals: str = "process") -> None:  # fmt: skip
+                 signals: str = "process", worker_threads: int = 8) -> None:  # fmt: skip
         self.tmp = tmp
         self.upstream = upstream
         self.redis = RedisServer(tmp / "redis")
@@ -328,7 +328,7 @@ class Pipeline:
         queues = [] if signals == "worker" else ["--queues", "candles", "backfill"]
         # The Procfile's worker (with its --queues unless signals=worker).
         self.spawn("worker", [*dramatiq, "tasks.candles", "tasks.backfill", "tasks.signals",
-                              *queues, "--threads", "8"], env)  # fmt: skip
+                              *queues, "--threads", str(worker_threads)], env)  # fmt: skip
         if signals == "process":  # the Procfile's signals process type
             self.spawn("signals", [*dramatiq, "tasks.signals", "--queues", "signals",
                                    "--threads", "4"], env)  # fmt: skip
@@ -469,7 +469,7 @@ def latencies(p: Pipeline, since_ms: int, until_ms: int) -> tuple[list[int], lis
 def e2e(args: argparse.Namespace, tmp: Path) -> None:
     # Streams long enough to still hold the window when it is read back.
     bounds = {"TP_STREAM_MAXLEN": "200000", "TP_UPDATES_MAXLEN": "50000"}
-    p = Pipeline(args.symbols, tmp, bounds, args.upstream, args.signals)
+    p = Pipeline(args.symbols, tmp, bounds, args.upstream, args.signals, args.worker_threads)
     pin(os.getpid(), PIN["bench"])
     try:
         rows = []
@@ -550,6 +550,7 @@ def main() -> None:
     parser.add_argument("--redis-url", help="_writer: the pipeline's Redis")
     parser.add_argument("--maxlen", type=int, default=200_000, help="_writer: stream MAXLEN ~")
     parser.add_argument("--symbols", type=int, default=300)
+    parser.add_argument("--worker-threads", type=int, default=8, help="the worker's --threads")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pin", default="", help="e.g. worker=0,feeder=1 or 'none' (see PIN)")
     parser.add_argument("--trades", type=int, default=1_000_000, help="aggregate: trades")
