@@ -51,6 +51,7 @@ HEALTHY_AFTER_S = 30.0  # a connection up this long resets the backoff
 OPEN_TIMEOUT_S = 10.0
 PING_IDLE_S = 20.0  # no frame for this long: ping; no pong within PING_REPLY_S: reconnect
 PING_REPLY_S = 20.0
+CLOSE_TIMEOUT_S = 2.0
 MAX_MESSAGE_BYTES = 2**20  # Binance's frames are < 4 KiB; a bigger message is refused
 # One socket read at most: ~300 market frames, ~3 ms of the feeder's CPU. Every connection reads
 # at most this much per turn of the event loop, so the writer runs at least that often.
@@ -220,8 +221,11 @@ class FeedConnection:
         ws = self._ws
         if ws is not None:
             ws.send_close(WSCloseCode.OK)
-            ws.disconnect()
-            await ws.wait_disconnected()
+            ws.disconnect()  # graceful: once what we wrote is sent
+            try:
+                await asyncio.wait_for(ws.wait_disconnected(), CLOSE_TIMEOUT_S)
+            except TimeoutError:  # a peer that does not read: drop the connection
+                ws.disconnect(graceful=False)
 
     async def _send_control(
         self,

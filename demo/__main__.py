@@ -35,13 +35,13 @@ from pathlib import Path
 import honcho.manager
 import redis
 from honcho.environ import parse_procfile
-from honcho.manager import Manager
 
 from binance.exchange_info import resolve_universe
 from core.config import Settings, load_settings
 from core.keys import Keys
 from core.redis_clients import redacted
 from demo.haproxy import HAProxy, HAProxyError
+from demo.processes import DemoManager
 from demo.redis_cluster import RedisCluster
 from demo.redis_server import RedisServer, RedisServerError
 from release.checks import CheckFailed, check_exchange
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(banner(settings, redis_url, processes, embedded=server is not None), flush=True)
         if extra_lines:
             print("\n".join(extra_lines), flush=True)
-        manager = Manager()
+        manager = DemoManager()
         for name, (cmd, extra) in commands.items():
             manager.add_process(name, cmd, env={**child_env, **extra}, cwd=str(ROOT))
         if not processes:
