@@ -293,7 +293,8 @@ class Pipeline:
     """redis-server, simulator, feeder (or writer), consumer and worker, pinned as in PIN."""
 
     def __init__(self, symbols: int, tmp: Path, env: dict[str, str], upstream: str = "feeder",
-                 signals: str = "process", worker_threads: int = 8) -> None:  # fmt: skip
+                 signals: str = "process", worker_threads: int = 8,
+                 prefetch: int = 8) -> None:  # fmt: skip
         self.tmp = tmp
         self.upstream = upstream
         self.redis = RedisServer(tmp / "redis")
@@ -313,7 +314,7 @@ class Pipeline:
                "REDIS_URL": self.redis.url, "TP_DEMO": "1", "TP_STREAM_SHARDS": str(SHARDS),
                "TP_REST_URL": f"http://127.0.0.1:{rest}", "TP_WS_URL": f"ws://127.0.0.1:{ws}",
                "TP_LOG_LEVEL": "WARNING", "TP_CANDLE_HISTORY": "0",
-               "dramatiq_queue_prefetch": "8", **env}  # fmt: skip
+               "dramatiq_queue_prefetch": str(prefetch), **env}  # fmt: skip
         if upstream == "writer":
             maxlen = env.get(
                 "TP_STREAM_MAXLEN", str(Settings.from_env({"TP_DEMO": "1"}).stream_maxlen)
@@ -469,7 +470,9 @@ def latencies(p: Pipeline, since_ms: int, until_ms: int) -> tuple[list[int], lis
 def e2e(args: argparse.Namespace, tmp: Path) -> None:
     # Streams long enough to still hold the window when it is read back.
     bounds = {"TP_STREAM_MAXLEN": "200000", "TP_UPDATES_MAXLEN": "50000"}
-    p = Pipeline(args.symbols, tmp, bounds, args.upstream, args.signals, args.worker_threads)
+    p = Pipeline(
+        args.symbols, tmp, bounds, args.upstream, args.signals, args.worker_threads, args.prefetch
+    )
     pin(os.getpid(), PIN["bench"])
     try:
         rows = []
@@ -551,6 +554,7 @@ def main() -> None:
     parser.add_argument("--maxlen", type=int, default=200_000, help="_writer: stream MAXLEN ~")
     parser.add_argument("--symbols", type=int, default=300)
     parser.add_argument("--worker-threads", type=int, default=8, help="the worker's --threads")
+    parser.add_argument("--prefetch", type=int, default=8, help="dramatiq_queue_prefetch")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pin", default="", help="e.g. worker=0,feeder=1 or 'none' (see PIN)")
     parser.add_argument("--trades", type=int, default=1_000_000, help="aggregate: trades")
