@@ -43,6 +43,18 @@ the snapshots read; the simulator stays, idle), and a replay process ``XADD``s t
 a loop at its recorded pace, each stream bounded as the product bounds it. The windows then
 report ``replayed/s`` and ``replay late max`` (how far the replay fell behind its schedule, ms)
 instead of the pipeline's trades/s and shed. The web reads exactly what the pipeline wrote.
+
+``--replay-speeds 1,4,8,12`` (with ``--replay``) is the overload ladder (issue 19 goal 1): the
+replay runs at each multiple of the recorded pace for ``--seconds``, each speed above 1 followed
+by ``--recover`` seconds at 1x (``--replay-procs`` processes share the streams; a replay that
+cannot keep up moves its schedule on rather than bursting later). Per phase: entries offered
+(and of them the candle and signal builds), entries the pump read (``entries`` of
+``<ns>:web:health``), md/s, the pump's ``lag_ms`` (p50 over the reports) and ``lag_ms_max``, the
+clients' latency, of candle and of book rooms apart (``--channels candles,book`` subscribes each
+symbol to both, so that the pump decodes every book ticker), CPU, the web's RSS, Redis's memory,
+skipped and kicked clients, ``GET /livez`` and Redis ``PING`` times (does the pump let other
+greenlets run; does Redis keep up), and after a burst the seconds until ``lag_ms_max`` is back
+under the first phase's worst (to within a 2-s report); last, a markdown table.
 """
 
 from __future__ import annotations
@@ -90,9 +102,9 @@ DEFAULT_WEB = (
 )
 HIST_MS = 60_000  # latency histogram range; the last bucket holds everything slower
 # One md room: '"c:BTCUSDT:1m":{"at":1732400000123,' (the contract puts "at" before "data").
-ROOM_AT = re.compile(rb'"[cbs]:[^"]+":\s*\{\s*"at":\s*(\d+)')
+ROOM_AT = re.compile(rb'"([cbs]):[^"]+":\s*\{\s*"at":\s*(\d+)')
 SENT_AT = re.compile(rb'"t":\s*(\d+)')
-KINDS = ("e2e", "server", "transit")
+KINDS = ("e2e", "server", "transit", "e2e c", "e2e b")  # e2e of candle rooms, of book rooms
 
 
 # --- the load processes ----------------------------------------------------------------------
@@ -101,8 +113,10 @@ KINDS = ("e2e", "server", "transit")
 class Load:
     """Socket.IO clients in one asyncio loop, counting what they receive."""
 
-    def __init__(self, url: str, origin: str, timeframe: str, retry_s: float) -> None:
+    def __init__(self, url: str, origin: str, timeframe: str, retry_s: float,
+                 channels: tuple[str, ...] = ("candles",)) -> None:  # fmt: skip
         self.url, self.origin, self.timeframe, self.retry_s = url, origin, timeframe, retry_s
+        self.channels = channels
         self.totals: Counter[str] = Counter()  # since the start
         self.errors: Counter[str] = Counter()  # connect / protocol failures by kind
         self.live = 0  # connections past the Socket.IO connect, still open
@@ -140,17 +154,20 @@ class Load:
         self.window["md"] += 1
         self.window["bytes"] += len(raw)
         sent = SENT_AT.search(raw)
-        ats = [int(a) for a in ROOM_AT.findall(raw)]
+        ats = [(k, int(a)) for k, a in ROOM_AT.findall(raw)]
         if not ats or not sent:  # not the expected layout: read it properly
             self.window["parsed as JSON"] += 1
             body = orjson.loads(raw[2:])[1]
-            sent_ms, ats = body["t"], [r["at"] for r in body["rooms"].values()]
+            sent_ms = body["t"]
+            ats = [(n[:1].encode(), r["at"]) for n, r in body["rooms"].items()]
         else:
             sent_ms = int(sent.group(1))
         self._add("transit", now_ms - sent_ms)
-        for at in ats:
+        for kind, at in ats:
             self.window["rooms"] += 1
             self._add("e2e", now_ms - at)
+            if kind in (b"c", b"b"):
+                self._add(f"e2e {kind.decode()}", now_ms - at)
             self._add("server", sent_ms - at)
 
     async def client(self, symbols: list[str]) -> None:
@@ -183,15 +200,17 @@ class Load:
             sent: dict[int, tuple[float, str]] = {}  # ack id -> (sent at, symbol)
             ack_ids = itertools.count()
 
-            async def subscribe(symbol: str, delay_s: float = 0) -> None:
+            async def subscribe(sub: tuple[str, str], delay_s: float = 0) -> None:
                 await asyncio.sleep(delay_s)
-                sub = {"channel": "candles", "symbol": symbol, "timeframe": self.timeframe}
+                channel, symbol = sub
+                req = {"channel": channel, "symbol": symbol, "timeframe": self.timeframe}
                 i = next(ack_ids)
-                sent[i] = (time.monotonic(), symbol)
-                await ws.send(f'42{i}["subscribe",{orjson.dumps(sub).decode()}]')
+                sent[i] = (time.monotonic(), sub)
+                await ws.send(f'42{i}["subscribe",{orjson.dumps(req).decode()}]')
 
-            for symbol in symbols:
-                await subscribe(symbol)
+            subs = [(channel, symbol) for symbol in symbols for channel in self.channels]
+            for sub in subs:
+                await subscribe(sub)
             acked, retries = 0, set()
             while True:
                 raw = await ws.recv(decode=False)
@@ -201,18 +220,18 @@ class Load:
                     await ws.send("3")
                 elif raw.startswith(b"43"):
                     bracket = raw.index(b"[")
-                    t0, symbol = sent.pop(int(raw[2:bracket]))
+                    t0, sub = sent.pop(int(raw[2:bracket]))
                     self.ack_ms.append((time.monotonic() - t0) * 1000)
                     reply = orjson.loads(raw[bracket:])[0]
                     if reply.get("ok"):
                         acked += 1
-                        if acked == len(symbols):
+                        if acked == len(subs):
                             self.totals["subscribed"] += 1
                     else:
                         self.errors[f"subscribe refused: {reply.get('error')}"] += 1
                         if reply.get("error") == "unavailable" and self.retry_s:  # "try again"
                             self.totals["subscribe retries"] += 1
-                            task = asyncio.create_task(subscribe(symbol, self.retry_s))
+                            task = asyncio.create_task(subscribe(sub, self.retry_s))
                             retries.add(task)  # a reference, until it is done
                             task.add_done_callback(retries.discard)
                 elif raw.startswith(b'42["snapshot"'):
@@ -275,13 +294,15 @@ class Load:
 def load_process(conn: Connection, cfg: dict[str, Any]) -> None:
     """Entry point of one load process: hold ``cfg['plan']``'s clients until told to stop."""
     pin(os.getpid(), cfg["cpu"])
-    load = Load(cfg["url"], cfg["origin"], cfg["timeframe"], cfg["retry_s"])
+    load = Load(cfg["url"], cfg["origin"], cfg["timeframe"], cfg["retry_s"], cfg["channels"])
     asyncio.run(load.run(conn, cfg["plan"], cfg["ramp_per_s"]))
 
 
 # --- replay: the pipeline's output without the pipeline ------------------------------------------
 
 REPLAYED = ("candle_updates", "signal_updates", "book")  # what the web's pump reads
+REPLAY_BATCH = 5000  # entries per pipeline at most
+CATCHUP_MS = 1000  # the replay's schedule debt at most (wall time)
 
 
 def record(p: Pipeline, seconds: float, path: Path) -> dict[str, float]:
@@ -319,37 +340,53 @@ def record(p: Pipeline, seconds: float, path: Path) -> dict[str, float]:
     }
 
 
-def replay_process(conn: Connection, cfg: dict[str, Any], counters: Any) -> None:
-    """Entry point of the replay process: XADD the recording's rows at their recorded pace, in a
-    loop, each stream bounded as the product bounds it, until told to stop. ``counters[0]``
-    counts the entries written, ``counters[1]`` holds the latest lateness behind the recording's
-    schedule in ms (the bench reads and resets it)."""
+def replay_process(conn: Connection, cfg: dict[str, Any], counters: Any, speed: Any) -> None:
+    """Entry point of a replay process: XADD the recording's rows (those of ``cfg['part']`` of
+    ``cfg['parts']`` streams) at their recorded pace times ``speed.value`` (read afresh every
+    turn: the bench changes it), in a loop, each stream bounded as the product bounds it, until
+    told to stop. ``counters[0]`` counts the entries written, ``counters[1]`` holds the largest
+    lateness behind the schedule in ms of wall time (the bench reads and resets it),
+    ``counters[2]`` counts the entries written that are not book tickers (candle and signal
+    builds). Behind by more than ``CATCHUP_MS`` of wall time, the schedule is moved up: what the
+    replay could not write when asked is not written in a burst later (at 1x after a fast
+    phase, say)."""
     pin(os.getpid(), cfg["cpu"])
     rows: list[tuple[int, bytes, bytes]] = pickle.loads(  # noqa: S301  # our own file
         Path(cfg["path"]).read_bytes()
     )
+    period = rows[-1][0] + 1
+    keys = sorted({key for _, key, _ in rows})
+    mine = set(keys[cfg["part"] :: cfg["parts"]])
+    rows = [row for row in rows if row[1] in mine]
     client = redis.Redis.from_url(cfg["url"])
     xadd = client.register_script(XADD_MANY)
-    period = rows[-1][0] + 1
-    t0, i, lap = time.monotonic(), 0, 0
+    vt, last, i = 0.0, time.monotonic(), 0  # vt: the schedule's position in the lap, ms
     while not conn.poll():
-        now = (time.monotonic() - t0) * 1000 - lap * period
+        now_wall = time.monotonic()
+        k = max(speed.value, 1e-3)
+        vt += (now_wall - last) * 1000 * k
+        last = now_wall
         batch: dict[bytes, list[bytes]] = {}
-        while i < len(rows) and rows[i][0] <= now and len(batch) < 64:
+        n = 0
+        while i < len(rows) and rows[i][0] <= vt and n < REPLAY_BATCH:
             batch.setdefault(rows[i][1], []).append(rows[i][2])
             i += 1
+            n += 1
         if batch:
             with client.pipeline(transaction=False) as pipe:
                 for key, datas in batch.items():
                     maxlen = cfg["book_maxlen"] if key.endswith(b":book") else cfg["updates_maxlen"]
                     xadd(keys=[key], args=[maxlen, *datas], client=pipe)
                 pipe.execute()
-            counters[0] += sum(len(d) for d in batch.values())
-            counters[1] = max(counters[1], int(now - rows[i - 1][0]))
+            counters[0] += n
+            counters[2] += sum(len(d) for k, d in batch.items() if not k.endswith(b":book"))
+            counters[1] = max(counters[1], int((vt - rows[i - 1][0]) / k))
+            if i < len(rows) and (vt - rows[i][0]) / k > CATCHUP_MS:
+                vt = rows[i][0] + CATCHUP_MS * k
         if i == len(rows):
-            i, lap = 0, lap + 1
+            i, vt = 0, vt - period
         elif not batch:
-            time.sleep(min(0.005, max(0.0, (rows[i][0] - now) / 1000)))
+            time.sleep(min(0.005, max(0.0, (rows[i][0] - vt) / k / 1000)))
     conn.send("stopped")
 
 
@@ -451,7 +488,8 @@ class Bench:
         self.args = args
         self.p = Pipeline(args.symbols, tmp, {})  # the product's stream bounds
         self.loads: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
-        self.replayer: tuple[multiprocessing.process.BaseProcess, Connection, Any] | None = None
+        self.replayers: list[tuple[multiprocessing.process.BaseProcess, Connection, Any]] = []
+        self.speed: Any = None  # the replay's speed, shared with its processes
         try:
             self.p.rate(args.rate)
             if args.replay:
@@ -482,19 +520,28 @@ class Bench:
                "updates_maxlen": bounds.candles.updates_maxlen,
                "book_maxlen": bounds.stream_maxlen}  # fmt: skip
         ctx = multiprocessing.get_context("spawn")
-        ours, theirs = ctx.Pipe()
-        counters = ctx.Array("q", 2)
-        proc = ctx.Process(target=replay_process, args=(theirs, cfg, counters), name="replay")
-        proc.start()
-        self.replayer = (proc, ours, counters)
-        self.p.pids["replay"] = proc.pid
+        self.speed = ctx.Value("d", 1.0)
+        parts = max(1, a.replay_procs)
+        for part in range(parts):
+            ours, theirs = ctx.Pipe()
+            counters = ctx.Array("q", 3)
+            name = "replay" if parts == 1 else f"replay-{part}"
+            proc = ctx.Process(target=replay_process, name=name,
+                               args=(theirs, {**cfg, "part": part, "parts": parts}, counters,
+                                     self.speed))  # fmt: skip
+            proc.start()
+            self.replayers.append((proc, ours, counters))
+            self.p.pids[name] = proc.pid
 
     def snapshot(self) -> dict[str, Any]:
         """The pipeline's counters, or the replay's."""
         snap = self.p.snapshot()
-        if self.replayer:
-            counters = self.replayer[2]
-            snap["replayed"], snap["replay late"], counters[1] = counters[0], counters[1], 0
+        if self.replayers:
+            snap["replayed"] = sum(counters[0] for _, _, counters in self.replayers)
+            snap["replay late"] = max(counters[1] for _, _, counters in self.replayers)
+            snap["replayed builds"] = sum(counters[2] for _, _, counters in self.replayers)
+            for _, _, counters in self.replayers:
+                counters[1] = 0
         return snap
 
     def web_procs(self) -> tuple[psutil.Process, list[psutil.Process]]:
@@ -522,13 +569,15 @@ class Bench:
             cfg = {"url": f"ws://127.0.0.1:{self.port}/socket.io/?EIO=4&transport=websocket",
                    "origin": f"http://127.0.0.1:{self.port}", "timeframe": a.timeframe,
                    "plan": plan[k::procs], "ramp_per_s": a.ramp_per_s / procs,
-                   "retry_s": a.retry_s, "cpu": candles_rate.PIN.get("load")}  # fmt: skip
+                   "retry_s": a.retry_s, "cpu": candles_rate.PIN.get("load"),
+                   "channels": tuple(a.channels.split(","))}  # fmt: skip
             proc = ctx.Process(target=load_process, args=(theirs, cfg), name=f"load-{k}")
             proc.start()
             self.loads.append((proc, ours))
         self.p.pids.update({f"load-{k}": proc.pid for k, (proc, _) in enumerate(self.loads)})
         print(f"# load: {a.clients} clients in {procs} processes, {a.symbols_per_client} symbols "
-              f"of {len(self.symbols)} each, ramp {a.ramp_per_s:g}/s", flush=True)  # fmt: skip
+              f"of {len(self.symbols)} each ({a.channels}), ramp {a.ramp_per_s:g}/s",
+              flush=True)  # fmt: skip
 
     def ask(self, what: str) -> dict[str, Any]:
         for _, conn in self.loads:
@@ -567,9 +616,8 @@ class Bench:
         dt = w1["t"] - w0["t"]
         cpu: dict[str, float] = Counter()
         for name in w0["cpu"]:
-            cpu["load CPU" if name.startswith("load-") else f"{name} CPU"] += (
-                w1["cpu"][name] - w0["cpu"][name]
-            ) / dt
+            group = "load" if name.startswith("load-") else name.partition("-")[0]
+            cpu[f"{group} CPU"] += (w1["cpu"][name] - w0["cpu"][name]) / dt
         e2e = got["hist"]["e2e"]
         if not e2e:
             counts, errors = dict(got["counts"]), dict(got["errors"])
@@ -629,10 +677,10 @@ class Bench:
             proc.join(10)
             if proc.is_alive():
                 proc.terminate()
-        if self.replayer:
-            proc, conn, _ = self.replayer
+        for _, conn, _ in self.replayers:
             with contextlib.suppress(OSError):
                 conn.send("stop")
+        for proc, _, _ in self.replayers:
             proc.join(10)
             if proc.is_alive():
                 proc.terminate()
@@ -677,6 +725,149 @@ def latency_run(b: Bench, args: argparse.Namespace) -> None:
           f"disconnected by server {final['totals']['disconnected by server']}")  # fmt: skip
     for err, n in final["errors"].items():
         print(f"  error x{n}: {err}")
+
+
+def web_health(b: Bench) -> dict[str, Any]:
+    reports = b.p.r.hvals(b.p.keys.web_health())  # one web process
+    return orjson.loads(reports[0]) if reports else {}
+
+
+def overload_phase(
+    b: Bench, speed: float, seconds: float, before: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Replay at ``speed`` for ``seconds``; return the phase's row and the web's health reports
+    (every 2 s) that came during it. ``before`` is the last report before the phase."""
+    b.speed.value = speed
+    w0, start = b.snapshot(), time.time()
+    reports: list[dict[str, Any]] = []
+    redis_max = 0
+    livez: list[float] = []  # ms per GET /livez: how long a request waits for the pump to yield
+    pings: list[float] = []  # ms per Redis PING: how long a command waits for Redis
+    http = httpx.Client(base_url=f"http://127.0.0.1:{b.port}", timeout=30, trust_env=False)
+    while (left := start + seconds - time.time()) > 0:
+        time.sleep(min(0.5, left))
+        t0 = time.perf_counter()
+        with contextlib.suppress(httpx.HTTPError):
+            if http.get("/livez").status_code == 200:
+                livez.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        b.p.r.ping()
+        pings.append((time.perf_counter() - t0) * 1000)
+        h = web_health(b)
+        if h and h["at_ms"] > (reports[-1] if reports else before)["at_ms"]:
+            h["replayed"] = sum(counters[0] for _, _, counters in b.replayers)
+            h["t"] = time.time()
+            reports.append(h)
+        redis_max = max(redis_max, int(b.p.r.info("memory")["used_memory"]))
+    http.close()
+    b.check_web()
+    got = b.ask("collect")
+    w1 = b.snapshot()
+    row = {"speed": speed, **b.window(w0, w1, got)}
+    row["builds/s"] = (w1["replayed builds"] - w0["replayed builds"]) / (w1["t"] - w0["t"])
+    livez.sort()
+    row["livez p50"] = livez[len(livez) // 2] if livez else -1
+    row["livez max"] = livez[-1] if livez else -1
+    pings.sort()
+    row["ping p50"] = pings[len(pings) // 2] if pings else -1
+    row["ping max"] = pings[-1] if pings else -1
+    for kind in ("c", "b"):
+        if got["hist"][f"e2e {kind}"]:
+            row[f"{kind} p99"] = percentile(got["hist"][f"e2e {kind}"], 0.99)
+    # Rates between the first and the last report of the phase (both inside it), if two came.
+    first, last = (reports[0], reports[-1]) if len(reports) > 1 else (before, [*reports, before][0])
+    dt = (last["at_ms"] - first["at_ms"]) / 1000 or 1
+    row.update({"read/s": (last["entries"] - first["entries"]) / dt,
+                "lag p50": statistics.median(h["lag_ms"] for h in reports) if reports else -1,
+                "lag max": max((h["lag_ms_max"] for h in reports), default=-1),
+                "tick max": max((h["tick_ms_max"] for h in reports), default=-1),
+                "sent/s": (last["sent"] - first["sent"]) / dt,
+                "skipped": last["skipped"] - before["skipped"],
+                "web kicked": last["kicked"] - before["kicked"],
+                "health RSS max": max((h["rss_mib"] for h in reports), default=-1),
+                "redis MiB max": redis_max / 2**20})  # fmt: skip
+    row["read/offered"] = row["read/s"] / row["replayed/s"] if row["replayed/s"] else 0
+    prev = before
+    for h in reports:
+        h["since_s"] = h["at_ms"] / 1000 - start
+        h["read/s"] = (h["entries"] - prev["entries"]) / max(h["at_ms"] - prev["at_ms"], 1) * 1000
+        if "replayed" in prev:
+            h["offered/s"] = (h["replayed"] - prev["replayed"]) / max(h["t"] - prev["t"], 1e-3)
+        prev = h
+    if speed != 1:
+        print(f"  {speed:g}x per report (s: offered/s read/s lag_ms_max): "
+              + " ".join(f"{h['since_s']:.0f}:{h.get('offered/s', 0) / 1000:.0f}k/"
+                         f"{h['read/s'] / 1000:.0f}k/{h['lag_ms_max']}"
+                         for h in reports))  # fmt: skip
+    return row, reports
+
+
+def overload_run(b: Bench, args: argparse.Namespace) -> None:
+    """Replay at each of ``--replay-speeds`` for ``--seconds``, each speed above 1 followed by
+    ``--recover`` seconds at 1x; report per phase what was offered, read, sent, the pump's lag,
+    and after each burst how long the lag took to come back to its level of the first 1x phase."""
+    speeds = [float(x) for x in args.replay_speeds.split(",")]
+    plan = [(speeds[0], args.seconds, "")]
+    for k in speeds[1:]:
+        plan.append((k, args.seconds, ""))
+        if args.recover and k != 1:
+            plan.append((1.0, args.recover, f"after {k:g}x"))
+    b.speed.value = speeds[0]
+    time.sleep(args.warmup)
+    b.ask("collect")  # discard the ramp and the warm-up
+    before = web_health(b)
+    rows: list[dict[str, Any]] = []
+    base_lag = -1.0
+    for k, seconds, label in plan:
+        row, reports = overload_phase(b, k, seconds, before)
+        before = reports[-1] if reports else before
+        if base_lag < 0:  # the first phase sets the normal level
+            base_lag = max(row["lag max"], 50)
+        if label:
+            # Drained by the first health report after the last one whose lag_ms_max (the
+            # worst read of its 2 s) is over the first phase's worst lag: an upper bound, to
+            # within a report (0: none was over).
+            bad = [j for j, h in enumerate(reports) if h["lag_ms_max"] > base_lag]
+            row["drain s"] = 0.0
+            if bad:
+                after = bad[-1] + 1
+                row["drain s"] = reports[after]["since_s"] if after < len(reports) else math.inf
+            lags = " ".join(f"{h['since_s']:.0f}s:{h['lag_ms_max']}" for h in reports)
+            print(f"  recovery {label}: lag_ms_max per report (threshold {base_lag:.0f}): {lags}")
+        row["phase"] = label or f"{k:g}x"
+        rows.append(row)
+        print(f"  {row['phase']}: " + show({k2: v for k2, v in row.items() if k2 != "phase"}),
+              flush=True)  # fmt: skip
+        b.health()
+    final = b.ask("status")
+    print(f"clients: {args.clients} started, {final['totals']['connected']} connected, "
+          f"{final['totals']['subscribed']} fully subscribed, {final['live']} kept; "
+          f"kicked {final['totals']['kicked']}, closed {final['totals']['closed']}, "
+          f"disconnected by server {final['totals']['disconnected by server']}")  # fmt: skip
+    for err, n in final["errors"].items():
+        print(f"  error x{n}: {err}")
+    cols = [("phase", "phase", "{}"), ("offered entries/s", "replayed/s", "{:,.0f}"),
+            ("of which builds/s", "builds/s", "{:,.0f}"),
+            ("read entries/s", "read/s", "{:,.0f}"), ("read/offered", "read/offered", "{:.0%}"),
+            ("md/s", "md/s", "{:,.0f}"), ("lag p50 ms", "lag p50", "{:,.0f}"),
+            ("lag max ms", "lag max", "{:,.0f}"), ("tick max ms", "tick max", "{:,.0f}"),
+            ("e2e p50", "p50", "{:,.0f}"), ("e2e p99", "p99", "{:,.0f}"),
+            ("candle p99", "c p99", "{:,.0f}"), ("book p99", "b p99", "{:,.0f}"),
+            ("web CPU", "web CPU", "{:.0%}"), ("redis CPU", "redis CPU", "{:.0%}"),
+            ("replay CPU", "replay CPU", "{:.0%}"), ("load CPU", "load CPU", "{:.0%}"),
+            ("machine", "machine CPU", "{:.0%}"), ("web RSS MiB", "web RSS MiB", "{:.0f}"),
+            ("redis MiB", "redis MiB max", "{:.0f}"), ("skipped", "skipped", "{:,.0f}"),
+            ("kicked", "web kicked", "{:,.0f}"),
+            ("livez p50 / max ms", "livez", "{}"), ("redis ping p50 / max ms", "ping", "{}"),
+            ("replay late max ms", "replay late max", "{:,.0f}"),
+            ("drain s", "drain s", "{:.0f}")]  # fmt: skip
+    print("\n| " + " | ".join(c[0] for c in cols) + " |")
+    print("|" + "---|" * len(cols))
+    for row in rows:
+        row["livez"] = f"{row['livez p50']:,.0f} / {row['livez max']:,.0f}"
+        row["ping"] = f"{row['ping p50']:,.1f} / {row['ping max']:,.0f}"
+        print("| " + " | ".join(fmt.format(row[key]) if key in row else "-"
+                                for _, key, fmt in cols) + " |")  # fmt: skip
 
 
 def rss_run(b: Bench, args: argparse.Namespace) -> None:
@@ -745,8 +936,22 @@ def main() -> None:
         default=20,
         help="seconds of pipeline before recording starts",
     )
+    parser.add_argument(
+        "--replay-speeds",
+        default="",
+        help="with --replay: replay at each of these multiples of the recorded pace "
+        "(e.g. 1,2,4,8) for --seconds, each above 1 followed by --recover seconds at 1x",
+    )
+    parser.add_argument("--recover", type=float, default=30, help="1x seconds after a burst")
+    parser.add_argument("--replay-procs", type=int, default=1,
+                        help="replay processes (the streams split between them)")  # fmt: skip
+    parser.add_argument(
+        "--channels", default="candles", help="channels subscribed per symbol, e.g. candles,book"
+    )
     parser.add_argument("--logs", default="", help="keep the processes' logs in this directory")
     args = parser.parse_args()
+    if args.replay_speeds and not args.replay:
+        parser.error("--replay-speeds needs --replay")
     candles_rate.PIN.update(web=None, load=None, replay=None)
     for part in filter(None, args.pin.split(",")):
         name, _, cpu = part.partition("=")
@@ -769,7 +974,8 @@ def main() -> None:
         try:
             b.start_load()
             b.ramp()
-            (rss_run if args.rss_minutes else latency_run)(b, args)
+            run = overload_run if args.replay_speeds else latency_run
+            (rss_run if args.rss_minutes else run)(b, args)
         finally:
             b.close()
 

@@ -28,7 +28,7 @@ from core.config import Settings
 from core.keys import ENTRY_FIELD, Keys
 from core.redis_clients import read_streams
 from web.market import TRADE_PREFIX, book_json, candle_json, mark_json, signal_json, trade_json
-from web.rooms import LATE_BYTES, Client, Registry
+from web.rooms import LATE_BYTES, ONE_VALUE, Client, Registry
 from web.sessions import Sessions
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,11 @@ class PumpCounters:
     revoked: int = 0
     errors: int = 0
     max_queue: int = 0  # the longest client transport queue seen when sending
-    lag_ms: int = 0  # now - Redis time of the newest entry read, at the last read
+    lag_ms: int = 0  # now - Redis time of the last entry read, of the most-behind stream
     lag_ms_max: int = 0  # the largest lag_ms since the last health report
+    full_reads: int = 0  # streams read that returned XREAD_COUNT entries (a backlog)
+    conflated: int = 0  # skips ahead on a one-value stream (book, mark) that fell behind
+    conflated_ms: int = 0  # the stream time they skipped, in all
     tick_ms_max: int = 0  # the longest tick since the last health report (pauses included)
 
 
@@ -259,16 +262,24 @@ class Pump:
     def _apply(self, resp: list[Any]) -> None:
         reg = self.registry
         rooms = reg.rooms
-        newest = 0
+        c = self.counters
+        now = now_ms()
+        lag = 0
+        behind: list[tuple[bytes, int]] = []
         for key, entries in resp:
             kind = self.kinds[key]
-            self.ids[key] = entries[-1][0]
-            self.counters.entries += len(entries)
+            last = self.ids[key] = entries[-1][0]
+            last_ms = _entry_ms(last)
+            lag = max(lag, now - last_ms)  # (a fresh stream in the reply must not hide a late one)
+            c.entries += len(entries)
+            if len(entries) >= XREAD_COUNT:
+                c.full_reads += 1
+                if kind in ONE_VALUE:  # the newest entry wins: skip ahead
+                    behind.append((key, last_ms))
             if not rooms:
                 continue
             for entry_id, fields in entries:
-                at = int(entry_id[: entry_id.index(b"-")])
-                newest = max(newest, at)
+                at = _entry_ms(entry_id)
                 data = fields.get(ENTRY_FIELD)
                 if data is None:
                     self.counters.malformed += 1
@@ -312,10 +323,30 @@ class Pump:
                         self.counters.malformed += 1
                     else:
                         reg.update(name, key2, value, at)
-        if newest:
-            lag = self.counters.lag_ms = now_ms() - newest
-            if lag > self.counters.lag_ms_max:
-                self.counters.lag_ms_max = lag
+        c.lag_ms = lag
+        c.lag_ms_max = max(c.lag_ms_max, lag)
+        if behind:
+            self._skip_ahead(behind)
+
+    def _skip_ahead(self, behind: list[tuple[bytes, int]]) -> None:
+        """Move the read of each one-value stream in ``behind`` (key, time of the last entry
+        read) on to its newest tick's worth of entries, if it is further behind than that.
+
+        Past the pump's capacity, reading every book ticker in order would show each one later
+        and later (until the stream's MAXLEN trims them, seconds); what a book room shows is the
+        newest ticker, so the pump drops the older ones instead (conflation). A symbol whose
+        newest ticker is among those dropped keeps its previous one until its next."""
+        with self.market.pipeline(transaction=False) as p:
+            for key, _ in behind:
+                p.xrevrange(key, count=1)
+            newest = p.execute()
+        c = self.counters
+        for (key, last_ms), top in zip(behind, newest, strict=True):
+            target = _entry_ms(top[0][0]) - self.tick_ms if top else 0
+            if target > last_ms:
+                self.ids[key] = b"%d-0" % target
+                c.conflated += 1
+                c.conflated_ms += target - last_ms
 
     def _tick(self, t: int) -> None:
         queued = self._queued
@@ -379,6 +410,11 @@ class Pump:
         self.counters.lag_ms_max = 0
         self.counters.tick_ms_max = 0
         self.gc.reset()
+
+
+def _entry_ms(entry_id: bytes) -> int:
+    """Return the Redis time (ms) in a stream entry id."""
+    return int(entry_id[: entry_id.index(b"-")])
 
 
 def _ready_first() -> Callable[[], object] | None:

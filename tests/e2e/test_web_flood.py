@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from decimal import Decimal
 
 import httpx
 import psutil
 import pytest
 
+from core.keys import ENTRY_FIELD
+from core.schemas import BookTicker, encode
 from tests.e2e.conftest import RawWs
 from tests.e2e.test_web_sockets import Watcher, md_rooms
 from tests.e2e.webstack import WebStack
@@ -88,4 +91,48 @@ def test_clients_that_never_read_are_bounded_then_disconnected_with_a_reason(
     assert sleepers[0].rsv == 0  # whole, uncompressed frames (they parsed: none torn)
     for s in sleepers:
         s.close()
+    reader.close()
+
+
+@pytest.mark.timeout(150)
+def test_a_book_stream_past_what_the_pump_reads_is_skipped_to_its_newest_ticker(
+    web_stack: WebStack,
+) -> None:
+    """Book rooms keep the newest ticker: a backlog the pump cannot read in time is skipped
+    (conflated), counted, and the client gets the newest ticker without the pump reading it all.
+    Reading every entry in order instead shows each ticker later and later (issue 19)."""
+    stack = web_stack
+    web = stack.start_web(TP_WEB_CLIENT_BACKLOG="17")
+    sym = httpx.get(f"{web.base_url}/api/symbols").json()["symbols"][0]
+    book = stack.keys.book(stack.keys.shard_of(sym))
+    stack.sim.admin("POST", "/sim/rate", {"rate": 0})  # no ticker of the market after ours
+
+    def health() -> dict[str, int]:
+        return next(h for h in stack.web_health().values() if h["backlog_bound"] == 17)
+
+    reader = Watcher(web.base_url, origin=stack.origin)
+    assert reader.call("subscribe", {"channel": "book", "symbol": sym})["ok"]
+    time.sleep(2.5)  # a health report after the subscription
+    read_before = health()["entries"]
+    # A backlog of N tickers spread over N ms of stream time, the newest one marked.
+    n = 30_000
+    top = stack.redis.xrevrange(book, count=1)
+    first_ms = int(top[0][0].split(b"-")[0]) + 1 if top else int(time.time() * 1000)
+    with stack.redis.pipeline(transaction=False) as p:
+        for i in range(n):
+            qty = Decimal("7.777") if i == n - 1 else Decimal(1)
+            t = BookTicker(sym, i + 1, Decimal(100), qty, Decimal(101), Decimal(1), first_ms + i,
+                           first_ms + i, first_ms + i)  # fmt: skip
+            p.xadd(book, {ENTRY_FIELD: encode(t)}, id=f"{first_ms + i}-0")
+        p.execute()
+    newest = reader.wait("the newest ticker", lambda: [
+        r["data"] for r in md_rooms(reader, f"b:{sym}") if r["data"]["update_id"] == n
+    ], timeout_s=60)  # fmt: skip
+    assert newest[-1]["bid_qty"] == "7.777"
+    time.sleep(2.5)
+    h = health()
+    assert h["conflated"] >= 1, h
+    assert h["conflated_ms"] > n // 2, h
+    assert h["entries"] - read_before < n // 2, (read_before, h)  # the backlog was not read
+    assert h["full_reads"] >= 1, h
     reader.close()
