@@ -188,7 +188,8 @@ class Feeder:
                     outbox.put(stream, mark.wire())
         elif kind is Ignored:
             self.counters.ignored += 1
-        self.writer.wake()
+        if self.writer.waiting:  # (otherwise it is writing or lingering: it will look again)
+            self.writer.wake()
 
     def on_bad_frame(self, conn: FeedConnection, error: str, frame: str | bytes) -> None:
         self.counters.malformed += 1

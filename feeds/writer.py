@@ -1,17 +1,18 @@
 """The Redis side of the feeder: drains the outbox into the streams in pipelined batches.
 
 One task, one asyncio client. Each batch is one pipeline (no transaction): pending gaps first,
-then, per stream, one call of :data:`XADD_JOINED` carrying all of the batch's entries for it
-in one argument, newline-separated (``XADD ... MAXLEN ~ <bound>`` each, atomically), then the
-last trade written per symbol (so a restarted feeder can tell what it missed; one hash per shard,
-beside its streams). One script call
-per stream instead of one XADD per event cuts the client's per-command cost (packing, reply
-parsing) that otherwise dominates the feeder's CPU, and one argument instead of one per entry
-cuts the packing again (redis-py packs argument by argument, in Python: ~1 µs each). An encoded
-record never holds a raw newline (JSON escapes it in strings). The script is called by its SHA
-and loaded once (again after a ``NOSCRIPT``: Redis restarted), not checked with ``SCRIPT
-EXISTS`` before every batch as a registered script in a pipeline is. It touches only its
-declared key, so it is Redis-Cluster safe.
+then, per shard, one call of :data:`XADD_SHARD` carrying, per stream of the shard, all of the
+batch's entries for it in one argument, newline-separated (``XADD ... MAXLEN ~ <bound>`` each),
+and the last trade written per symbol of the shard (so a restarted feeder can tell what it
+missed; one hash per shard, beside its streams), atomically. One script call per shard instead
+of one XADD per event cuts the client's per-command cost (packing, reply parsing) that otherwise
+dominates the feeder's CPU (and one per shard instead of one per stream and one HSET cut it 4x
+again at light load, where a batch is small: issue 19), and one argument per stream instead of
+one per entry cuts the packing again (redis-py packs argument by argument, in Python: ~1 µs
+each). An encoded record never holds a raw newline (JSON escapes it in strings). The script is
+called by its SHA and loaded once (again after a ``NOSCRIPT``: Redis restarted), not checked
+with ``SCRIPT EXISTS`` before every batch as a registered script in a pipeline is. It touches
+only its declared keys, all of one shard (one hash tag), so it is Redis-Cluster safe.
 
 While Redis is down the batch is kept and retried with capped backoff; the outbox meanwhile
 fills to its bound and sheds, so memory stays bounded and writing resumes by itself when Redis
@@ -40,21 +41,29 @@ from feeds.sequencer import TradeLike
 log = logging.getLogger(__name__)
 GAP_STREAM_MAXLEN = 10_000
 # KEYS[1] stream; ARGV[1] approximate MAXLEN; ARGV[2..] one encoded record per entry (the
-# feeder wrote with it before XADD_JOINED; bench/ seeds streams with it).
+# feeder wrote with it before the joined forms; bench/ seeds streams with it).
 XADD_MANY = """
 for i = 2, #ARGV do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'd', ARGV[i])
 end
 return #ARGV - 1
 """
-# KEYS[1] stream; ARGV[1] approximate MAXLEN; ARGV[2] encoded records separated by newlines.
-XADD_JOINED = """
-local n = 0
-for record in string.gmatch(ARGV[2], '[^\\n]+') do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'd', record)
-  n = n + 1
+# KEYS[1..n] streams of one shard, KEYS[n + 1] its last-trade hash; ARGV[1] approximate MAXLEN,
+# ARGV[1 + k] the encoded records for KEYS[k] separated by newlines, then symbol, last-trade
+# pairs for the hash (none if the batch holds no trade of the shard).
+XADD_SHARD = """
+local n = #KEYS - 1
+local written = 0
+for k = 1, n do
+  for record in string.gmatch(ARGV[k + 1], '[^\\n]+') do
+    redis.call('XADD', KEYS[k], 'MAXLEN', '~', ARGV[1], '*', 'd', record)
+    written = written + 1
+  end
 end
-return n
+for i = n + 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[n + 1], ARGV[i], ARGV[i + 1])
+end
+return written
 """
 # Entries per batch at most. Saturated, the readers take in up to 64 KiB per connection per turn of
 # the loop (binance/market_ws.py READ_MAX_BYTES, ~1,500 events over 5 connections) while a batch
@@ -90,8 +99,9 @@ class StreamWriter:
         self.redis_up = True
         self.in_flight = 0  # entries taken from the outbox and not yet written
         self._wake = asyncio.Event()
+        self.waiting = False  # run() waits for a wake(): the outbox was empty
         self._closing = False
-        self._sha = hashlib.sha1(XADD_JOINED.encode()).hexdigest()  # noqa: S324 - Redis's id
+        self._sha = hashlib.sha1(XADD_SHARD.encode()).hexdigest()  # noqa: S324 - Redis's id
         self._loaded = False  # SCRIPT LOAD done on this server
         self.cluster = is_cluster(client)
 
@@ -101,7 +111,8 @@ class StreamWriter:
         self._wake.set()
 
     def wake(self) -> None:
-        """Tell the writer there is something to write (cheap; call after queueing)."""
+        """Tell the writer there is something to write. Needed only while :attr:`waiting` (the
+        feeder checks that first: one attribute read per event instead of two calls)."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -116,9 +127,11 @@ class StreamWriter:
                 if self._closing:
                     return
                 self._wake.clear()
+                self.waiting = True
                 # A timeout too, so a missed wake-up can only delay, never stall, the writer.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                self.waiting = False
                 continue
             self.in_flight = len(entries)
             await self._write_until_done(gaps, entries)
@@ -130,7 +143,7 @@ class StreamWriter:
         while True:
             try:
                 if not self._loaded:
-                    await self.client.script_load(XADD_JOINED)
+                    await self.client.script_load(XADD_SHARD)
                     self._loaded = True
                 await self._write(gaps, entries)
             except NoScriptError:  # Redis restarted and lost its scripts: load it, write again
@@ -168,19 +181,21 @@ class StreamWriter:
                 payloads.append(payload)  # a symbol's order is kept
             if trade is not None:
                 last[trade.symbol] = trade
+        shards: dict[int, tuple[list[str], list[bytes], list[str]]] = {}
+        for stream, payloads in by_stream.items():
+            streams, joined, _ = shards.setdefault(self.keys.shard_in(stream), ([], [], []))
+            streams.append(stream)
+            joined.append(b"\n".join(payloads))
+        for sym, t in last.items():
+            marks = shards.setdefault(self.keys.shard_of(sym), ([], [], []))[2]
+            marks += (sym, f"{t.trade_id}:{t.last_id}:{t.trade_time_ms}")
         # The script writes field 'd', which is core.keys.ENTRY_FIELD. redis-py refuses EVALSHA
         # in a cluster's pipeline: there the script's text goes with each call.
-        script = ("EVAL", XADD_JOINED) if self.cluster else ("EVALSHA", self._sha)
-        for stream, payloads in by_stream.items():
-            pipe.execute_command(*script, 1, stream, self.maxlen, b"\n".join(payloads))
-        if last:
-            marks: dict[int, dict[str, str]] = {}
-            for s, t in last.items():
-                marks.setdefault(self.keys.shard_of(s), {})[s] = (
-                    f"{t.trade_id}:{t.last_id}:{t.trade_time_ms}"
-                )
-            for shard, mapping in marks.items():
-                pipe.hset(self.keys.feed_last_trade(shard), mapping=mapping)  # type: ignore[arg-type]
+        script = ("EVAL", XADD_SHARD) if self.cluster else ("EVALSHA", self._sha)
+        for shard, (streams, joined, marks) in shards.items():
+            pipe.execute_command(*script, len(streams) + 1, *streams,
+                                 self.keys.feed_last_trade(shard), self.maxlen, *joined,
+                                 *marks)  # fmt: skip
         await pipe.execute()
         self.counters.batches += 1
         self.counters.written += len(entries)
