@@ -28,7 +28,7 @@ from core.config import Settings
 from core.keys import ENTRY_FIELD, Keys
 from core.redis_clients import read_streams
 from web.market import TRADE_PREFIX, book_json, candle_json, mark_json, signal_json, trade_json
-from web.rooms import LATE_BYTES, ONE_VALUE, Client, Registry
+from web.rooms import LATE_BYTES, NEWEST_ONLY, Client, Registry
 from web.sessions import Sessions
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class PumpCounters:
     lag_ms: int = 0  # now - Redis time of the last entry read, of the most-behind stream
     lag_ms_max: int = 0  # the largest lag_ms since the last health report
     full_reads: int = 0  # streams read that returned XREAD_COUNT entries (a backlog)
-    conflated: int = 0  # skips ahead on a one-value stream (book, mark) that fell behind
+    conflated: int = 0  # skips ahead on a newest-only stream (book, mark, trades) that fell behind
     conflated_ms: int = 0  # the stream time they skipped, in all
     tick_ms_max: int = 0  # the longest tick since the last health report (pauses included)
 
@@ -274,7 +274,7 @@ class Pump:
             c.entries += len(entries)
             if len(entries) >= XREAD_COUNT:
                 c.full_reads += 1
-                if kind in ONE_VALUE:  # the newest entry wins: skip ahead
+                if kind in NEWEST_ONLY:
                     behind.append((key, last_ms))
             if not rooms:
                 continue
@@ -329,13 +329,14 @@ class Pump:
             self._skip_ahead(behind)
 
     def _skip_ahead(self, behind: list[tuple[bytes, int]]) -> None:
-        """Move the read of each one-value stream in ``behind`` (key, time of the last entry
-        read) on to its newest tick's worth of entries, if it is further behind than that.
+        """Move the read of each stream in ``behind`` (key, time of the last entry read) on to
+        its newest tick's worth of entries, if it is further behind than that.
 
         Past the pump's capacity, reading every book ticker in order would show each one later
         and later (until the stream's MAXLEN trims them, seconds); what a book room shows is the
-        newest ticker, so the pump drops the older ones instead (conflation). A symbol whose
-        newest ticker is among those dropped keeps its previous one until its next."""
+        newest ticker, and a tape the newest trades, so the pump drops the older ones instead
+        (conflation). A symbol whose newest ticker is among those dropped keeps its previous one
+        until its next; a tape shows a jump in trade ids."""
         with self.market.pipeline(transaction=False) as p:
             for key, _ in behind:
                 p.xrevrange(key, count=1)

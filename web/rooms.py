@@ -38,6 +38,9 @@ ROOM_KEYS = {"c": 4, "s": 64, "b": 1, "m": 1, "t": 30}
 CHANNELS = {"candles": "c", "signals": "s", "book": "b", "mark": "m", "trades": "t"}
 SYMBOL_ONLY = frozenset({"b", "m", "t"})  # rooms of a symbol, with no timeframe
 ONE_VALUE = frozenset({"b", "m"})  # sent as an object (the others as a list)
+# Rooms whose clients see only the newest values (one value; a tape's last trades, at most 30 a
+# tick): a stream of these the pump falls behind on is skipped ahead (web/fanout.py).
+NEWEST_ONLY = frozenset({"b", "m", "t"})
 # Encoded late candles (repairs of candles older than the room keeps) one room passes on in one
 # tick: ~190 candles. Past it the rest is dropped and the room's members are told to resync.
 LATE_BYTES = 64 * 1024
