@@ -294,7 +294,7 @@ class Pipeline:
 
     def __init__(self, symbols: int, tmp: Path, env: dict[str, str], upstream: str = "feeder",
                  signals: str = "process", worker_threads: int = 8,
-                 prefetch: int = 8) -> None:  # fmt: skip
+                 prefetch: int = 8, worker_processes: int = 1) -> None:  # fmt: skip
         self.tmp = tmp
         self.upstream = upstream
         self.redis = RedisServer(tmp / "redis")
@@ -326,9 +326,10 @@ class Pipeline:
             self.spawn("feeder", ["-m", "feeds"], env)
         self.spawn("consumer", ["-m", "workers.consumer"], env)
         dramatiq = ["-m", "dramatiq", "--processes", "1", "--worker-shutdown-timeout", "25000"]
+        worker_dramatiq = [*dramatiq[:3], str(worker_processes), *dramatiq[4:]]
         queues = [] if signals == "worker" else ["--queues", "candles", "backfill"]
         # The Procfile's worker (with its --queues unless signals=worker).
-        self.spawn("worker", [*dramatiq, "tasks.candles", "tasks.backfill", "tasks.signals",
+        self.spawn("worker", [*worker_dramatiq, "tasks.candles", "tasks.backfill", "tasks.signals",
                               *queues, "--threads", str(worker_threads)], env)  # fmt: skip
         if signals == "process":  # the Procfile's signals process type
             self.spawn("signals", [*dramatiq, "tasks.signals", "--queues", "signals",
@@ -471,7 +472,14 @@ def e2e(args: argparse.Namespace, tmp: Path) -> None:
     # Streams long enough to still hold the window when it is read back.
     bounds = {"TP_STREAM_MAXLEN": "200000", "TP_UPDATES_MAXLEN": "50000"}
     p = Pipeline(
-        args.symbols, tmp, bounds, args.upstream, args.signals, args.worker_threads, args.prefetch
+        args.symbols,
+        tmp,
+        bounds,
+        args.upstream,
+        args.signals,
+        args.worker_threads,
+        args.prefetch,
+        args.worker_processes,
     )
     pin(os.getpid(), PIN["bench"])
     try:
@@ -554,6 +562,9 @@ def main() -> None:
     parser.add_argument("--maxlen", type=int, default=200_000, help="_writer: stream MAXLEN ~")
     parser.add_argument("--symbols", type=int, default=300)
     parser.add_argument("--worker-threads", type=int, default=8, help="the worker's --threads")
+    parser.add_argument(
+        "--worker-processes", type=int, default=1, help="the worker's --processes (Procfile: 1)"
+    )
     parser.add_argument("--prefetch", type=int, default=8, help="dramatiq_queue_prefetch")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pin", default="", help="e.g. worker=0,feeder=1 or 'none' (see PIN)")
