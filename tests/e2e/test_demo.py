@@ -93,6 +93,9 @@ def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
                 break
             time.sleep(0.5)
         assert "BTCUSDT" in symbols["symbols"], symbols
+        # Looked at again now that the web answers: honcho starts each command under `sh -c`, so
+        # "gunicorn" was seen in the shell's command line, maybe before gunicorn itself started.
+        children = psutil.Process(proc.pid).children(recursive=True)
         # Reachable from this machine only: the web port listens on loopback, nowhere else.
         listening = {c.laddr for child in children if "gunicorn" in " ".join(child.cmdline())
                      for c in child.net_connections("inet")
