@@ -19,18 +19,19 @@ costs this process nothing. ``--batches 0`` delivers everything first (a backlog
 ``MAX_ENTRIES`` per build); ``250`` delivers 250 entries per shard before each build (a worker
 keeping up with a live feed). Each run checks that every trade was applied, with no gap.
 
-**e2e**: the real processes (simulator ``--steady``, ``python -m feeds``, ``workers.consumer``,
-the Procfile's dramatiq worker; ``TP_CANDLE_HISTORY=0``), each started under ``taskset`` as in
-``PIN`` (``--pin``). ``--rate`` is the simulator's aggTrades/s; the feeder writes about twice as
-many events (a bookTicker per aggTrade, kline updates). Latency of a trade: the id time of the
-first candle-updates entry holding a 1m candle of its symbol with ``last_trade_id`` >= the trade's
-last raw id, minus the exchange event time ``E`` (``p50``..``max``: simulator, feeder, consumer,
-Dramatiq, build, write) or minus the trade's own stream entry time (``stage``: the candle stage
-alone). Each of the ``--repeat`` windows follows ``--warmup`` seconds at the rate and counts every
-trade written in it; the simulator is then paused (rate 0) while this process reads the window
-back, so that reading never competes with the pipeline. CPU% is per process tree; ``other CPU``
-is what processes outside the benchmark used meanwhile (this machine is shared); ``shed`` counts
-trades the feeder dropped (a window with shed > 0 measures an overloaded feeder).
+**e2e**: the real processes (simulator ``--steady``, ``python -m feeds``, ``workers.consumer``
+(``--consumers`` of them, ``--shard k/N``: the candle stage), the Procfile's dramatiq worker
+(backfill); ``TP_CANDLE_HISTORY=0``), each started under ``taskset`` as in ``PIN`` (``--pin``).
+``--rate`` is the simulator's aggTrades/s; the feeder writes about twice as many events (a
+bookTicker per aggTrade, kline updates). Latency of a trade: the id time of the first candle-updates
+entry holding a 1m candle of its symbol with ``last_trade_id`` >= the trade's last raw id, minus the
+exchange event time ``E`` (``p50``..``max``: simulator, feeder, stream, the consumer's read and
+build, write) or minus the trade's own stream entry time (``stage``: the candle stage alone). Each
+of the ``--repeat`` windows follows ``--warmup`` seconds at the rate and counts every trade written
+in it; the simulator is then paused (rate 0) while this process reads the window back, so that
+reading never competes with the pipeline. CPU% is per process tree; ``other CPU`` is what processes
+outside the benchmark used meanwhile (this machine is shared); ``shed`` counts trades the feeder
+dropped (a window with shed > 0 measures an overloaded feeder).
 
 **e2e --upstream writer**: the candle stage on its own, as it runs in a deployment where the
 feeder and the exchange are not on its machine. In place of the simulator's market and the
@@ -174,7 +175,7 @@ def aggregate_run(
     server: RedisServer, payloads: list[list[bytes]], batch: int, prof: Any = None
 ) -> dict[str, float]:
     """Fill the streams, then build every shard until done; return the build calls' cost."""
-    from tasks.candles import MAX_ENTRIES, ShardBuilder  # after aggregate() has set the env
+    from workers.candles import MAX_ENTRIES, ShardBuilder  # after aggregate() has set the env
 
     keys, settings = Keys("tp", SHARDS), Settings.from_env()
     client = sync_client(server.url, max_connections=4, client_name="bench")
@@ -222,7 +223,7 @@ def aggregate(args: argparse.Namespace, tmp: Path) -> None:
     server = RedisServer(tmp / "redis")
     server.start()
     pin(server._proc.pid, PIN["redis"])  # type: ignore[union-attr]
-    # tasks.candles imports tasks.broker, which reads the settings at import.
+    # workers.candles imports tasks.broker, which reads the settings at import.
     os.environ.update(REDIS_URL=server.url, TP_DEMO="1", TP_STREAM_SHARDS=str(SHARDS),
                       TP_NAMESPACE="tp", TP_LOG_LEVEL="WARNING")  # fmt: skip
     pin(os.getpid(), PIN["worker"])
@@ -293,8 +294,7 @@ class Pipeline:
     """redis-server, simulator, feeder (or writer), consumer and worker, pinned as in PIN."""
 
     def __init__(self, symbols: int, tmp: Path, env: dict[str, str], upstream: str = "feeder",
-                 signals: str = "process", worker_threads: int = 8,
-                 prefetch: int = 8, worker_processes: int = 1) -> None:  # fmt: skip
+                 signals: str = "process", consumers: int = 1) -> None:  # fmt: skip
         self.tmp = tmp
         self.upstream = upstream
         self.redis = RedisServer(tmp / "redis")
@@ -313,8 +313,7 @@ class Pipeline:
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("TP_")},
                "REDIS_URL": self.redis.url, "TP_DEMO": "1", "TP_STREAM_SHARDS": str(SHARDS),
                "TP_REST_URL": f"http://127.0.0.1:{rest}", "TP_WS_URL": f"ws://127.0.0.1:{ws}",
-               "TP_LOG_LEVEL": "WARNING", "TP_CANDLE_HISTORY": "0",
-               "dramatiq_queue_prefetch": str(prefetch), **env}  # fmt: skip
+               "TP_LOG_LEVEL": "WARNING", "TP_CANDLE_HISTORY": "0", **env}  # fmt: skip
         if upstream == "writer":
             maxlen = env.get(
                 "TP_STREAM_MAXLEN", str(Settings.from_env({"TP_DEMO": "1"}).stream_maxlen)
@@ -324,13 +323,15 @@ class Pipeline:
                        None)  # fmt: skip
         else:
             self.spawn("feeder", ["-m", "feeds"], env)
-        self.spawn("consumer", ["-m", "workers.consumer"], env)
+        for k in range(1, consumers + 1):  # consumer k of n: PIN["consumer"] + k - 1
+            name = "consumer" if k == 1 else f"consumer{k}"
+            PIN.setdefault(name, None if PIN["consumer"] is None else PIN["consumer"] + k - 1)
+            self.spawn(name, ["-m", "workers.consumer", "--shard", f"{k}/{consumers}"], env)
         dramatiq = ["-m", "dramatiq", "--processes", "1", "--worker-shutdown-timeout", "25000"]
-        worker_dramatiq = [*dramatiq[:3], str(worker_processes), *dramatiq[4:]]
-        queues = [] if signals == "worker" else ["--queues", "candles", "backfill"]
+        queues = [] if signals == "worker" else ["--queues", "backfill"]
         # The Procfile's worker (with its --queues unless signals=worker).
-        self.spawn("worker", [*worker_dramatiq, "tasks.candles", "tasks.backfill", "tasks.signals",
-                              *queues, "--threads", str(worker_threads)], env)  # fmt: skip
+        self.spawn("worker", [*dramatiq, "tasks.backfill", "tasks.signals", *queues,
+                              "--threads", "8"], env)  # fmt: skip
         if signals == "process":  # the Procfile's signals process type
             self.spawn("signals", [*dramatiq, "tasks.signals", "--queues", "signals",
                                    "--threads", "4"], env)  # fmt: skip
@@ -338,7 +339,7 @@ class Pipeline:
         self.keys = Keys("tp", SHARDS)
         while not (
             (upstream == "writer" or self.r.hlen(self.keys.feed_health()))
-            and self.r.hlen(self.keys.consumer_health())
+            and self.r.hlen(self.keys.consumer_health()) == consumers
         ):
             time.sleep(0.2)
 
@@ -377,8 +378,9 @@ class Pipeline:
     def stage_reports(self, until: float) -> dict[str, int]:
         """Until ``until``, collect the stages' own figures from the health reports (each a
         [p50, p99, max] per 2-s period, core/latency.py): the consumer's read age (the stream),
-        build_candles' queue wait and run time. Return the largest p99 of each over the periods."""
-        worst = {"read age p99": 0, "queue wait p99": 0, "build run p99": 0}
+        its builds' run time and their oldest entry's age when written (the stage as the consumer
+        sees it). Return the largest p99 of each over the periods."""
+        worst = {"read age p99": 0, "build run p99": 0, "build age p99": 0}
         seen: set[tuple[bytes, int]] = set()
 
         def note(label: str, figures: list[int] | None) -> None:
@@ -387,16 +389,14 @@ class Pipeline:
 
         while time.time() < until:
             time.sleep(min(0.5, max(0.0, until - time.time())))
-            for key in (self.keys.consumer_health(), self.keys.worker_health()):
-                for name, raw in self.r.hgetall(key).items():
-                    rep = orjson.loads(raw)
-                    if (name, rep["at_ms"]) in seen:
-                        continue
-                    seen.add((name, rep["at_ms"]))
-                    note("read age p99", rep.get("read_age_ms"))
-                    build = rep.get("actors", {}).get("build_candles", {})
-                    note("queue wait p99", build.get("wait_ms"))
-                    note("build run p99", build.get("run_ms"))
+            for name, raw in self.r.hgetall(self.keys.consumer_health()).items():
+                rep = orjson.loads(raw)
+                if (name, rep["at_ms"]) in seen:
+                    continue
+                seen.add((name, rep["at_ms"]))
+                note("read age p99", rep.get("read_age_ms"))
+                note("build run p99", rep.get("build_ms"))
+                note("build age p99", rep.get("stage_ms"))
         return worst
 
     def report(self) -> None:
@@ -426,8 +426,9 @@ class Pipeline:
             print(f"  {kind:<15} {length:>9,} entries {used:8.1f} MiB{at_bound}")
 
     def close(self) -> None:
-        order = [n for n in ("worker", "signals", "consumer", "feeder", "writer", "simulator")
-                 if n in self.procs]  # fmt: skip
+        order = [n for n in ("worker", "signals", *sorted(n for n in self.procs
+                                                          if n.startswith("consumer")),
+                             "feeder", "writer", "simulator") if n in self.procs]  # fmt: skip
         for name in order:
             self.procs[name].terminate()
         for name in order:
@@ -471,16 +472,7 @@ def latencies(p: Pipeline, since_ms: int, until_ms: int) -> tuple[list[int], lis
 def e2e(args: argparse.Namespace, tmp: Path) -> None:
     # Streams long enough to still hold the window when it is read back.
     bounds = {"TP_STREAM_MAXLEN": "200000", "TP_UPDATES_MAXLEN": "50000"}
-    p = Pipeline(
-        args.symbols,
-        tmp,
-        bounds,
-        args.upstream,
-        args.signals,
-        args.worker_threads,
-        args.prefetch,
-        args.worker_processes,
-    )
+    p = Pipeline(args.symbols, tmp, bounds, args.upstream, args.signals, args.consumers)
     pin(os.getpid(), PIN["bench"])
     try:
         rows = []
@@ -561,11 +553,9 @@ def main() -> None:
     parser.add_argument("--redis-url", help="_writer: the pipeline's Redis")
     parser.add_argument("--maxlen", type=int, default=200_000, help="_writer: stream MAXLEN ~")
     parser.add_argument("--symbols", type=int, default=300)
-    parser.add_argument("--worker-threads", type=int, default=8, help="the worker's --threads")
-    parser.add_argument(
-        "--worker-processes", type=int, default=1, help="the worker's --processes (Procfile: 1)"
-    )
-    parser.add_argument("--prefetch", type=int, default=8, help="dramatiq_queue_prefetch")
+    parser.add_argument("--consumers", type=int, default=1,
+                        help="e2e: consumer processes (--shard k/N), pinned to PIN['consumer'], "
+                        "the next CPU...")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--pin", default="", help="e.g. worker=0,feeder=1 or 'none' (see PIN)")
     parser.add_argument("--trades", type=int, default=1_000_000, help="aggregate: trades")

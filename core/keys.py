@@ -14,7 +14,6 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:{s<shard>}:candle-state:<SYMBOL>    hash     fold state: last trade, candle per tf
     <ns>:{s<shard>}:candle-cursor            hash     last entries applied; failing entries
     <ns>:{s<shard>}:candle-metrics           hash     counters (applied, gaps, reconciled)
-    <ns>:{s<shard>}:build-queued             string   set while a build_candles(shard) is queued
     <ns>:{s<shard>}:repairs                  zset     repair windows by due time (tasks/repairs.py)
     <ns>:{s<shard>}:repairs:lock:<SYM>:<tf>  string   set while backfill fetches that series
     <ns>:{s<shard>}:signals:<SYMBOL>:<tf>    hash     latest value per signal
@@ -174,9 +173,6 @@ class Keys:
 
     def candle_metrics(self, shard: int) -> str:
         return f"{self._shard(shard)}:candle-metrics"
-
-    def build_queued(self, shard: int) -> str:
-        return f"{self._shard(shard)}:build-queued"
 
     def repairs(self, shard: int) -> str:
         return f"{self._shard(shard)}:repairs"

@@ -22,7 +22,7 @@ from dramatiq.errors import DecodeError
 from core.keys import Keys
 from ops import MAX_BATCH, MAX_LIST
 
-QUEUES = ("candles", "backfill", "signals")  # the project's actors; others are found by SCAN
+QUEUES = ("backfill", "signals")  # the project's actors; others are found by SCAN
 WATCH_TRIES = 5  # a busy queue's own writes abort our transaction: try again a few times
 DROPPED_OPTIONS = ("eta", "retries", "traceback", "requeue_timestamp")
 MOVED = "retried"

@@ -34,6 +34,5 @@ class ActorRef:
         return dramatiq.get_broker().enqueue(message)
 
 
-BUILD_CANDLES = ActorRef("build_candles", "candles")  # tasks/candles.py (worker)
 BACKFILL_KLINES = ActorRef("backfill_klines", "backfill")  # tasks/backfill.py (worker)
 EVALUATE_SIGNALS = ActorRef("evaluate_signals", "signals")  # tasks/signals.py (signals)

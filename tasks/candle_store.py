@@ -2,10 +2,11 @@
 
 Two writers, two scripts:
 
-* :data:`BUILD` (the candle actor): compare-and-set on the shard's cursor (the last trades and
-  klines entries applied), then every candle, the fold state, the acks of the entries applied,
-  dead letters, repairs, counters and one candle-updates entry. A build that lost the race to
-  another worker changes nothing and returns 0.
+* :data:`BUILD` (the consumer's candle builds, ``workers/candles.py``): compare-and-set on the
+  shard's cursor (the last trades and klines entries applied), then every candle, the fold
+  state, the acks of the entries applied, dead letters, repairs, counters and one
+  candle-updates entry. A build that lost the race to
+  another consumer changes nothing and returns 0.
 * :data:`EXCHANGE` (backfill): the exchange's closed klines, written over whatever was there.
 
 In both, a candle the exchange closed (source ``exchange``, the member's last field) is final: a
@@ -122,12 +123,13 @@ return dirty(KEYS[8], KEYS[9], a.dirty, a.flag_ms)
 """
 )
 
-# KEYS: cursor, trades, klines, build-queued flag. ARGV: group, max entries per stream.
-# A build's reads in one round trip (each one costs the worker a wait for Redis and then for the
-# GIL): clear the flag (news from now on sends a new build), the cursor and failure notes, and per
-# stream the entries after the cursor up to what the group has delivered (empty without a group).
+# KEYS: cursor, trades, klines. ARGV: group, max entries per stream, consumer name ("": none).
+# A build's reads in one round trip (each one costs the builder a wait for Redis): the cursor and
+# failure notes, and per stream the entries after the cursor up to what the group has delivered
+# (empty without a group), having first delivered the stream's new entries to the group as the
+# named consumer (pending until BUILD acks them) when a name is given. Delivering here, not in the
+# caller's blocking read, sends each entry over the wire once.
 READ = """
-redis.call('DEL', KEYS[4])
 local cur = redis.call('HMGET', KEYS[1], 'trades', 'klines', 'fail:trades', 'fail:klines')
 local out = {cur}
 for i = 2, 3 do
@@ -138,6 +140,11 @@ for i = 2, 3 do
       for j = 1, #g, 2 do info[g[j]] = g[j + 1] end
       if info['name'] == ARGV[1] then upto = info['last-delivered-id'] end
     end
+  end
+  if upto and ARGV[3] ~= '' then
+    local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[3], 'COUNT', ARGV[2],
+                           'STREAMS', KEYS[i], '>')
+    if got and #got[1][2] > 0 then upto = got[1][2][#got[1][2]][1] end
   end
   local after = cur[i - 1] or '0-0'
   if upto and upto ~= after then

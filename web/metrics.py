@@ -72,7 +72,6 @@ BOUNDS: dict[str, tuple[str, ...] | str] = {
     "<ns>:{sN}:candle-cursor": "one hash per shard: nothing grows",
     "<ns>:{sN}:candle-metrics": ("tp_candle_metric",),
     "<ns>:{sN}:repairs": ("tp_repairs",),
-    "<ns>:{sN}:build-queued": "one string per shard: nothing grows",
     "<ns>:consumer:health": ('tp_health_reports{role="consumer"}',),
     "<ns>:rest:weight": ("tp_rest_weight_used", "tp_rest_weight_budget"),
     "<ns>:rest:ban-until": ("tp_rest_ban_until_ms",),
@@ -267,8 +266,7 @@ class RedisCollector(Collector):
         bound = _gauge("tp_dramatiq_queue_bound", "waiting messages past which none are sent",
                        ["queue"])  # fmt: skip
         trigger = TRIGGER_QUEUE_PER_SHARD * self.keys.shards
-        for queue, value in (("candles", trigger), ("signals", trigger),
-                             ("backfill", BACKFILL_QUEUE_MAX)):  # fmt: skip
+        for queue, value in (("signals", trigger), ("backfill", BACKFILL_QUEUE_MAX)):
             bound.add_metric([queue], value)
         dead_bound = _gauge("tp_dramatiq_dead_letters_bound", "dead letters kept per queue")
         dead_bound.add_metric([], DEAD_LETTERS_MAX)

@@ -3,13 +3,18 @@
 One loop, one Redis connection for its blocking read (BLOCK 1 s < the 10 s socket timeout; on a
 Redis Cluster, one read per shard, polled: ``core.redis_clients.read_streams``):
 
-* **Trades and klines** (group ``candles``): one XREADGROUP over every shard's streams; each shard
-  that got entries is sent ``build_candles(shard)``, at most one queued per shard (the
-  ``build-queued`` flag, 2 s). The entries stay pending until the build that applies them acks
-  them in its own write, so the pending list is exactly "delivered, not yet in the candles".
-* **Claims**: every few seconds, entries pending longer than ``TP_CLAIM_IDLE_MS`` (their consumer
-  died, their message was lost, the worker is down) are claimed (XAUTOCLAIM) and their shard is
-  sent a build again. Consumers that are long idle with nothing pending are removed.
+* **Trades and klines** (group ``candles``): a blocking XREADGROUP (COUNT 1: it only learns which
+  shards have news) over its shards' streams; each shard with news is built at once, in this
+  loop (``workers.candles.ShardBuilder``: one script call delivers and reads the shard's new
+  entries, one writes the candles and acks them). The entries stay pending until the build that
+  applies them acks them in its own write, so the pending list is exactly "delivered, not yet in
+  the candles". No message and no other process between a trade and its candle: the consumer
+  *is* the candle stage, one thread per process, and scales by ``--shard K/N`` processes.
+  Every shard is built once at start (entries a previous consumer left pending); a build that
+  fails is tried again (200 ms for an entry that failed to decode, 1 s after a Redis error).
+* **Claims**: every few seconds, entries pending longer than ``TP_CLAIM_IDLE_MS`` (a consumer
+  died between its read and its build, or builds keep failing) are claimed (XAUTOCLAIM) and
+  their shard is built again. Consumers that are long idle with nothing pending are removed.
 * **Gaps** (group ``backfill``): each Gap record becomes repair windows, one per timeframe, added
   to the shard's ``repairs`` set and acked in one transaction; an ``outage`` gap also marks the
   symbol's trade-built candles in its window ``partial`` in that transaction (no id jump will
@@ -45,7 +50,7 @@ import redis
 from binance.exchange_info import load_universe
 from core.clock import now_ms
 from core.config import Settings, load_settings
-from core.errors import ConfigError, SchemaError
+from core.errors import BuildConflictError, ConfigError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_BACKFILL, GROUP_CANDLES, Keys
 from core.latency import StageLatency
 from core.logs import setup_logging
@@ -60,15 +65,17 @@ from core.redis_clients import (
 )
 from core.schemas import Gap, HealthReport, decode
 from tasks import repairs
-from tasks.actors import BACKFILL_KLINES, BUILD_CANDLES, EVALUATE_SIGNALS
+from tasks.actors import BACKFILL_KLINES, EVALUATE_SIGNALS
 from tasks.broker import BACKFILL_QUEUE_MAX, queue_depth, send_bounded, trigger_bound
 from tasks.candle_store import MARK_PARTIAL, mark_partial
+from workers.candles import ShardBuilder
 
 log = logging.getLogger("workers.consumer")
 
-READ_COUNT = 10_000  # entries per XREADGROUP: the consumer only learns which shards have news
 BLOCK_MS = min(1_000, MAX_BLOCK_MS)
-FLAG_MS = 2_000  # a queued build older than this is sent again
+FLAG_MS = 2_000  # a queued evaluate_signals older than this is sent again
+RETRY_S = 1.0  # a build that raised is tried again after this
+DECODE_RETRY_S = 0.2  # a build that stopped before an entry that failed to decode, after this
 REPAIR_LEASE_MS = 60_000  # a repair sent to backfill is not sent again before this
 REPAIR_BATCH = 200  # due repairs read per shard per tick
 STALE_CONSUMER_MS = 3_600_000
@@ -78,15 +85,15 @@ HEALTH_EVERY_S = 2.0
 @dataclass
 class ConsumerCounters:
     reads: int = 0
-    entries: int = 0
-    builds_sent: int = 0
+    entries: int = 0  # trades and klines entries the builds applied
+    builds: int = 0
+    build_errors: int = 0  # builds whose cursor kept moving (another consumer kept winning)
     claimed: int = 0
     gaps: int = 0
     dead: int = 0
     repairs_sent: int = 0
     signals_sent: int = 0
     # sends refused because the queue already held its bound (tasks/broker.py send_bounded)
-    builds_refused: int = 0
     signals_refused: int = 0
     repairs_held: int = 0  # due repairs left for later: the backfill queue was full
     history_windows: int = 0
@@ -123,6 +130,13 @@ class Consumer:
         # entry id's, Redis's): the stream's share of the latency budget, reported as
         # ``read_age_ms`` [p50, p99, max] per health period (docs/architecture.md).
         self.read_age = StageLatency()
+        # Per build that applied entries: its run time, and the age of its oldest entry when it
+        # was written (the candle stage as a whole: stream, read, build, write).
+        self.build_ms = StageLatency()
+        self.stage_ms = StageLatency()
+        self.builders = {s: ShardBuilder(client, self.keys, settings, s, consumer=name)
+                         for s in shards}  # fmt: skip
+        self.build_due: dict[int, float] = dict.fromkeys(shards, 0.0)  # shard -> monotonic time
 
     def ensure_groups(self) -> None:
         """Create the consumer groups (and streams) if missing; BUSYGROUP means they exist."""
@@ -142,6 +156,9 @@ class Consumer:
         while not self.stop.is_set():
             try:
                 self.step()
+            except BuildConflictError as exc:  # another consumer kept winning: try again soon
+                self.counters.build_errors += 1
+                log.warning("%s; building it again in 1 s", exc)
             except redis.RedisError as exc:
                 self.counters.errors += 1
                 log.warning("Redis unavailable (%s); retrying in 1 s", exc)
@@ -154,7 +171,7 @@ class Consumer:
                 self.stop.wait(1.0)
 
     def step(self) -> None:
-        """One turn: read news, trigger builds, then the periodic chores when due."""
+        """One turn: read news and build, then the periodic chores when due."""
         self._read_trades_and_klines()
         self._read_gaps()
         t = time.monotonic()
@@ -172,40 +189,49 @@ class Consumer:
     # --- trades and klines -----------------------------------------------------------------
 
     def _read_trades_and_klines(self) -> None:
+        """Wait for news (or the next build due), then build each shard that has some."""
         k = self.keys
         streams: Any = {k.trades(s): ">" for s in self.shards} | {
             k.klines(s): ">" for s in self.shards
         }
-        reply = read_streams(self.client, streams, count=READ_COUNT, block=BLOCK_MS,
+        block: int | None = BLOCK_MS
+        if self.build_due:
+            wait_ms = int((min(self.build_due.values()) - time.monotonic()) * 1000)
+            block = min(BLOCK_MS, wait_ms) if wait_ms > 0 else None  # None: do not block
+        reply = read_streams(self.client, streams, count=1, block=block,
                              group=(GROUP_CANDLES, self.name))  # fmt: skip
         self.counters.reads += 1
         shards = set()
         oldest = 0
         for stream, entries in reply or ():
             if entries:
-                self.counters.entries += len(entries)
                 shards.add(self.keys.shard_in(stream))
                 first_ms = int(entries[0][0].split(b"-", 1)[0])
                 oldest = first_ms if not oldest else min(oldest, first_ms)
         if oldest:
             self.read_age.add(max(0, now_ms() - oldest))
-        self.trigger(shards)
+        now = time.monotonic()
+        shards.update(s for s, due in self.build_due.items() if due <= now)
+        self.build_due.update(dict.fromkeys(shards, now))  # still due if a build below raises
+        for s in sorted(shards):
+            self.build(s)
 
-    def trigger(self, shards: set[int], *, force: bool = False) -> None:
-        """Send build_candles to each shard that has none queued (``force``: send anyway)."""
-        if not shards:
-            return
-        ordered = sorted(shards)
-        pipe = self.client.pipeline(transaction=False)
-        for s in ordered:
-            pipe.set(self.keys.build_queued(s), "1", nx=not force, px=FLAG_MS)
-        for s, was_set in zip(ordered, pipe.execute(), strict=True):
-            if not was_set:
-                continue
-            if send_bounded(BUILD_CANDLES, s, bound=trigger_bound()):
-                self.counters.builds_sent += 1
-            else:  # the flag expires and the next trigger tries again
-                self.counters.builds_refused += 1
+    def build(self, shard: int) -> None:
+        """Build ``shard`` now; on failure, leave it due again (RETRY_S) and raise."""
+        self.build_due[shard] = time.monotonic() + RETRY_S
+        started = time.perf_counter()
+        report = self.builders[shard].build()
+        self.counters.builds += 1
+        if report.retry:
+            self.build_due[shard] = time.monotonic() + DECODE_RETRY_S
+        elif report.more:
+            self.build_due[shard] = 0.0  # the backlog goes on: build again without waiting
+        else:
+            del self.build_due[shard]
+        if report.oldest_ms:
+            self.counters.entries += report.trades + report.klines
+            self.build_ms.add(int((time.perf_counter() - started) * 1000))
+            self.stage_ms.add(max(0, now_ms() - report.oldest_ms))
 
     def _sweep_signals(self) -> None:
         """Send evaluate_signals to each shard with changed series and none queued: candle
@@ -293,7 +319,7 @@ class Consumer:
             log.warning(
                 "claimed entries pending over %d ms on shards %s; rebuilding", idle, sorted(stale)
             )
-            self.trigger(stale, force=True)
+            self.build_due.update(dict.fromkeys(stale, 0.0))
 
     def _forget_stale_consumers(self, shard: int) -> None:
         for stream, group in (
@@ -363,10 +389,12 @@ class Consumer:
                     lag[f"trades:{s}"] = group_lag(g, last)  # None: Redis cannot tell
                     pending += g["pending"]
         self.counters.lag = lag  # else vars(self.counters) below would overwrite it with {}
-        queues = {q: queue_depth(q) for q in ("candles", "signals", "backfill")}
+        queues = {q: queue_depth(q) for q in ("signals", "backfill")}
         figures = {"shards": self.shards, "pending": pending, "queues": queues,
                    **vars(self.counters)}  # fmt: skip
         figures["read_age_ms"] = self.read_age.report()
+        figures["build_ms"] = self.build_ms.report()
+        figures["stage_ms"] = self.stage_ms.report()
         health = HealthReport(self.name, now_ms(), figures)
         self.control.hset(k.consumer_health(), self.name, health.encode())
 

@@ -1,5 +1,5 @@
-"""Our own processes for end-to-end tests: feeder, consumer and the Dramatiq workers (candles,
-signals) on one simulator.
+"""Our own processes for end-to-end tests: feeder, consumer (which builds the candles) and the
+Dramatiq workers (backfill, signals) on one simulator.
 
 Each runs as a real process in its own process group (kill -9 takes its children too), with its
 output in the test's temporary directory.
@@ -27,10 +27,9 @@ from tests.e2e.conftest import RunningSim
 ROOT = Path(__file__).resolve().parents[2]
 SHARDS = 4
 TIMEFRAMES = "15s,1m,5m"
-# As in the Procfile: candles and backfill in `worker`, signals in a process type of their own.
-WORKER = ["-m", "tasks", "worker", "tasks.candles", "tasks.backfill", "--queues", "candles",
-          "backfill", "--processes", "1", "--threads", "4",
-          "--worker-shutdown-timeout", "5000"]  # fmt: skip
+# As in the Procfile: backfill in `worker`, signals in a process type of their own.
+WORKER = ["-m", "tasks", "worker", "tasks.backfill", "--queues", "backfill", "--processes", "1",
+          "--threads", "4", "--worker-shutdown-timeout", "5000"]  # fmt: skip
 SIGNALS = ["-m", "tasks", "signals", "tasks.signals", "--queues", "signals", "--processes", "1",
            "--threads", "2", "--worker-shutdown-timeout", "5000"]  # fmt: skip
 

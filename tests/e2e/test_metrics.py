@@ -145,7 +145,7 @@ def write_reports(r: redis.Redis, keys: Keys) -> None:
     }))  # fmt: skip
     r.hset(keys.consumer_health(), "c1", orjson.dumps(
         {"name": "c1", "at_ms": now, "shards": [0, 1, 2, 3], "pending": 3,
-         "queues": {"candles": 2, "signals": 0, "backfill": 5}, "builds_refused": 4}))  # fmt: skip
+         "queues": {"signals": 2, "backfill": 5}, "signals_refused": 4}))  # fmt: skip
     r.hset(keys.web_health(), "web-1", orjson.dumps(
         {"name": "web-1", "at_ms": now, "clients": 11, "rooms": 4, "backlog_bound": 16,
          "sent": 99, "lag_ms_max": 12}))  # fmt: skip
@@ -197,7 +197,7 @@ def test_metrics_parse_and_expose_every_bound_of_the_architecture(
     assert value(samples, "tp_stream_group_lag", stream="trades", shard="1", group="candles") == 2
     assert value(samples, "tp_stream_length", stream="dead", shard="2") == 1
     assert value(samples, "tp_dramatiq_messages", queue="metricstest", state="failed") == 1
-    assert value(samples, "tp_dramatiq_queue_bound", queue="candles") == 4 * keys.shards
+    assert value(samples, "tp_dramatiq_queue_bound", queue="signals") == 4 * keys.shards
     assert value(samples, "tp_universe_symbols") == 2
     assert value(samples, "tp_signal_metric", shard="3", name="errors:rsi") == 1
     assert value(samples, "tp_candle_metric", shard="0", name="builds") == 5

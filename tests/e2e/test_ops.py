@@ -239,8 +239,8 @@ def test_failed_message_is_listed_retried_until_it_runs(
     assert started_ms <= row["failed_at"] <= time.time_ns() // 1_000_000
     every = ops.get("failed")  # no queue: the project's queues and any other with failures
     assert [f["id"] for f in every["failed"]] == [rid]
-    assert every["totals"] == {"backfill": 0, "candles": 0, QUEUE: 1, "signals": 0}
-    assert ops.get("failed", actor="build_candles")["failed"] == []
+    assert every["totals"] == {"backfill": 0, QUEUE: 1, "signals": 0}
+    assert ops.get("failed", actor="backfill_klines")["failed"] == []
     assert len(ops.get("failed", actor="ops_probe")["failed"]) == 1
 
     # Retried while still failing: it comes back with a fresh failure after two more attempts,
@@ -357,7 +357,7 @@ def test_signal_errors_and_health(ops: Ops, r: redis.Redis, keys: Keys) -> None:
     assert health["web"] == {}
     assert health["shards"][1]["signal_metrics"] == {"errors:rsi_1m": 3, "rounds": 10}
     assert health["shards"][2]["candle_metrics"] == {"builds": 5}
-    assert health["queues"]["candles"] == {"ready": 0, "delayed": 0, "failed": 0, "trimmed": 0}
+    assert health["queues"]["backfill"] == {"ready": 0, "delayed": 0, "failed": 0, "trimmed": 0}
 
 
 def test_only_operators_with_ops_tokens_get_in(client: FlaskClient, operator: LocalAccount) -> None:

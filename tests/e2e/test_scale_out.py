@@ -66,8 +66,10 @@ def test_two_processes_per_role_on_a_cluster_share_the_work_and_take_over_a_kill
     sim.admin("POST", "/sim/rate", {"rate": 120})
     p.wait_for("first candles", lambda: p.metrics().get("trades_applied", 0) > 300)
 
-    # Every process does a share: both feeders write, both consumers read, both Dramatiq
-    # processes of each role handle messages.
+    # Every process does a share: both feeders write, both consumers read and build (each may
+    # build any shard: the cursor check lets one write win, the other re-reads), the Dramatiq
+    # processes handle messages (the worker role only backfills: the start-up history, which one
+    # process may take whole).
     def shares() -> bool:
         feeders = health(p, p.keys.feed_health())
         consumers = health(p, p.keys.consumer_health())
@@ -76,16 +78,16 @@ def test_two_processes_per_role_on_a_cluster_share_the_work_and_take_over_a_kill
         read = [c for c in consumers.values() if c["entries"] > 0]
         roles = [w.get("role") for w in workers.values()
                  if w.get("processed", 0) > 0]  # fmt: skip
-        return (len(fed) == 2 and len(read) == 2 and roles.count("worker") == 2
+        return (len(fed) == 2 and len(read) == 2 and roles.count("worker") >= 1
                 and roles.count("signals") >= 1)  # fmt: skip
 
     p.wait_for("every process doing its share", shares, timeout_s=60)
     assert set(health(p, p.keys.feed_health())) == {"feeder-1of2", "feeder-2of2"}
 
     # One process of each role killed while its peers run. The consumer, worker and signals
-    # process stay dead: their peers take their share (claims of the pending entries, builds
-    # triggered again). The feeder owns its symbols alone: the platform restarts it, and what
-    # it missed meanwhile is a gap repaired from REST.
+    # process stay dead: their peers take their share (the survivor's builds read from each
+    # shard's cursor, the dead one's pending entries included). The feeder owns its symbols
+    # alone: the platform restarts it, and what it missed meanwhile is a gap repaired from REST.
     run_market(sim, p, 2)
     read_before = health(p, p.keys.consumer_health())["c2"]["entries"]
     for victim in (p.consumer, p.worker, p.signals):

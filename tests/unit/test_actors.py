@@ -1,8 +1,9 @@
 """Sending a message loads nothing of the process that runs it (tasks/actors.py).
 
-A formula plugin that fails to import must not stop candles: the consumer and the candle worker
-send ``evaluate_signals`` by name, never importing the signals actor, its plan, TA-Lib or the
-formulas. Each check runs in a fresh interpreter, since this one may have loaded anything.
+A formula plugin that fails to import must not stop candles: the consumer (which builds them)
+and backfill send ``evaluate_signals`` by name, never importing the signals actor, its plan,
+TA-Lib or the formulas. Each check runs in a fresh interpreter, since this one may have loaded
+anything.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _run(code: str) -> object:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module", ["tasks.candles", "tasks.backfill", "workers.consumer"])
+@pytest.mark.parametrize("module", ["workers.candles", "tasks.backfill", "workers.consumer"])
 def test_a_sender_does_not_load_the_signals_process(module: str) -> None:
     loaded = _run(f"import json, sys, {module}; print(json.dumps(sorted(sys.modules)))")
     assert isinstance(loaded, list)
@@ -35,11 +36,11 @@ def test_a_sender_does_not_load_the_signals_process(module: str) -> None:
 
 def test_the_references_name_the_actors_that_run() -> None:
     code = (
-        "import json, dramatiq, tasks.candles, tasks.backfill, tasks.signals\n"
-        "from tasks.actors import BACKFILL_KLINES, BUILD_CANDLES, EVALUATE_SIGNALS\n"
+        "import json, dramatiq, tasks.backfill, tasks.signals\n"
+        "from tasks.actors import BACKFILL_KLINES, EVALUATE_SIGNALS\n"
         "b = dramatiq.get_broker()\n"
-        "refs = (BUILD_CANDLES, BACKFILL_KLINES, EVALUATE_SIGNALS)\n"
+        "refs = (BACKFILL_KLINES, EVALUATE_SIGNALS)\n"
         "print(json.dumps([[r.queue_name, b.get_actor(r.actor_name).queue_name] for r in refs]))"
     )
     pairs = _run(code)
-    assert pairs == [["candles", "candles"], ["backfill", "backfill"], ["signals", "signals"]]
+    assert pairs == [["backfill", "backfill"], ["signals", "signals"]]

@@ -1,36 +1,34 @@
-"""``build_candles(shard)``: bring a shard's candles up to date with its trades and klines streams.
+"""Building a shard's candles from its trades and klines streams (the consumer's build loop).
 
-A message carries no data, only "shard N has news" (the stream consumer sends it, at most one
-queued per shard). The actor reads the entries between the shard's cursor (the last trades and
-klines entries applied, kept in Redis) and what the consumer group has delivered, folds them
+The consumer (``workers.consumer``) calls :meth:`ShardBuilder.build` for each shard of its own
+that has news. A build delivers the shard's new entries to group ``candles`` and reads the ones
+between the shard's cursor (the last trades and klines entries applied, kept in Redis) and what
+the group has delivered, all in one script call (``tasks.candle_store.READ``); folds them
 (``tasks.candle_fold``), reconciles the exchange's closed klines, and writes everything, cursor
 included, in one script call that first checks the cursor is still where it read it
-(``tasks.candle_store.BUILD``). Hence, whatever Dramatiq does with messages:
+(``tasks.candle_store.BUILD``). Hence:
 
-* a duplicate or late message finds nothing new and writes nothing;
-* two workers building one shard cannot both write: the loser re-reads and goes on from the
-  winner's cursor;
-* a crash at any point leaves the previous state, entries still pending in the group, and the
-  consumer re-triggers the shard.
+* a build with nothing new writes nothing;
+* two consumers building one shard (a deploy's overlap, a misconfigured ``--shard``) cannot both
+  write: the loser re-reads and goes on from the winner's cursor;
+* a crash at any point leaves the previous state and the entries pending in the group; the next
+  build of the shard, by any consumer, reads from the cursor and applies them.
 
 An entry that cannot be decoded stops the build just before it (what precedes is written) and is
 retried; after ``TP_CANDLE_MAX_DELIVERIES`` attempts it goes to the shard's dead-letter stream with
 its error and the build moves past it.
 
-The worker keeps each shard's fold state in memory between builds, valid while the cursor in
-Redis is the one its last write set (the usual case: one worker does most builds of a shard).
+The builder keeps its shard's fold state in memory between builds, valid while the cursor in
+Redis is the one its last write set (always, unless another consumer built the shard meanwhile).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 import redis
 
 from core.config import Settings
@@ -38,15 +36,14 @@ from core.errors import BuildConflictError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_CANDLES, Keys
 from core.schemas import Candle, Kline, Trade, decode
 from core.timeframes import Timeframe
-from tasks.actors import BUILD_CANDLES, EVALUATE_SIGNALS
-from tasks.broker import clients, keys, send_bounded, settings, trigger_bound
+from tasks.actors import EVALUATE_SIGNALS
+from tasks.broker import send_bounded, trigger_bound
 from tasks.candle_fold import Repair, SymbolCandles, close_due, fold_trades
 from tasks.candle_store import BUILD, READ, BuildWrite
 from tasks.repairs import RepairWindow, classify, containing_windows, scheduled
 
-log = logging.getLogger("tasks.candles")
+log = logging.getLogger("workers.candles")
 
-ROUNDS_S = 1.0  # a build goes round again for news this long, then hands over to a new message
 MAX_ENTRIES = 20_000  # per stream per build: a longer backlog is caught up over several builds
 CLOSE_GRACE_MS = 2_000  # a period is over once the shard's trades are this far past its end
 
@@ -58,7 +55,8 @@ class BuildReport:
     written: int = 0
     dead: int = 0
     retry: bool = False  # stopped before a failing entry that will be tried again
-    again: bool = False  # news arrived during the last round: send the shard another build
+    more: bool = False  # a stream gave MAX_ENTRIES: the backlog goes on past this build
+    oldest_ms: int = 0  # the id time of the oldest entry applied (0: none)
 
 
 def _field(fields: list[bytes], name: bytes) -> bytes:
@@ -73,13 +71,19 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class ShardBuilder:
-    """Builds one shard's candles; one per shard per worker process."""
+def _ms(entry_id: bytes | str) -> int:
+    return int(_s(entry_id).split("-", 1)[0])
 
-    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings, shard: int) -> None:
+
+class ShardBuilder:
+    """Builds one shard's candles; one per shard in the consumer that owns it."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, settings: Settings, shard: int,
+                 consumer: str = "") -> None:  # fmt: skip
         self.client = client
         self.keys = keys
         self.shard = shard
+        self.consumer = consumer  # delivers new entries to the group under this name ("": none)
         self.timeframes: tuple[Timeframe, ...] = settings.timeframes
         self.tf_by_name = {tf.name: tf for tf in self.timeframes}
         self.retention = dict(settings.candles.retention)
@@ -90,41 +94,9 @@ class ShardBuilder:
         self.states: dict[str, SymbolCandles] = {}
         self.cursor: tuple[str, str] | None = None  # the cursor our states belong to
         self.data_time_ms = 0  # latest trade time seen in this shard
-        self.lock = threading.Lock()  # guards running and again
-        self.running = False
-        self.again = False  # news arrived while a build was running: it goes round once more
 
     def build(self) -> BuildReport:
-        """Apply everything delivered since the cursor; raise BuildConflictError if we never win.
-
-        A message for a shard this process is already building returns at once and the running
-        build goes round again: waiting for it would hold a worker thread and a prefetch slot,
-        and Dramatiq's consumer backs off (up to its worker timeout) while prefetch is full.
-        """
-        with self.lock:
-            if self.running:
-                self.again = True
-                return BuildReport()
-            self.running = True
-        until = time.monotonic() + ROUNDS_S  # well inside the actor's time limit
-        try:
-            while True:
-                report = self._build()
-                with self.lock:  # decide and stand down under one lock: no news slips between
-                    if report.retry or not self.again:
-                        self.running = False
-                        return report  # (a retry's build covers the news)
-                    report.again = time.monotonic() > until
-                    self.running = not report.again
-                    self.again = False
-                    if report.again:
-                        return report
-        except BaseException:
-            with self.lock:
-                self.running = self.again = False  # Dramatiq retries: that build covers the news
-            raise
-
-    def _build(self) -> BuildReport:
+        """Apply everything delivered since the cursor; raise BuildConflictError if we never win."""
         for _ in range(3):
             report = self._build_once()
             if report is not None:
@@ -137,19 +109,21 @@ class ShardBuilder:
 
     def _build_once(self) -> BuildReport | None:
         k, s = self.keys, self.shard
-        keys = [k.candle_cursor(s), k.trades(s), k.klines(s), k.build_queued(s)]
+        keys = [k.candle_cursor(s), k.trades(s), k.klines(s)]
         (cur_t, cur_k, fail_t, fail_k), raw_t, raw_k = self.read_script(
-            keys=keys, args=[GROUP_CANDLES, MAX_ENTRIES], client=self.client
+            keys=keys, args=[GROUP_CANDLES, MAX_ENTRIES, self.consumer], client=self.client
         )
         expect = (_s(cur_t) if cur_t else "0-0", _s(cur_k) if cur_k else "0-0")
         cached, self.cursor = self.cursor, None  # set again only once our write has landed
         if expect != cached:
-            self.states.clear()  # another worker wrote since our last build, or ours failed
+            self.states.clear()  # another consumer wrote since our last build, or ours failed
         failing = {
             "fail:trades": _s(fail_t) if fail_t else "",
             "fail:klines": _s(fail_k) if fail_k else "",
         }
-        report = BuildReport()
+        report = BuildReport(more=max(len(raw_t), len(raw_k)) >= MAX_ENTRIES)
+        firsts = [_ms(raw[0][0]) for raw in (raw_t, raw_k) if raw]
+        report.oldest_ms = min(firsts) if firsts else 0
         w = BuildWrite(self.keys, s, expect, expect, self.retention, GROUP_CANDLES,
                        self.updates_maxlen)  # fmt: skip
         trades = self._decode(raw_t, k.trades(s), Trade, w, w.ack_t, failing["fail:trades"], report)
@@ -336,35 +310,3 @@ class ShardBuilder:
         windows = [RepairWindow(symbol, r.timeframe, r.first_open_ms, r.last_open_ms)
                    for r in repairs]  # fmt: skip
         w.repairs.extend([due, m] for due, m in scheduled(windows, self.tf_by_name))
-
-
-# --- the actor -------------------------------------------------------------------------------
-
-_builders: dict[int, ShardBuilder] = {}
-_builders_lock = threading.Lock()
-clients.declare("candles", max_connections=16)
-
-
-def builder(shard: int) -> ShardBuilder:
-    """Return this process's builder of ``shard``."""
-    with _builders_lock:
-        b = _builders.get(shard)
-        if b is None:
-            b = _builders[shard] = ShardBuilder(clients.market("candles"), keys, settings, shard)
-        return b
-
-
-@dramatiq.actor(actor_name=BUILD_CANDLES.actor_name, queue_name=BUILD_CANDLES.queue_name,
-                max_retries=5, min_backoff=100, max_backoff=2_000,
-                time_limit=30_000)  # fmt: skip
-def build_candles(shard: int) -> None:
-    """Bring ``shard``'s candles up to date (idempotent; see the module docstring)."""
-    started = time.monotonic()
-    report = builder(shard).build()
-    if report.again:
-        build_candles.send(shard)
-    if report.retry:
-        raise dramatiq.Retry(delay=200)  # an entry failed; try it again shortly
-    if report.trades or report.klines:
-        log.debug("shard %d: %d trades, %d klines, %d candles in %.1f ms", shard, report.trades,
-                  report.klines, report.written, (time.monotonic() - started) * 1000)  # fmt: skip
