@@ -96,33 +96,23 @@ class ShardBuilder:
         self.data_time_ms = 0  # latest trade time seen in this shard
 
     def build(self) -> BuildReport:
-        """Apply everything delivered since the cursor; raise BuildConflictError if we never win.
-
-        The three steps in a row; the consumer runs them apart (read, prepare, then the write on
-        its writer thread while it prepares the next shard, then land)."""
+        """Apply everything delivered since the cursor; raise BuildConflictError if we never win."""
         for _ in range(3):
-            report, w = self.prepare(self.read())
-            if w is None or self.land(w, w.execute(self.client, self.script)):
+            report = self._build_once()
+            if report is not None:
                 return report
+            self.states.clear()
+            self.cursor = None
         raise BuildConflictError(f"shard {self.shard}: cursor kept moving")
 
-    # --- the steps of one attempt --------------------------------------------------------
+    # --- one attempt ---------------------------------------------------------------------
 
-    def read(self) -> Any:
-        """Deliver the shard's new entries and read the ones since the cursor (READ)."""
+    def _build_once(self) -> BuildReport | None:
         k, s = self.keys, self.shard
         keys = [k.candle_cursor(s), k.trades(s), k.klines(s)]
-        return self.read_script(
+        (cur_t, cur_k, fail_t, fail_k), raw_t, raw_k = self.read_script(
             keys=keys, args=[GROUP_CANDLES, MAX_ENTRIES, self.consumer], client=self.client
         )
-
-    def prepare(self, reply: Any) -> tuple[BuildReport, BuildWrite | None]:
-        """Fold a READ reply into the shard's write (None: nothing new to write).
-
-        Until :meth:`land` reports the write landed, the fold state is not trusted: a build
-        that never lands (lost the race, or failed) starts its next attempt from Redis's."""
-        k, s = self.keys, self.shard
-        (cur_t, cur_k, fail_t, fail_k), raw_t, raw_k = reply
         expect = (_s(cur_t) if cur_t else "0-0", _s(cur_k) if cur_k else "0-0")
         cached, self.cursor = self.cursor, None  # set again only once our write has landed
         if expect != cached:
@@ -141,7 +131,7 @@ class ShardBuilder:
         w.cursor = (w.ack_t[-1] if w.ack_t else expect[0], w.ack_k[-1] if w.ack_k else expect[1])
         if w.cursor == expect and w.fail == {k: v for k, v in failing.items() if v}:
             self.cursor = expect
-            return report, None  # nothing new
+            return report  # nothing new
         w.count("state_corrupt", self._load_states({t.symbol for t in trades}
                                                    | {c.symbol for c in klines}))  # fmt: skip
         changed: dict[tuple[str, str, int], Candle] = {}
@@ -161,22 +151,16 @@ class ShardBuilder:
             fields.update((tf, written.get(id(c)) or w.text(c)) for tf, c in st.current.items())
             w.symbol_state(sym, fields)
         w.count("builds")
+        outcome = w.execute(self.client, self.script)
+        if not outcome:
+            return None
+        if outcome == 2 and not send_bounded(EVALUATE_SIGNALS, s, bound=trigger_bound()):
+            self.client.hincrby(self.keys.candle_metrics(s), "signals_refused", 1)
+        self.cursor = w.cursor
         report.written = len(changed)
         report.trades = len(trades)
         report.klines = len(klines)
-        return report, w
-
-    def land(self, w: BuildWrite, outcome: int) -> bool:
-        """Take the outcome of ``w``'s write (BUILD): False if another consumer moved the cursor
-        first (the fold state is dropped: the next attempt starts from Redis's)."""
-        if not outcome:
-            self.states.clear()
-            self.cursor = None
-            return False
-        if outcome == 2 and not send_bounded(EVALUATE_SIGNALS, self.shard, bound=trigger_bound()):
-            self.client.hincrby(self.keys.candle_metrics(self.shard), "signals_refused", 1)
-        self.cursor = w.cursor
-        return True
+        return report
 
     def _decode(
         self,

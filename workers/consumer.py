@@ -1,18 +1,17 @@
-"""The stream consumer: consumer groups in, candles out (Procfile: consumer).
+"""The stream consumer: consumer groups in, Dramatiq messages out (Procfile: consumer).
 
 One loop, one Redis connection for its blocking read (BLOCK 1 s < the 10 s socket timeout; on a
 Redis Cluster, one read per shard, polled: ``core.redis_clients.read_streams``):
 
 * **Trades and klines** (group ``candles``): a blocking XREADGROUP (COUNT 1: it only learns which
-  shards have news) over its shards' streams; the shards with news are built at once, in a round
-  (``workers.candles.ShardBuilder``: one script call per shard delivers and reads its new entries;
-  this thread folds each shard while a writer thread runs the previous shard's write, one script
-  call that writes the candles and acks the entries). The entries stay pending until the build that
-  applies them acks them in its own write, so the pending list is exactly "delivered, not yet in the
-  candles". No message and no other process between a trade and its candle: the consumer *is* the
-  candle stage, one loop per process, and scales by ``--shard K/N`` processes. Every shard is
-  built once at start (entries a previous consumer left pending); a build that fails is tried again
-  (200 ms for an entry that failed to decode, 1 s after a Redis error).
+  shards have news) over its shards' streams; each shard with news is built at once, in this
+  loop (``workers.candles.ShardBuilder``: one script call delivers and reads the shard's new
+  entries, one writes the candles and acks them). The entries stay pending until the build that
+  applies them acks them in its own write, so the pending list is exactly "delivered, not yet in
+  the candles". No message and no other process between a trade and its candle: the consumer
+  *is* the candle stage, one thread per process, and scales by ``--shard K/N`` processes.
+  Every shard is built once at start (entries a previous consumer left pending); a build that
+  fails is tried again (200 ms for an entry that failed to decode, 1 s after a Redis error).
 * **Claims**: every few seconds, entries pending longer than ``TP_CLAIM_IDLE_MS`` (a consumer
   died between its read and its build, or builds keep failing) are claimed (XAUTOCLAIM) and
   their shard is built again. Consumers that are long idle with nothing pending are removed.
@@ -42,7 +41,6 @@ import socket
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +50,7 @@ import redis
 from binance.exchange_info import load_universe
 from core.clock import now_ms
 from core.config import Settings, load_settings
-from core.errors import ConfigError, SchemaError
+from core.errors import BuildConflictError, ConfigError, SchemaError
 from core.keys import ENTRY_FIELD, GROUP_BACKFILL, GROUP_CANDLES, Keys
 from core.latency import StageLatency
 from core.logs import setup_logging
@@ -70,7 +68,7 @@ from tasks import repairs
 from tasks.actors import BACKFILL_KLINES, EVALUATE_SIGNALS
 from tasks.broker import BACKFILL_QUEUE_MAX, queue_depth, send_bounded, trigger_bound
 from tasks.candle_store import MARK_PARTIAL, mark_partial
-from workers.candles import BuildReport, ShardBuilder
+from workers.candles import ShardBuilder
 
 log = logging.getLogger("workers.consumer")
 
@@ -89,7 +87,7 @@ class ConsumerCounters:
     reads: int = 0
     entries: int = 0  # trades and klines entries the builds applied
     builds: int = 0
-    build_conflicts: int = 0  # writes that lost the race to another consumer (built again)
+    build_errors: int = 0  # builds whose cursor kept moving (another consumer kept winning)
     claimed: int = 0
     gaps: int = 0
     dead: int = 0
@@ -132,15 +130,13 @@ class Consumer:
         # entry id's, Redis's): the stream's share of the latency budget, reported as
         # ``read_age_ms`` [p50, p99, max] per health period (docs/architecture.md).
         self.read_age = StageLatency()
-        # Per build round: its run time; per build that applied entries: the age of its oldest
-        # entry when its write landed (the candle stage as a whole: stream, read, build, write).
+        # Per build that applied entries: its run time, and the age of its oldest entry when it
+        # was written (the candle stage as a whole: stream, read, build, write).
         self.build_ms = StageLatency()
         self.stage_ms = StageLatency()
         self.builders = {s: ShardBuilder(client, self.keys, settings, s, consumer=name)
                          for s in shards}  # fmt: skip
         self.build_due: dict[int, float] = dict.fromkeys(shards, 0.0)  # shard -> monotonic time
-        # One thread runs the rounds' writes, in order: a round has at most one per shard.
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="candle-writes")
 
     def ensure_groups(self) -> None:
         """Create the consumer groups (and streams) if missing; BUSYGROUP means they exist."""
@@ -160,6 +156,9 @@ class Consumer:
         while not self.stop.is_set():
             try:
                 self.step()
+            except BuildConflictError as exc:  # another consumer kept winning: try again soon
+                self.counters.build_errors += 1
+                log.warning("%s; building it again in 1 s", exc)
             except redis.RedisError as exc:
                 self.counters.errors += 1
                 log.warning("Redis unavailable (%s); retrying in 1 s", exc)
@@ -170,7 +169,6 @@ class Consumer:
                 self.counters.errors += 1
                 log.exception("consumer step failed; going on in 1 s")
                 self.stop.wait(1.0)
-        self.writer.shutdown(wait=True)  # a write in flight lands (or fails) before we go
 
     def step(self) -> None:
         """One turn: read news and build, then the periodic chores when due."""
@@ -214,35 +212,15 @@ class Consumer:
             self.read_age.add(max(0, now_ms() - oldest))
         now = time.monotonic()
         shards.update(s for s, due in self.build_due.items() if due <= now)
-        if shards:
-            self.build(sorted(shards))
+        self.build_due.update(dict.fromkeys(shards, now))  # still due if a build below raises
+        for s in sorted(shards):
+            self.build(s)
 
-    def build(self, shards: list[int]) -> None:
-        """One build round over ``shards``: read them all, then fold each and hand its write to
-        the writer thread, so that Redis runs one shard's write while this thread folds the
-        next; then land the writes in order. A shard whose write lost the race to another
-        consumer is built again at once; if anything raises, every shard of the round is due
-        again in RETRY_S."""
+    def build(self, shard: int) -> None:
+        """Build ``shard`` now; on failure, leave it due again (RETRY_S) and raise."""
+        self.build_due[shard] = time.monotonic() + RETRY_S
         started = time.perf_counter()
-        self.build_due.update(dict.fromkeys(shards, time.monotonic() + RETRY_S))
-        replies = [(s, self.builders[s].read()) for s in shards]
-        writes = []
-        for s, reply in replies:
-            b = self.builders[s]
-            report, w = b.prepare(reply)
-            if w is None:
-                self._built(s, report)
-            else:
-                writes.append((s, report, w, self.writer.submit(w.execute, b.client, b.script)))
-        for s, report, w, outcome in writes:
-            if self.builders[s].land(w, outcome.result()):
-                self._built(s, report)
-            else:
-                self.counters.build_conflicts += 1
-                self.build_due[s] = 0.0
-        self.build_ms.add(int((time.perf_counter() - started) * 1000))
-
-    def _built(self, shard: int, report: BuildReport) -> None:
+        report = self.builders[shard].build()
         self.counters.builds += 1
         if report.retry:
             self.build_due[shard] = time.monotonic() + DECODE_RETRY_S
@@ -252,6 +230,7 @@ class Consumer:
             del self.build_due[shard]
         if report.oldest_ms:
             self.counters.entries += report.trades + report.klines
+            self.build_ms.add(int((time.perf_counter() - started) * 1000))
             self.stage_ms.add(max(0, now_ms() - report.oldest_ms))
 
     def _sweep_signals(self) -> None:
