@@ -15,6 +15,7 @@ Layout (docs/architecture.md has the full table with record types and bounds)::
     <ns>:{s<shard>}:candle-cursor            hash     last entries applied; failing entries
     <ns>:{s<shard>}:candle-metrics           hash     counters (applied, gaps, reconciled)
     <ns>:{s<shard>}:repairs                  zset     repair windows by due time (tasks/repairs.py)
+    <ns>:{s<shard>}:builder                  string   the consumer building the shard (a lease)
     <ns>:{s<shard>}:repairs:lock:<SYM>:<tf>  string   set while backfill fetches that series
     <ns>:{s<shard>}:signals:<SYMBOL>:<tf>    hash     latest value per signal
     <ns>:{s<shard>}:signal-history:<SYMBOL>:<tf>:<signal>  zset  closed-candle values by open time
@@ -176,6 +177,10 @@ class Keys:
 
     def repairs(self, shard: int) -> str:
         return f"{self._shard(shard)}:repairs"
+
+    def builder_lease(self, shard: int) -> str:
+        """String: the name of the consumer that builds the shard's candles (workers/leases.py)."""
+        return f"{self._shard(shard)}:builder"
 
     def repair_lock(self, shard: int, symbol: str, timeframe: str) -> str:
         """String: set while a backfill fetches ``symbol`` ``timeframe`` (duplicate deliveries)."""

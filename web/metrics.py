@@ -72,6 +72,7 @@ BOUNDS: dict[str, tuple[str, ...] | str] = {
     "<ns>:{sN}:candle-cursor": "one hash per shard: nothing grows",
     "<ns>:{sN}:candle-metrics": ("tp_candle_metric",),
     "<ns>:{sN}:repairs": ("tp_repairs",),
+    "<ns>:{sN}:builder": "one string per shard: nothing grows",
     "<ns>:consumer:health": ('tp_health_reports{role="consumer"}',),
     "<ns>:rest:weight": ("tp_rest_weight_used", "tp_rest_weight_budget"),
     "<ns>:rest:ban-until": ("tp_rest_ban_until_ms",),

@@ -4,14 +4,15 @@ One loop, one Redis connection for its blocking read (BLOCK 1 s < the 10 s socke
 Redis Cluster, one read per shard, polled: ``core.redis_clients.read_streams``):
 
 * **Trades and klines** (group ``candles``): a blocking XREADGROUP (COUNT 1: it only learns which
-  shards have news) over its shards' streams; each shard with news is built at once, in this
-  loop (``workers.candles.ShardBuilder``: one script call delivers and reads the shard's new
-  entries, one writes the candles and acks them). The entries stay pending until the build that
-  applies them acks them in its own write, so the pending list is exactly "delivered, not yet in
-  the candles". No message and no other process between a trade and its candle: the consumer
-  *is* the candle stage, one thread per process, and scales by ``--shard K/N`` processes.
-  Every shard is built once at start (entries a previous consumer left pending); a build that
-  fails is tried again (200 ms for an entry that failed to decode, 1 s after a Redis error).
+  shards have news) over the streams of the shards it builds (those whose lease it holds,
+  ``workers.leases``: consumers on the same shards split them); each shard with news is built at
+  once, in this loop (``workers.candles.ShardBuilder``: one script call delivers and reads the
+  shard's new entries, one writes the candles and acks them). The entries stay pending until the
+  build that applies them acks them in its own write, so the pending list is exactly "delivered, not
+  yet in the candles". No message and no other process between a trade and its candle: the consumer
+  *is* the candle stage, one thread per process, and scales by more processes. A shard is built
+  at once when its lease is taken (entries a previous consumer left pending); a build that fails is
+  tried again (200 ms for an entry that failed to decode, 1 s after a Redis error).
 * **Claims**: every few seconds, entries pending longer than ``TP_CLAIM_IDLE_MS`` (a consumer
   died between its read and its build, or builds keep failing) are claimed (XAUTOCLAIM) and
   their shard is built again. Consumers that are long idle with nothing pending are removed.
@@ -68,6 +69,7 @@ from tasks import repairs
 from tasks.actors import BACKFILL_KLINES, EVALUATE_SIGNALS
 from tasks.broker import BACKFILL_QUEUE_MAX, queue_depth, send_bounded, trigger_bound
 from tasks.candle_store import MARK_PARTIAL, mark_partial
+from workers import leases
 from workers.candles import ShardBuilder
 
 log = logging.getLogger("workers.consumer")
@@ -136,7 +138,12 @@ class Consumer:
         self.stage_ms = StageLatency()
         self.builders = {s: ShardBuilder(client, self.keys, settings, s, consumer=name)
                          for s in shards}  # fmt: skip
-        self.build_due: dict[int, float] = dict.fromkeys(shards, 0.0)  # shard -> monotonic time
+        # The shards this consumer builds (workers/leases.py), and when each is due a build
+        # besides its news (monotonic time): at once when its lease is taken.
+        self.owned: set[int] = set()
+        self.build_due: dict[int, float] = {}
+        self.lease_script = client.register_script(leases.LEASE)
+        self._next_leases = 0.0
 
     def ensure_groups(self) -> None:
         """Create the consumer groups (and streams) if missing; BUSYGROUP means they exist."""
@@ -169,9 +176,14 @@ class Consumer:
                 self.counters.errors += 1
                 log.exception("consumer step failed; going on in 1 s")
                 self.stop.wait(1.0)
+        with contextlib.suppress(redis.RedisError):  # a peer takes the shards without waiting
+            self.hold_leases(release_all=True)
 
     def step(self) -> None:
         """One turn: read news and build, then the periodic chores when due."""
+        if time.monotonic() >= self._next_leases:
+            self._next_leases = time.monotonic() + leases.RENEW_S
+            self.hold_leases()
         self._read_trades_and_klines()
         self._read_gaps()
         t = time.monotonic()
@@ -188,16 +200,52 @@ class Consumer:
 
     # --- trades and klines -----------------------------------------------------------------
 
+    # --- leases ----------------------------------------------------------------------------
+
+    def hold_leases(self, *, release_all: bool = False) -> None:
+        """Renew the shards' leases this consumer holds up to its fair share, let go of the
+        rest, and take free ones while under it (workers/leases.py)."""
+        raw = self.control.hgetall(self.keys.consumer_health())
+        reports = {_s(n): orjson.loads(v) for n, v in raw.items()}
+        share = (
+            0
+            if release_all
+            else leases.fair_share(
+                len(self.shards), leases.peers(reports, self.shards, self.name, now_ms())
+            )
+        )
+        held: set[int] = set()
+        for s in sorted(self.owned) + [s for s in self.shards if s not in self.owned]:
+            if s not in self.owned and len(held) >= share:
+                break
+            want = "1" if len(held) < share else "0"
+            if self.lease_script(keys=[self.keys.builder_lease(s)],
+                                 args=[self.name, leases.LEASE_MS, want]):  # fmt: skip
+                held.add(s)
+        for s in held - self.owned:  # taken: build at once (what its last owner left pending)
+            self.build_due[s] = 0.0
+        for s in self.owned - held:  # let go (or lost): its fold state is another's now
+            self.build_due.pop(s, None)
+            self.builders[s].states.clear()
+            self.builders[s].cursor = None
+        if held != self.owned:
+            log.info("consumer %s builds shards %s", self.name, sorted(held))
+        self.owned = held
+
+    # --- trades and klines -----------------------------------------------------------------
+
     def _read_trades_and_klines(self) -> None:
         """Wait for news (or the next build due), then build each shard that has some."""
         k = self.keys
-        streams: Any = {k.trades(s): ">" for s in self.shards} | {
-            k.klines(s): ">" for s in self.shards
+        if not self.owned:  # a peer builds them all: only the chores below
+            self.stop.wait(max(0.0, min(BLOCK_MS / 1000, self._next_leases - time.monotonic())))
+            return
+        streams: Any = {k.trades(s): ">" for s in sorted(self.owned)} | {
+            k.klines(s): ">" for s in sorted(self.owned)
         }
-        block: int | None = BLOCK_MS
-        if self.build_due:
-            wait_ms = int((min(self.build_due.values()) - time.monotonic()) * 1000)
-            block = min(BLOCK_MS, wait_ms) if wait_ms > 0 else None  # None: do not block
+        until = min([self._next_leases, *self.build_due.values()])  # the next lease or build due
+        wait_ms = min(BLOCK_MS, int((until - time.monotonic()) * 1000))
+        block = wait_ms if wait_ms > 0 else None  # None: do not block
         reply = read_streams(self.client, streams, count=1, block=block,
                              group=(GROUP_CANDLES, self.name))  # fmt: skip
         self.counters.reads += 1
@@ -212,6 +260,7 @@ class Consumer:
             self.read_age.add(max(0, now_ms() - oldest))
         now = time.monotonic()
         shards.update(s for s, due in self.build_due.items() if due <= now)
+        shards &= self.owned
         self.build_due.update(dict.fromkeys(shards, now))  # still due if a build below raises
         for s in sorted(shards):
             self.build(s)
@@ -319,7 +368,7 @@ class Consumer:
             log.warning(
                 "claimed entries pending over %d ms on shards %s; rebuilding", idle, sorted(stale)
             )
-            self.build_due.update(dict.fromkeys(stale, 0.0))
+            self.build_due.update(dict.fromkeys(stale & self.owned, 0.0))
 
     def _forget_stale_consumers(self, shard: int) -> None:
         for stream, group in (
@@ -390,13 +439,18 @@ class Consumer:
                     pending += g["pending"]
         self.counters.lag = lag  # else vars(self.counters) below would overwrite it with {}
         queues = {q: queue_depth(q) for q in ("signals", "backfill")}
-        figures = {"shards": self.shards, "pending": pending, "queues": queues,
+        figures = {"shards": self.shards, "owned": sorted(self.owned), "pending": pending,
+                   "queues": queues,
                    **vars(self.counters)}  # fmt: skip
         figures["read_age_ms"] = self.read_age.report()
         figures["build_ms"] = self.build_ms.report()
         figures["stage_ms"] = self.stage_ms.report()
         health = HealthReport(self.name, now_ms(), figures)
         self.control.hset(k.consumer_health(), self.name, health.encode())
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def consumer_name() -> str:

@@ -407,3 +407,40 @@ def test_a_burst_the_feeder_cannot_write_sheds_into_gaps_that_backfill_repairs_e
     assert m.get("dead", 0) == 0, str(m)
     compared = check_against_truth(p, sim)
     assert compared["1m"] >= 4, compared
+
+
+def test_two_consumers_split_the_shards_and_one_takes_over_the_others(
+    sim_factory: Callable[..., RunningSim], start_pipeline: Callable[..., Pipeline]
+) -> None:
+    """Two consumers on the same shards build half each (their leases, workers/leases.py):
+    no shard is built twice. Killed, one's shards are built by the other once its leases
+    expire, and every trade reaches the candles."""
+    sim = sim_factory(rate=0.0, symbol_count=8)
+    p = start_pipeline(sim, per_role=2)
+    sim.admin("POST", "/sim/rate", {"rate": 150})
+
+    def owned() -> dict[str, list[int]]:
+        raw = p.redis.hgetall(p.keys.consumer_health())
+        return {n.decode(): orjson.loads(v).get("owned", []) for n, v in raw.items()}
+
+    def split() -> bool:
+        now = owned()
+        every = sorted(s for shards in now.values() for s in shards)
+        return sorted(map(len, now.values())) == [2, 2] and every == list(range(SHARDS))
+
+    p.wait_for("the shards split", split)
+    before = p.metrics()["trades_applied"]
+    p.wait_for("both building", lambda: p.metrics()["trades_applied"] > before + 300)
+    assert sorted(map(len, owned().values())) == [2, 2]  # it stays split
+    for s in range(SHARDS):
+        owner = p.redis.get(p.keys.builder_lease(s))
+        assert owner is not None
+        assert s in owned()[owner.decode()]
+    p.retire(p.consumer)  # c1, for good
+    p.wait_for("c2 builds every shard", lambda: owned()["c2"] == list(range(SHARDS)),
+               timeout_s=30)  # fmt: skip
+    sim.admin("POST", "/sim/rate", {"rate": 0})
+    p.wait_for("every trade applied", p.settled, timeout_s=60)
+    written = sum(p.redis.xlen(p.keys.trades(s)) for s in range(SHARDS))
+    assert p.metrics()["trades_applied"] + p.metrics().get("duplicates", 0) >= written > 0
+    assert p.metrics().get("dead", 0) == 0
