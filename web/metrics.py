@@ -321,6 +321,11 @@ class RedisCollector(Collector):
                       ["name", "stat"])  # fmt: skip
         depth = _gauge("tp_consumer_queue_depth", "Dramatiq queue depth the consumer saw",
                        ["name", "queue"])  # fmt: skip
+        latency = _gauge("tp_consumer_latency_ms", "the candle stage's latency over the last "
+                         "report period (docs/architecture.md, 'Latency budget'): stage=read "
+                         "(trade entry to the consumer's read), build (one build's run), candle "
+                         "(a build's oldest entry to its write)",
+                         ["name", "stage", "quantile"])  # fmt: skip
         for name, rep in reports.items():
             for key, value in rep.items():
                 if key not in _NOT_FIGURES and _num(value) is not None:
@@ -328,7 +333,14 @@ class RedisCollector(Collector):
             for queue, value in (rep.get("queues") or {}).items():
                 if _num(value) is not None:
                     depth.add_metric([name, queue], value)
-        yield from (stat, depth)
+            for stage, key in (("read", "read_age_ms"), ("build", "build_ms"),
+                               ("candle", "stage_ms")):  # fmt: skip
+                figures = rep.get(key)  # [p50, p99, max] (core/latency.py), or None: no build
+                if isinstance(figures, list) and len(figures) == 3:
+                    for q, v in zip(("0.5", "0.99", "1"), figures, strict=True):
+                        if _num(v) is not None:
+                            latency.add_metric([name, stage, q], v)
+        yield from (stat, depth, latency)
 
     def _web(self, reports: dict[str, Any]) -> Iterator[Metric]:
         clients = _gauge("tp_web_clients", "connected Socket.IO clients", ["name"])

@@ -145,7 +145,8 @@ def write_reports(r: redis.Redis, keys: Keys) -> None:
     }))  # fmt: skip
     r.hset(keys.consumer_health(), "c1", orjson.dumps(
         {"name": "c1", "at_ms": now, "shards": [0, 1, 2, 3], "pending": 3,
-         "queues": {"signals": 2, "backfill": 5}, "signals_refused": 4}))  # fmt: skip
+         "queues": {"signals": 2, "backfill": 5}, "signals_refused": 4,
+         "read_age_ms": [3, 20, 31], "build_ms": None, "stage_ms": [9, 48, 70]}))  # fmt: skip
     r.hset(keys.web_health(), "web-1", orjson.dumps(
         {"name": "web-1", "at_ms": now, "clients": 11, "rooms": 4, "backlog_bound": 16,
          "sent": 99, "lag_ms_max": 12}))  # fmt: skip
@@ -205,6 +206,10 @@ def test_metrics_parse_and_expose_every_bound_of_the_architecture(
     assert value(samples, "tp_feed_connection_up", feeder="feeder-1of1", connection="market-0") == 1
     assert value(samples, "tp_feed_outbox", feeder="feeder-1of1", kind="max") == 200_000
     assert value(samples, "tp_consumer_queue_depth", name="c1", queue="backfill") == 5
+    latency = "tp_consumer_latency_ms"
+    assert value(samples, latency, name="c1", stage="candle", quantile="0.99") == 48
+    assert value(samples, latency, name="c1", stage="read", quantile="1") == 31
+    assert not [s for s in samples[latency] if s.labels["stage"] == "build"]
     assert value(samples, "tp_web_clients", name="web-1") == 11
     assert value(samples, "tp_execution_account_queue", name="execution-1", account="0xabc") == 2
     for role in ("web", "feeder", "consumer", "worker", "signals", "execution"):
