@@ -97,14 +97,22 @@ def process_types(procfile: Path, settings: Settings) -> dict[str, str]:
     return processes
 
 
-def scaled_out(processes: dict[str, str], port: int, n: int = 2
-               ) -> dict[str, tuple[str, dict[str, str]]]:  # fmt: skip
-    """Return ``n`` processes of every type of ``processes`` but the simulator: name -> (command,
-    the environment it adds). Feeders and execution processes get their ``--shard K/N``; web
-    processes their own ``PORT`` (``port + K``), behind the balancer on ``port``."""
+def formation(app_json: Path = ROOT / "app.json") -> dict[str, int]:
+    """Return how many processes of each type the deployment runs (``app.json``'s formation)."""
+    spec = json.loads(app_json.read_text()).get("formation", {})
+    return {name: int(f.get("quantity", 1)) for name, f in spec.items()}
+
+
+def replicas(processes: dict[str, str], port: int, counts: dict[str, int]
+             ) -> dict[str, tuple[str, dict[str, str]]]:  # fmt: skip
+    """Return the processes to run, ``counts[type]`` of a type (default 1): name -> (command, the
+    environment it adds). One of a type keeps the type's name; several are ``type-K``, feeders
+    and execution processes with their ``--shard K/N``, web processes with their own ``PORT``
+    (``port + K``, behind the balancer on ``port``)."""
     out: dict[str, tuple[str, dict[str, str]]] = {}
     for name, cmd in processes.items():
-        if name == "simulator":
+        n = counts.get(name, 1)
+        if n <= 1:
             out[name] = (cmd, {})
             continue
         for k in range(1, n + 1):
@@ -120,6 +128,15 @@ def scaled_out(processes: dict[str, str], port: int, n: int = 2
                     extra["PORT"] = str(port + k)
             out[f"{name}-{k}"] = (line, extra)
     return out
+
+
+def single_machine(processes: dict[str, str], port: int) -> dict[str, tuple[str, dict[str, str]]]:
+    """The demo's processes: as many consumers and workers as the deployment's formation runs
+    (their leases and queues share the work on one Redis), one of each type needing a shard
+    layout or a balancer (feeder, execution, web: ``--cluster`` runs two)."""
+    counts = {name: n for name, n in formation().items()
+              if name not in ("feeder", "execution", "web", "simulator")}  # fmt: skip
+    return replicas(processes, port, counts)
 
 
 def _scale_out(
@@ -139,7 +156,9 @@ def _scale_out(
     # Every web process serves the balancer's origin (they listen on ports of their own).
     child_env.setdefault("TP_WEB_ORIGIN", settings.web.origin)
     child_env.setdefault("TP_WEB_ORIGINS", ",".join(settings.web.origins[1:]))
-    commands = scaled_out(processes, settings.port)
+    commands = replicas(
+        processes, settings.port, {name: 2 for name in processes if name != "simulator"}
+    )
     balancer = HAProxy(DATA / "haproxy", [settings.port + 1, settings.port + 2],
                        port=settings.port)  # fmt: skip
     balancer.start()
@@ -220,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         child_env = {**env, **settings.secret_env(), "REDIS_URL": redis_url, "PATH": path,
                      "PORT": str(settings.port), "TP_WEB_BIND": settings.web.bind,
                      "PYTHONUNBUFFERED": "1"}  # fmt: skip
-        commands: dict[str, tuple[str, dict[str, str]]] = {
-            name: (cmd, {}) for name, cmd in processes.items()
-        }
+        commands = single_machine(processes, settings.port)
         extra_lines: list[str] = []
         if args.cluster:
             cluster, balancer, commands = _scale_out(settings, env, child_env, processes)

@@ -8,8 +8,9 @@ would otherwise fail later, in every process at once, or quietly:
 2. Redis answers at ``REDIS_URL`` with the TLS settings given;
 3. every stored exchange credential is encrypted under a key id ``TP_KEY_ENCRYPTION_KEY`` still
    holds (a rotation that dropped an old key too early would lock those users out);
-4. the formula plugins of ``TP_FORMULA_MODULES`` import;
-5. outside the simulator, the exchange answers exchangeInfo and trades every ``TP_SYMBOLS``.
+4. the Dramatiq queues no process reads any more are deleted (release/checks.py, RETIRED_QUEUES);
+5. the formula plugins of ``TP_FORMULA_MODULES`` import;
+6. outside the simulator, the exchange answers exchangeInfo and trades every ``TP_SYMBOLS``.
 
 It prints one line per check and exits 0, or 1 naming what failed and what to set (2: the
 configuration itself is wrong, one line per problem).
@@ -27,7 +28,7 @@ def main() -> int:
     settings = load_settings()  # exits 2 with one line per problem
     failed = False
     for name, check in CHECKS:
-        if failed and name == "credentials":  # needs Redis
+        if failed and name in ("credentials", "retired queues"):  # need Redis
             continue
         try:
             print(f"ok   {name}: {check(settings)}", flush=True)

@@ -67,6 +67,31 @@ def check_market_redis(settings: Settings) -> str:
     return f"market data on {where}"
 
 
+# Dramatiq queues no process consumes any more: the release deletes what an older deploy left in
+# them (``candles``: the candle builds' triggers, session 16; the consumer builds candles now).
+RETIRED_QUEUES = ("candles",)
+
+
+def retire_queues(settings: Settings) -> str:
+    """Delete the retired queues' keys (Dramatiq's layout, docs/stack.md): their waiting, delayed
+    and dead messages, and what dead workers held of them. Nothing would ever read them."""
+    keys = Keys.of(settings)
+    ns = keys.dramatiq_namespace()
+    client = sync_client(settings.require_redis_url(), max_connections=1, client_name="release")
+    deleted = 0
+    try:
+        for queue in RETIRED_QUEUES:
+            doomed = [f"{keys.dramatiq_queue(q)}{suffix}" for q in (queue, f"{queue}.DQ")
+                      for suffix in ("", ".msgs")]  # fmt: skip
+            doomed += [keys.dramatiq_failed(queue), keys.dramatiq_failed_messages(queue)]
+            doomed += client.scan_iter(match=f"{ns}:__acks__.*.{queue}", count=1000)
+            doomed += client.scan_iter(match=f"{ns}:__acks__.*.{queue}.DQ", count=1000)
+            deleted += client.delete(*doomed)
+    finally:
+        client.close()
+    return f"{', '.join(RETIRED_QUEUES)}: {deleted} leftover keys deleted"
+
+
 def check_credentials(settings: Settings) -> str:
     keys = Keys.of(settings)
     vault = Vault.from_setting(settings.namespace, settings.key_encryption_key)
@@ -134,6 +159,7 @@ CHECKS: tuple[tuple[str, Callable[[Settings], str]], ...] = (
     ("redis", check_redis),
     ("market redis", check_market_redis),
     ("credentials", check_credentials),
+    ("retired queues", retire_queues),
     ("formulas", check_formulas),
     ("exchange", check_exchange),
 )

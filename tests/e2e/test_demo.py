@@ -77,7 +77,13 @@ def test_ctrl_c_stops_every_child_and_the_embedded_redis() -> None:
                 "gunicorn",
             ),
         )
+        # As many consumers as the deployment's formation (app.json): they split the shards.
         deadline = time.monotonic() + 60
+        while not {"consumer-1", "consumer-2"} <= set(
+            re.findall(r"\| (\S+) started", "".join(output))
+        ):
+            assert time.monotonic() < deadline, output[-20:]
+            time.sleep(0.5)
         while not any(client.scan_iter(match="tp:{s*}:candles:*:1m", count=1000)):
             assert time.monotonic() < deadline, "the demo built no candle within 60 s"
             time.sleep(0.5)

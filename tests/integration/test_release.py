@@ -77,3 +77,34 @@ def test_an_unreachable_redis_is_named_without_its_password() -> None:
     assert f"FAIL redis: redis://127.0.0.1:{port}/0 does not answer" in run.stdout
     assert "hunter2" not in run.stdout + run.stderr
     assert "credentials" not in run.stdout  # not tried without Redis
+
+
+def test_release_deletes_what_an_older_deploy_left_in_a_retired_queue(
+    redis_url: str, namespace: str
+) -> None:
+    """The ``candles`` queue is read by no process since the consumer builds candles: messages
+    an older deploy left there, waiting, delayed, dead or held by a dead worker, are deleted;
+    the queues in use are not touched."""
+    keys = Keys(namespace, 4)
+    r = redis.Redis.from_url(redis_url)
+    ns = keys.dramatiq_namespace()
+    left = [keys.dramatiq_queue("candles"), keys.dramatiq_messages("candles"),
+            keys.dramatiq_delayed_messages("candles"), keys.dramatiq_failed("candles"),
+            keys.dramatiq_failed_messages("candles"), f"{ns}:__acks__.w1.candles"]  # fmt: skip
+    kept = [keys.dramatiq_queue("backfill"), keys.dramatiq_messages("backfill"),
+            f"{ns}:__acks__.w1.backfill"]  # fmt: skip
+    for key in left + kept:  # each with a value of the type Dramatiq gives it
+        if key.endswith(".msgs"):
+            r.hset(key, "m1", "x")
+        elif "__acks__" in key:
+            r.sadd(key, "m1")
+        elif key.endswith(".XQ"):
+            r.zadd(key, {"m1": 1})
+        else:
+            r.rpush(key, "m1")
+    run = release(REDIS_URL=redis_url, TP_NAMESPACE=namespace, TP_MARKET="sim",
+                  TP_JWT_KEYS="k:" + "x" * 40, TP_KEY_ENCRYPTION_KEY=kek("k"))  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"ok   retired queues: candles: {len(left)} leftover keys deleted" in run.stdout
+    assert r.exists(*left) == 0
+    assert r.exists(*kept) == len(kept)
