@@ -128,6 +128,9 @@ class SignalSettings:
     cache_candles: int  # candles a worker process keeps decoded for its windows (~1.2 KB each)
 
 
+ROUND_MS = 10  # the fan-out pump's round period (about): WebSettings.phases
+
+
 @dataclass(frozen=True, slots=True)
 class WebSettings:
     """The web tier's knobs (TP_WEB_*, TP_SIWE_*, TP_*_TTL_S, TP_LOGIN_*, TP_OPS_ADDRESSES)."""
@@ -140,7 +143,7 @@ class WebSettings:
     access_ttl_s: int
     refresh_ttl_s: int
     max_subscriptions: int  # per connection
-    tick_ms: int  # the fan-out pump's coalescing period
+    tick_ms: int  # the fan-out's coalescing period: each connection gets at most one md per tick
     client_backlog: int  # messages queued to one connection past which it is skipped
     slow_disconnect_ms: int  # a connection skipped for this long is disconnected
     send_buffer_bytes: int  # kernel send buffer of each websocket (bounds it; no autotuning)
@@ -150,6 +153,12 @@ class WebSettings:
     ops_addresses: frozenset[str]  # lower-case addresses allowed on the ops page
     proxies: int  # reverse proxies in front (X-Forwarded-For hops to trust; Heroku: 1)
     metrics_token: str | None  # bearer token for /metrics (None: only an ops sign-in gets it)
+
+    @property
+    def phases(self) -> int:
+        """Return how many rounds the pump runs per tick, each sending to 1/phases of the
+        connections (web/rooms.py): one every ~10 ms (ROUND_MS)."""
+        return max(1, round(self.tick_ms / ROUND_MS))
 
     @property
     def domain(self) -> str:

@@ -78,7 +78,7 @@ def create_app(settings: Settings, *, start_pump: bool = True) -> Flask:
     keys = Keys.of(settings)
     w = settings.web
     registry = Registry(max_subscriptions=w.max_subscriptions, backlog=w.client_backlog,
-                        slow_ms=w.slow_disconnect_ms)  # fmt: skip
+                        slow_ms=w.slow_disconnect_ms, phases=w.phases)  # fmt: skip
     sessions = Sessions(client, keys, refresh_ttl_s=w.refresh_ttl_s)
     socketio.init_app(
         app,

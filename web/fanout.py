@@ -168,6 +168,8 @@ class Pump:
         self.sessions = sessions
         self.keys = Keys.of(settings)
         self.tick_ms = settings.web.tick_ms
+        # A round every tick_ms / phases: each sends to the connections of one phase.
+        self.round_ms = settings.web.tick_ms / registry.phases
         self.backlog = settings.web.client_backlog
         self._queued = queued
         self._send = send
@@ -238,20 +240,28 @@ class Pump:
                 self.ids[key] = e[0][0] if e else b"0-0"
 
     def _loop(self) -> None:
-        next_tick = now_ms() + self.tick_ms
+        next_round = time.monotonic() * 1000 + self.round_ms
         next_health = next_auth = 0
+        read = True  # read once more before a round: what came during the last one
         while self.running:
             if self.registry.layout != self._layout:
                 self._follow_trades()
-            wait = next_tick - now_ms()
-            if wait > 0:
-                resp = read_streams(self.market, self.ids, count=XREAD_COUNT, block=wait)
+            wait = int(next_round - time.monotonic() * 1000)
+            if wait > 0 or read:
+                read = False
+                resp = read_streams(self.market, self.ids, count=XREAD_COUNT,
+                                    block=wait if wait > 0 else None)  # fmt: skip
                 if resp:
                     self._apply(resp)
-                    continue  # read until the tick is due (or the streams are drained)
+                    continue  # read until the round is due
+                if wait > 0:
+                    continue
             t = now_ms()
             self._tick(t)
-            next_tick = max(next_tick + self.tick_ms, t + 1)
+            # The next round is one period after this one was due, or at once if this one ran
+            # past it (after one read): rounds keep their pace as long as they fit in it.
+            next_round = max(next_round + self.round_ms, time.monotonic() * 1000)
+            read = True
             if t >= next_auth:
                 self._check_auth(t)
                 next_auth = t + AUTH_EVERY_MS
@@ -361,7 +371,7 @@ class Pump:
 
         if self.slicer is not None:
             self.slicer.start()
-        stats = self.registry.tick(t, measured, self._send, self.slicer)
+        stats = self.registry.tick(t, measured, self._send, self.slicer, now_ms)
         c.ticks += 1
         c.sent += stats.sent
         c.direct += stats.direct

@@ -58,6 +58,7 @@ class Room:
     __slots__ = (
         "_full",
         "_name_json",
+        "_since",
         "at_ms",
         "changed_in",
         "delta",
@@ -70,14 +71,16 @@ class Room:
         "members",
         "name",
         "overflow",
+        "phase_members",
         "resync_version",
         "state",
         "version",
     )  # fmt: skip
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, phases: int = 1) -> None:
         self.name = name
         self.kind = name[0]
+        self.phase_members: list[set[str]] = [set() for _ in range(phases)]  # members by phase
         self.state: dict[Any, Any] = {}
         self.dirty: set[Any] = set()
         self.dirty_at_ms = 0
@@ -85,6 +88,7 @@ class Room:
         self.version = 0
         self.delta = b""
         self._full: bytes | None = None
+        self._since: dict[int, bytes] = {}  # version seen -> the fragment of what changed since
         self._name_json = orjson.dumps(name)
         self.members: set[str] = set()
         self.late: dict[Any, bytes] = {}  # this tick's late candles, encoded, by open time
@@ -92,7 +96,7 @@ class Room:
         self.overflow = False  # late candles were dropped this tick
         self.late_version = 0  # the last version whose delta carried late candles
         self.resync_version = 0  # the last version whose delta lacks some (overflow)
-        self.changed_in: dict[Any, int] = {}  # candle rooms: kept key -> version of its last change
+        self.changed_in: dict[Any, int] = {}  # kept key -> the version of its last change
 
     def update(self, key: Any, value: Any, at_ms: int) -> int:
         """Keep ``value`` as the latest for ``key``; one older than every kept key passes through
@@ -119,9 +123,9 @@ class Room:
         value = self.state.pop(key)
         dirty = key in self.dirty
         self.dirty.discard(key)
+        changed_in = self.changed_in.pop(key, 0)
         if self.kind != "c":
             return
-        changed_in = self.changed_in.pop(key, 0)
         if dirty:
             self._late(key, value, at_ms)
         elif changed_in > self.late_version:
@@ -146,9 +150,8 @@ class Room:
     def seal(self) -> None:
         """Close this tick's changes into a new version and its delta fragment."""
         self.version += 1
-        if self.kind == "c":
-            for key in self.dirty:
-                self.changed_in[key] = self.version
+        for key in self.dirty:
+            self.changed_in[key] = self.version
         self.at_ms = max(self.at_ms, self.dirty_at_ms)
         late: list[bytes] = []
         if self.late or self.overflow:
@@ -163,12 +166,27 @@ class Room:
         self.dirty.clear()
         self.dirty_at_ms = 0
         self._full = None
+        if self._since:
+            self._since = {}
 
     def full(self) -> bytes:
         """Return the fragment of the whole current state (encoded at most once per version)."""
         if self._full is None:
             self._full = self._fragment(sorted(self.state), self.at_ms)
         return self._full
+
+    def since(self, seen: int) -> bytes:
+        """Return the fragment of the kept values changed after version ``seen`` (encoded at most
+        once per version and ``seen``): what a client that saw ``seen`` lacks of the current
+        state. Late candles of the versions in between are not in it (see :meth:`seal`)."""
+        if self.kind in ONE_VALUE:
+            return self.full()
+        frag = self._since.get(seen)
+        if frag is None:
+            changed_in = self.changed_in
+            keys = [k for k in sorted(self.state) if changed_in.get(k, 0) > seen]
+            frag = self._since[seen] = self._fragment(keys, self.at_ms)
+        return frag
 
     def snapshot(self) -> list[Any]:
         return [self.state[k] for k in sorted(self.state)]
@@ -196,6 +214,7 @@ class Client:
     pending: set[str] = field(default_factory=set)  # rooms whose snapshot is being sent
     held_at: dict[str, int] = field(default_factory=dict)  # room -> its version when subscribed
     behind_since_ms: int | None = None  # skipped since (None: up to date)
+    phase: int = 0  # the rounds it is sent in: those with round % phases == phase (Registry)
     socket: Any = None  # its upgraded socket, for direct writes (web/transport.py), if any
 
 
@@ -211,13 +230,19 @@ class TickStats:
 class Registry:
     """Clients and rooms of one web process; :meth:`tick` decides what each client is sent."""
 
-    def __init__(self, *, max_subscriptions: int, backlog: int, slow_ms: int) -> None:
+    def __init__(self, *, max_subscriptions: int, backlog: int, slow_ms: int,
+                 phases: int = 1) -> None:  # fmt: skip
         self.max_subscriptions = max_subscriptions
         self.backlog = backlog
         self.slow_ms = slow_ms
+        self.phases = phases
+        self.round = 0  # rounds so far (:meth:`tick`)
         self.clients: dict[str, Client] = {}
         self.rooms: dict[str, Room] = {}
         self.changed: set[Room] = set()
+        # Per phase, the rooms sealed since that phase's last round (its clients may lack them).
+        self.unsent: list[set[Room]] = [set() for _ in range(phases)]
+        self._joined = 0  # clients connected so far: the next one's phase
         self.catchup: set[str] = set()  # clients owed a room's state outside the changed rooms
         self.layout = 0  # counts rooms created and deleted (the pump re-reads which exist)
         self.late = 0  # late candles passed on (repairs older than their room keeps)
@@ -225,6 +250,8 @@ class Registry:
 
     # --- membership ---
     def connect(self, client: Client) -> None:
+        client.phase = self._joined % self.phases  # spread evenly over the rounds
+        self._joined += 1
         self.clients[client.sid] = client
 
     def disconnect(self, sid: str) -> Client | None:
@@ -243,9 +270,10 @@ class Registry:
             return None
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = Room(name)
+            room = self.rooms[name] = Room(name, self.phases)
             self.layout += 1
         room.members.add(sid)
+        room.phase_members[client.phase].add(sid)
         client.rooms[name] = -1
         client.pending.add(name)
         client.held_at[name] = room.version  # its snapshot is read after this version
@@ -271,9 +299,12 @@ class Registry:
         room = self.rooms.get(name)
         if room is not None:
             room.members.discard(client.sid)
+            room.phase_members[client.phase].discard(client.sid)
             if not room.members:
                 del self.rooms[name]
                 self.changed.discard(room)
+                for unsent in self.unsent:
+                    unsent.discard(room)
                 self.layout += 1
 
     # --- updates ---
@@ -288,15 +319,24 @@ class Registry:
             self.changed.add(room)
 
     def tick(self, now_ms: int, queued: Callable[[str], int], send: Callable[[Client, bytes], bool],
-             pause: Callable[[], object] | None = None) -> TickStats:  # fmt: skip
-        """Seal changed rooms and send each concerned client one message.
+             pause: Callable[[], object] | None = None,
+             clock: Callable[[], int] | None = None) -> TickStats:  # fmt: skip
+        """Run one round: seal changed rooms and send each concerned client of this round's phase
+        (and every client owed a room's state) one message.
+
+        Clients are spread over ``phases`` (at connect): round r sends to those of phase
+        r % phases, so each client gets at most one message per ``phases`` rounds (plus
+        catch-ups), and a round's work is 1/phases of all clients'. A client gets, per room,
+        the delta of the room's newest version if it saw the one before, else what changed
+        since the version it saw (:meth:`Room.since`), or the whole state if it saw none.
 
         ``queued(eio_sid)`` is the number of packets waiting in the client's transport queue; a
         client over the backlog is skipped (and owed the full state); one skipped for longer
         than ``slow_ms`` is returned in ``stats.slow``. ``send`` returns whether it wrote the
-        message straight to the socket rather than queueing it. A client sent a room's whole
-        state while late candles passed through a delta it did not get, or a delta that
-        overflowed, has the room in the message's ``resync`` list.
+        message straight to the socket rather than queueing it. A client that did not get the
+        delta through which late candles passed, or got a delta that overflowed, has the room
+        in the message's ``resync`` list. ``clock()`` stamps each message's ``t`` when it is
+        built (default: ``now_ms``).
 
         ``pause()`` is called after each client, and may let other work run (the pump yields
         there so that trade commands do not wait for a whole tick). Meanwhile clients may
@@ -306,10 +346,17 @@ class Registry:
         stats = TickStats()
         targets: set[str] = self.catchup
         self.catchup = set()
+        phase = self.round % self.phases
+        self.round += 1
         for room in self.changed:
             room.seal()
-            targets.update(room.members)
+        for unsent in self.unsent:
+            unsent.update(self.changed)
         self.changed.clear()
+        due = self.unsent[phase]
+        self.unsent[phase] = set()
+        for room in due:
+            targets.update(room.phase_members[phase])
         head = b'2["md",{"t":%d,"rooms":{' % now_ms
         for sid in targets:
             client = self.clients.get(sid)
@@ -333,9 +380,13 @@ class Registry:
                 if seen == room.version - 1:
                     parts.append(room.delta)
                     missed = room.resync_version == room.version
-                else:  # the whole state: late candles of the versions it missed are not in it
-                    parts.append(room.full())
-                    since = seen if seen >= 0 else client.held_at.pop(name, 0)
+                else:  # late candles of the versions it missed are not in what it gets
+                    if seen >= 0:
+                        parts.append(room.since(seen))
+                        since = seen
+                    else:
+                        parts.append(room.full())
+                        since = client.held_at.pop(name, 0)
                     missed = room.late_version > since
                 client.rooms[name] = room.version
                 if missed:
@@ -344,6 +395,8 @@ class Registry:
             if resync:
                 stats.resyncs += len(resync)
                 tail = b'},"resync":%s}]' % orjson.dumps(resync)
+            if clock is not None:
+                head = b'2["md",{"t":%d,"rooms":{' % clock()
             stats.direct += send(client, head + b",".join(parts) + tail)
             stats.sent += 1
             if pause is not None:

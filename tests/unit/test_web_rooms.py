@@ -71,7 +71,7 @@ def test_a_room_keeps_only_its_newest_keys_however_many_updates_arrive() -> None
     assert opens == [t * 1000 for t in range(100_000 - ROOM_KEYS["c"], 100_000)]
 
 
-def test_a_client_over_its_backlog_is_skipped_then_gets_the_whole_current_state() -> None:
+def test_a_client_over_its_backlog_is_skipped_then_gets_all_that_changed_meanwhile() -> None:
     reg, wire = registry(backlog=2, slow_ms=1000), Wire()
     join(reg, "slow", "c:BTC:1m")
     join(reg, "fast", "c:BTC:1m")
@@ -82,9 +82,9 @@ def test_a_client_over_its_backlog_is_skipped_then_gets_the_whole_current_state(
         reg.update("c:BTC:1m", 60_000 * (i + 1), {"open_time": 60_000 * (i + 1)}, at_ms=t)
         assert [sid for sid, _ in wire.tick(reg, t)] == ["fast"]  # skipped, never queued more
     wire.queued["eslow"] = 0
-    sent = dict(wire.tick(reg, 400))  # nothing new this tick, but it is owed the state
+    sent = dict(wire.tick(reg, 400))  # nothing new this tick, but it is owed the changes
     data = sent["slow"]["rooms"]["c:BTC:1m"]["data"]
-    assert [c["open_time"] for c in data] == [0, 60_000, 120_000, 180_000]
+    assert [c["open_time"] for c in data] == [60_000, 120_000, 180_000]  # it had candle 0
     assert "fast" not in sent  # the up-to-date client is not sent anything twice
 
 
@@ -151,3 +151,39 @@ def test_a_tick_pauses_between_clients_and_takes_in_what_changed_meanwhile() -> 
     assert "new" not in dict(wire.sent)  # not a target when the tick began
     sent = dict(wire.tick(reg, 200))  # nothing changed since, but it is owed the room
     assert sent == {"new": {"t": 200, "rooms": {"c:BTC:1m": {"at": 1, "data": [{"open_time": 0}]}}}}
+
+
+def test_clients_are_spread_over_phases_each_sent_once_per_cycle_all_it_lacks() -> None:
+    """With 2 phases, round r sends to the clients of phase r % 2: each client at most once per 2
+    rounds, with everything that changed since its last message."""
+    reg, wire = registry(phases=2), Wire()
+    for sid in ("a", "b", "c"):  # phases 0, 1, 0
+        join(reg, sid, "c:BTC:1m")
+    assert [reg.clients[s].phase for s in ("a", "b", "c")] == [0, 1, 0]
+    assert wire.tick(reg, 0) == []
+    assert wire.tick(reg, 5) == []
+    reg.update("c:BTC:1m", 0, {"open_time": 0, "v": 1}, at_ms=1)
+    assert sorted(sid for sid, _ in wire.tick(reg, 10)) == ["a", "c"]  # round 2: phase 0
+    reg.update("c:BTC:1m", 60_000, {"open_time": 60_000, "v": 1}, at_ms=11)
+    sent = dict(wire.tick(reg, 20))  # round 3: phase 1 has seen nothing: both candles
+    assert list(sent) == ["b"]
+    assert [c["open_time"] for c in sent["b"]["rooms"]["c:BTC:1m"]["data"]] == [0, 60_000]
+    reg.update("c:BTC:1m", 60_000, {"open_time": 60_000, "v": 2}, at_ms=21)
+    sent = dict(wire.tick(reg, 30))  # round 4: phase 0 saw version 1: the changed candle only
+    assert sorted(sent) == ["a", "c"]
+    assert sent["a"]["rooms"]["c:BTC:1m"] == {"at": 21, "data": [{"open_time": 60_000, "v": 2}]}
+    sent = dict(wire.tick(reg, 40))  # round 5: phase 1 saw version 2: the candle's last value
+    assert sent == {"b": {"t": 40, "rooms": {"c:BTC:1m": {
+        "at": 21, "data": [{"open_time": 60_000, "v": 2}]}}}}  # fmt: skip
+    assert wire.tick(reg, 50) == []
+    assert wire.tick(reg, 60) == []
+
+
+def test_each_message_is_stamped_when_it_is_built() -> None:
+    reg, wire = registry(), Wire()
+    join(reg, "a", "b:BTC")
+    join(reg, "b", "b:BTC")
+    reg.update("b:BTC", 0, {"bid": "1"}, at_ms=5)
+    stamps = iter((101, 102))
+    reg.tick(100, lambda eio: 0, wire.send, clock=lambda: next(stamps))
+    assert sorted(payload["t"] for _, payload in wire.sent) == [101, 102]
