@@ -1,27 +1,33 @@
-"""Coalescing fan-out state: rooms, clients, and what each client is sent per tick (pure).
+"""Coalescing fan-out state: rooms, clients, and what each client is sent per round (pure).
 
 A *room* (``c:SYM:tf`` candles, ``s:SYM:tf`` signals, ``b:SYM`` book ticker) keeps the latest value
 per key (a candle's open time, a signal's (name, open time), the one book ticker), at most
-``ROOM_KEYS[kind]`` keys, newest kept. Updates mark keys dirty; at each tick a changed room is
-*sealed*: its version goes up and the dirty keys are encoded once as its ``delta`` fragment. A
-client that saw the previous version gets the delta; one that is further behind (skipped while
-slow, or just subscribed) gets the room's whole current state, encoded once per tick on demand:
-stale values give way to the latest. A client's message is its fragments joined as bytes, so the
-per-client cost is a join, not a JSON encode.
+``ROOM_KEYS[kind]`` keys, newest kept. Updates mark keys dirty; at each round a changed room is
+*sealed*: its version goes up, each dirty key records it, and the dirty keys are encoded once as
+its ``delta`` fragment. Clients are spread over ``phases``; a round sends to one phase's clients,
+so each gets at most one message per ``phases`` rounds (a tick) and a round is short. A client
+that saw the previous version gets the delta; one that saw an older one (its last turn was
+several versions ago, or it was skipped while slow) gets the values changed since
+(:meth:`Room.since`), one that saw none the whole current state; each encoded once per round
+on demand. A client's message is its fragments joined as bytes, so the per-client cost is a
+join, not a JSON encode.
 
 A closed candle older than every candle its room keeps (a repair: backfill writes the exchange's
 kline minutes after the candle closed, issue 16) is not kept: it passes through the delta of the
-tick it arrives in (at most LATE_BYTES of them per room and tick). A client that gets the whole
-state instead of that delta (it was behind, or its snapshot was being read), or whose room
-overflowed that bound, is told in the message's ``resync`` list to subscribe to the room again
-with ``since`` (web/sockets.py): its snapshot then carries the repairs from Redis.
+round it arrives in (at most LATE_BYTES of them per room and round) and stays in the room's
+late log for ``phases`` versions (at most LATE_BYTES), so that what changed since a version
+includes it. A client that gets the whole state instead (its snapshot was being read), that
+needs a repair the log no longer holds, or whose room overflowed the bound, is told in the
+message's ``resync`` list to subscribe to the room again with ``since`` (web/sockets.py): its
+snapshot then carries the repairs from Redis.
 
 A candle pushed out of a room by a newer one takes its change with it the same way: made this
-tick, it passes through the delta as a late candle; made earlier, a client that had not seen it
-gets the whole state without it, and is told to resync.
+round, it passes through the delta as a late candle; made earlier, a client that had not seen it
+is told to resync.
 
-Memory is bounded by rooms x ROOM_KEYS (plus LATE_BYTES per room within a tick) and clients x
-subscriptions; nothing here grows with the update rate or with how slowly a client reads.
+Memory is bounded by rooms x ROOM_KEYS (plus 2 x LATE_BYTES per room: a round's repairs and the
+late log) and clients x subscriptions; nothing here grows with the update rate or with how
+slowly a client reads.
 """
 
 from __future__ import annotations
@@ -67,12 +73,16 @@ class Room:
         "kind",
         "late",
         "late_bytes",
+        "late_log",
+        "late_log_bytes",
         "late_version",
+        "lost_version",
         "members",
         "name",
         "overflow",
         "phase_members",
         "resync_version",
+        "retain",
         "state",
         "version",
     )  # fmt: skip
@@ -96,6 +106,12 @@ class Room:
         self.overflow = False  # late candles were dropped this tick
         self.late_version = 0  # the last version whose delta carried late candles
         self.resync_version = 0  # the last version whose delta lacks some (overflow)
+        # The late candles of the last ``retain`` versions (version, their fragments by key),
+        # at most LATE_BYTES in all: what changed since a version includes them (:meth:`since`).
+        self.retain = phases
+        self.late_log: list[tuple[int, dict[Any, bytes]]] = []
+        self.late_log_bytes = 0
+        self.lost_version = 0  # the last version some of whose changes are in neither
         self.changed_in: dict[Any, int] = {}  # kept key -> the version of its last change
 
     def update(self, key: Any, value: Any, at_ms: int) -> int:
@@ -130,6 +146,8 @@ class Room:
             self._late(key, value, at_ms)
         elif changed_in > self.late_version:
             self.late_version = changed_in
+        if not dirty and changed_in > self.lost_version:
+            self.lost_version = changed_in
 
     def _late(self, key: Any, value: Any, at_ms: int) -> int:
         # Only a closed candle is rewritten after its room moved on (backfill, an outage marking
@@ -158,16 +176,30 @@ class Room:
             self.late_version = self.version
             if self.overflow:
                 self.resync_version = self.version
+                self.lost_version = self.version
             late = [self.late[k] for k in sorted(self.late)]  # all older than every kept key
-            self.late.clear()
+            if self.late:
+                self.late_log.append((self.version, self.late))
+                self.late_log_bytes += self.late_bytes
+                self.late = {}
             self.late_bytes = 0
             self.overflow = False
+        self._trim_late_log()
         self.delta = self._fragment(sorted(self.dirty), self.dirty_at_ms, late)
         self.dirty.clear()
         self.dirty_at_ms = 0
         self._full = None
         if self._since:
             self._since = {}
+
+    def _trim_late_log(self) -> None:
+        """Keep the late candles of the last ``retain`` versions, at most LATE_BYTES of them: a
+        client that saw a version before one dropped is told to resync (``lost_version``)."""
+        log = self.late_log
+        while log and (log[0][0] <= self.version - self.retain or self.late_log_bytes > LATE_BYTES):
+            version, frags = log.pop(0)
+            self.late_log_bytes -= sum(map(len, frags.values()))
+            self.lost_version = max(self.lost_version, version)
 
     def full(self) -> bytes:
         """Return the fragment of the whole current state (encoded at most once per version)."""
@@ -176,16 +208,22 @@ class Room:
         return self._full
 
     def since(self, seen: int) -> bytes:
-        """Return the fragment of the kept values changed after version ``seen`` (encoded at most
-        once per version and ``seen``): what a client that saw ``seen`` lacks of the current
-        state. Late candles of the versions in between are not in it (see :meth:`seal`)."""
+        """Return the fragment of what a client that saw version ``seen`` lacks: the kept values
+        changed after it, after the late candles of the versions since that the late log still
+        holds (a client that needs one it dropped is told to resync: ``lost_version``).
+        Encoded at most once per version and ``seen``."""
         if self.kind in ONE_VALUE:
             return self.full()
         frag = self._since.get(seen)
         if frag is None:
             changed_in = self.changed_in
             keys = [k for k in sorted(self.state) if changed_in.get(k, 0) > seen]
-            frag = self._since[seen] = self._fragment(keys, self.at_ms)
+            late: dict[Any, bytes] = {}
+            for version, frags in self.late_log:
+                if version > seen:
+                    late.update(frags)  # a newer repair of the same candle wins
+            frag = self._fragment(keys, self.at_ms, [late[k] for k in sorted(late)])
+            self._since[seen] = frag
         return frag
 
     def snapshot(self) -> list[Any]:
@@ -383,11 +421,10 @@ class Registry:
                 else:  # late candles of the versions it missed are not in what it gets
                     if seen >= 0:
                         parts.append(room.since(seen))
-                        since = seen
-                    else:
+                        missed = room.lost_version > seen
+                    else:  # the whole state: late candles are not in it
                         parts.append(room.full())
-                        since = client.held_at.pop(name, 0)
-                    missed = room.late_version > since
+                        missed = room.late_version > client.held_at.pop(name, 0)
                 client.rooms[name] = room.version
                 if missed:
                     resync.append(name)

@@ -139,3 +139,36 @@ def test_a_client_behind_while_a_changed_candle_left_the_room_resyncs() -> None:
     wire.queued["eslow"] = 0
     sent = dict(wire.tick(reg, 400))
     assert sent["slow"]["resync"] == [ROOM]  # its whole state lacks candle 8's repair
+
+
+def test_a_repair_reaches_the_clients_of_every_phase_without_a_resync() -> None:
+    """With rounds, most clients get what changed since their last turn, not the delta the
+    repair passed through: the room keeps the repairs of its last ``phases`` versions for them."""
+    reg, wire = registry(phases=3), Wire()
+    for sid in ("a", "b", "c"):  # phases 0, 1, 2
+        join(reg, sid, ROOM)
+    fill(reg, 10)
+    assert len(wire.tick(reg, 0)) == 3  # round 0: each owed its first state (catch-up)
+    wire.tick(reg, 10)
+    wire.tick(reg, 20)
+    reg.update(ROOM, 2 * M, candle(2, source="exchange", close="9"), at_ms=30)
+    ((sid, msg),) = wire.tick(reg, 30)  # round 3, phase 0: the delta carrying the repair
+    assert sid == "a"
+    assert [c["open_time"] for c in msg["rooms"][ROOM]["data"]] == [2 * M]
+    reg.update(ROOM, 10 * M, candle(10, closed=False, close="5"), at_ms=40)
+    for at, want in ((40, "b"), (50, "c")):  # rounds 4, 5: phases 1 and 2, two versions behind
+        ((sid, msg),) = wire.tick(reg, at)
+        assert sid == want
+        data = msg["rooms"][ROOM]["data"]
+        assert [c["open_time"] for c in data] == [2 * M, 10 * M]  # the repair, then the change
+        assert data[0]["close"] == "9"
+        assert "resync" not in msg
+    ((sid, msg),) = wire.tick(reg, 60)  # round 6, phase 0: it had the repair
+    assert [c["open_time"] for c in msg["rooms"][ROOM]["data"]] == [10 * M]
+    assert "resync" not in msg
+    room = reg.rooms[ROOM]
+    for n in range(3):  # three more versions: the repair's is dropped from the log
+        reg.update(ROOM, 10 * M, candle(10, closed=False, close=str(n)), at_ms=70 + n)
+        wire.tick(reg, 70 + n)
+    assert room.late_log == []
+    assert room.late_log_bytes == 0
