@@ -10,13 +10,23 @@ The pipeline of ``bench/candles_rate.py e2e`` (redis-server, simulator ``--stead
 ``--symbols`` instruments at ``--rate`` aggTrades/s: 9,500 is about 20,000 events/s written by the
 feeder, consumer, the candle worker; the product's stream bounds) plus ONE web process started
 from the Procfile's ``web:`` line (gunicorn, gevent worker) with ``TP_WEB_ANONYMOUS=1``, bound to
-127.0.0.1. ``--procs`` load processes (asyncio + ``websockets``, no Socket.IO library) speak
-Engine.IO 4 / Socket.IO 5 directly: open packet, ``40`` connect without auth, answer each ping
+127.0.0.1. ``--procs`` load processes (asyncio, no Socket.IO library) speak Engine.IO 4 /
+Socket.IO 5 directly over a websocket: open packet, ``40`` connect without auth, answer each ping
 ``2`` with ``3``, then ``--symbols-per-client`` ``subscribe`` events (channel ``candles``,
 ``--timeframe``) with acks (one refused as ``unavailable``, "try again", is sent again after
 ``--retry-s``), and read ``snapshot`` and ``md`` messages. Client i subscribes to a
 random sample of the universe (``<ns>:universe``) drawn with seed ``--seed`` + i, so rooms overlap
 as they happen to (about clients x symbols-per-client / universe clients per room).
+
+The load processes stand in for browsers on the users' machines: their CPU on this box must not
+be charged to the web. So the websocket client is picows by default (``--client picows``,
+Cython, ~0.5 us a frame; every frame handled synchronously in its read's callback, no task per
+frame, the receive time taken there). The ``websockets`` library's asyncio client (``--client
+websockets``, ~5 us a frame plus a task wake-up per message) needed ~29 us of CPU per md message,
+~85 % of a core for 2,000 clients at 50-ms ticks, and its own delay made ``transit`` p99
+250-630 ms; picows needs ~22 us (~60 %; ``transit`` p99 ~40 ms). What is left is mostly the
+event loop's and the kernel's per read and :meth:`Load.md`'s accounting (~9 us). The websockets
+client is kept to compare the two in one session.
 
 Latency of an md room: this machine's wall clock when the load process reads the message, minus
 the room's ``at`` (the Redis time of the newest update included; same clock). ``server`` is the
@@ -86,6 +96,7 @@ import httpx
 import orjson
 import psutil
 import redis
+from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
@@ -105,6 +116,10 @@ HIST_MS = 60_000  # latency histogram range; the last bucket holds everything sl
 ROOM_AT = re.compile(rb'"([cbs]):[^"]+":\s*\{\s*"at":\s*(\d+)')
 SENT_AT = re.compile(rb'"t":\s*(\d+)')
 KINDS = ("e2e", "server", "transit", "e2e c", "e2e b")  # e2e of candle rooms, of book rooms
+CLIENTS = ("picows", "websockets")  # --client: the load processes' websocket library
+# Where a picows client is: waiting for the Engine.IO open packet, for the Socket.IO connect
+# (``40``); connected and subscribing or subscribed; ended by itself (refused, disconnected...).
+OPENING, CONNECTING, LIVE, ENDED = range(4)
 
 
 # --- the load processes ----------------------------------------------------------------------
@@ -114,14 +129,16 @@ class Load:
     """Socket.IO clients in one asyncio loop, counting what they receive."""
 
     def __init__(self, url: str, origin: str, timeframe: str, retry_s: float,
-                 channels: tuple[str, ...] = ("candles",)) -> None:  # fmt: skip
+                 channels: tuple[str, ...] = ("candles",),
+                 client: str = "picows") -> None:  # fmt: skip
         self.url, self.origin, self.timeframe, self.retry_s = url, origin, timeframe, retry_s
         self.channels = channels
+        self.client_lib = client  # one of CLIENTS
         self.totals: Counter[str] = Counter()  # since the start
         self.errors: Counter[str] = Counter()  # connect / protocol failures by kind
         self.live = 0  # connections past the Socket.IO connect, still open
         self.ack_ms: list[float] = []  # subscribe -> ack, every subscription
-        self.conns: set[ClientConnection] = set()
+        self.conns: set[ClientConnection | WSTransport] = set()  # open, closed at stop
         self.stopping = False
         self.reset()
 
@@ -171,6 +188,41 @@ class Load:
             self._add("server", sent_ms - at)
 
     async def client(self, symbols: list[str]) -> None:
+        """One client subscribed to ``symbols``, until the connection ends."""
+        if self.client_lib == "picows":
+            await self.client_picows(symbols)
+        else:
+            await self.client_websockets(symbols)
+
+    async def client_picows(self, symbols: list[str]) -> None:
+        """:class:`SocketIOListener` does the protocol in picows's callbacks; this connects,
+        then waits for the end to count it (the same counters as :meth:`client_websockets`)."""
+        try:
+            ws, listener = await ws_connect(
+                lambda: SocketIOListener(self, symbols), self.url, use_aiofastnet=False,
+                extra_headers={"Origin": self.origin}, websocket_handshake_timeout=60,
+                enable_auto_ping=False, max_frame_size=sys.maxsize,  # no limit, as websockets'
+            )  # fmt: skip
+        except (OSError, TimeoutError, WSError) as exc:
+            self.errors[f"connect: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+            return
+        assert isinstance(listener, SocketIOListener)
+        self.conns.add(ws)
+        try:
+            await ws.wait_disconnected()
+            if listener.state != ENDED and not self.stopping:  # the server or the network ended it
+                self.totals["closed"] += 1
+                self.errors[f"closed: {listener.close_code or 'no close frame'}"] += 1
+        except Exception as exc:  # picows failed the connection (a protocol violation): counted
+            self.totals["client errors"] += 1
+            self.errors[f"client error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+        finally:
+            if listener.connected:
+                self.live -= 1
+            self.conns.discard(ws)
+
+    async def client_websockets(self, symbols: list[str]) -> None:
+        """The same client on the ``websockets`` library (``--client websockets``)."""
         try:
             ws = await connect(self.url, origin=self.origin, compression=None,
                                ping_interval=None, max_size=None, max_queue=64, open_timeout=60,
@@ -197,7 +249,7 @@ class Load:
             connected = True
             self.live += 1
             self.totals["connected"] += 1
-            sent: dict[int, tuple[float, str]] = {}  # ack id -> (sent at, symbol)
+            sent: dict[int, tuple[float, tuple[str, str]]] = {}  # ack id -> (sent at, sub)
             ack_ids = itertools.count()
 
             async def subscribe(sub: tuple[str, str], delay_s: float = 0) -> None:
@@ -284,17 +336,152 @@ class Load:
             if done.is_set():
                 break
         await done.wait()
-        await asyncio.gather(*(ws.close() for ws in list(self.conns)), return_exceptions=True)
+        await asyncio.gather(*(self.close(ws) for ws in list(self.conns)), return_exceptions=True)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         conn.send("stopped")
 
+    @staticmethod
+    async def close(ws: ClientConnection | WSTransport) -> None:
+        """Close one connection: the close handshake, or after 2 s the socket."""
+        if isinstance(ws, ClientConnection):
+            await ws.close()  # close_timeout=2
+            return
+        ws.send_close(WSCloseCode.OK)  # the server answers; SocketIOListener then disconnects
+        try:
+            await asyncio.wait_for(ws.wait_disconnected(), 2)
+        except TimeoutError:
+            ws.disconnect(graceful=False)
+
+
+class SocketIOListener(WSListener):
+    """One Socket.IO client on picows: what :meth:`Load.client_websockets` does, as callbacks.
+
+    picows calls :meth:`on_ws_frame` for every frame of a socket read, synchronously, in the
+    read's callback (no task, no queue): an ``md`` message goes straight to :meth:`Load.md`,
+    which takes its receive time first thing; anything else goes through :meth:`message`, the
+    handshake's small state machine (``state``: OPENING, CONNECTING, LIVE, ENDED) and the rest.
+    """
+
+    def __init__(self, load: Load, symbols: list[str]) -> None:
+        self.load = load
+        self.subs = [(channel, symbol) for symbol in symbols for channel in load.channels]
+        self.state = OPENING
+        self.connected = False  # past the Socket.IO connect: counted in load.live until the end
+        self.close_code: int | None = None  # the server's, from its close frame
+        self.sent: dict[int, tuple[float, tuple[str, str]]] = {}  # ack id -> (sent at, sub)
+        self.ack_ids = itertools.count()
+        self.acked = 0
+        self.fragments: list[bytes] = []  # a message split over frames (the server sends none)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        try:
+            kind = frame.msg_type
+            if frame.fin and not self.fragments and kind is WSMsgType.TEXT:
+                raw = frame.get_payload_as_bytes()
+            elif kind is WSMsgType.CLOSE:  # the server closes: answer, drop the socket
+                self.close_code = frame.get_close_code().value or 1005  # none: 1005, as websockets
+                if not transport.is_close_frame_sent:
+                    transport.send_close(WSCloseCode.OK)
+                transport.disconnect()
+                return
+            elif kind in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION):
+                self.fragments.append(frame.get_payload_as_bytes())
+                if not frame.fin:
+                    return
+                raw = b"".join(self.fragments)
+                self.fragments.clear()
+            else:  # a pong: we send no pings (picows answers websocket pings itself)
+                return
+            if self.state == LIVE and raw.startswith(b'42["md"'):
+                self.load.md(raw)
+            else:
+                self.message(transport, raw)
+        except Exception as exc:  # anything unexpected ends this client: counted, with its kind
+            self.load.totals["client errors"] += 1
+            self.load.errors[f"client error: {type(exc).__name__}: {str(exc)[:80]}"] += 1
+            self.end(transport)
+
+    def message(self, transport: WSTransport, raw: bytes) -> None:
+        """Every message but md: the Engine.IO / Socket.IO handshake, pings, acks, the rest."""
+        load = self.load
+        if self.state == LIVE:
+            if raw == b"2":
+                transport.send(WSMsgType.TEXT, b"3")
+            elif raw.startswith(b"43"):
+                self.ack(transport, raw)
+            elif raw.startswith(b'42["snapshot"'):
+                load.window["snapshots"] += 1
+                load.window["snapshot bytes"] += len(raw)
+            elif raw.startswith(b'42["kicked"'):
+                load.totals["kicked"] += 1
+            elif raw.startswith((b"41", b"1")):  # Socket.IO disconnect, Engine.IO close
+                load.totals["disconnected by server"] += 1
+                self.end(transport)
+            else:
+                load.window[f"other {raw[:12]!r}"] += 1
+        elif self.state == OPENING:
+            if not raw.startswith(b"0"):
+                load.errors["no Engine.IO open packet"] += 1
+                self.end(transport)
+                return
+            transport.send(WSMsgType.TEXT, b"40")
+            self.state = CONNECTING
+        elif self.state == CONNECTING:
+            if raw.startswith(b"40"):
+                self.state, self.connected = LIVE, True
+                load.live += 1
+                load.totals["connected"] += 1
+                for sub in self.subs:
+                    self.subscribe(transport, sub)
+            elif raw.startswith(b"44"):  # connect_error
+                load.errors[f"refused: {raw[2:120].decode(errors='replace')}"] += 1
+                self.end(transport)
+            elif raw == b"2":
+                transport.send(WSMsgType.TEXT, b"3")
+        # ENDED: what followed in the same read is dropped
+
+    def subscribe(self, transport: WSTransport, sub: tuple[str, str]) -> None:
+        """Send one subscribe event with an ack id (a retry comes from loop.call_later)."""
+        if self.state != LIVE or transport.is_disconnected:  # a retry after the end
+            return
+        channel, symbol = sub
+        req = {"channel": channel, "symbol": symbol, "timeframe": self.load.timeframe}
+        i = next(self.ack_ids)
+        self.sent[i] = (time.monotonic(), sub)
+        transport.send(WSMsgType.TEXT, b'42%d["subscribe",%b]' % (i, orjson.dumps(req)))
+
+    def ack(self, transport: WSTransport, raw: bytes) -> None:
+        """A subscribe's ack, ``43<id>[reply]``."""
+        load = self.load
+        bracket = raw.index(b"[")
+        t0, sub = self.sent.pop(int(raw[2:bracket]))
+        load.ack_ms.append((time.monotonic() - t0) * 1000)
+        reply = orjson.loads(raw[bracket:])[0]
+        if reply.get("ok"):
+            self.acked += 1
+            if self.acked == len(self.subs):
+                load.totals["subscribed"] += 1
+        else:
+            load.errors[f"subscribe refused: {reply.get('error')}"] += 1
+            if reply.get("error") == "unavailable" and load.retry_s:  # "try again"
+                load.totals["subscribe retries"] += 1
+                asyncio.get_running_loop().call_later(load.retry_s, self.subscribe, transport, sub)
+
+    def end(self, transport: WSTransport) -> None:
+        """End this client (refused, disconnected by the server, an error): not "closed"."""
+        self.state = ENDED
+        if not transport.is_close_frame_sent:
+            transport.send_close(WSCloseCode.OK)
+        transport.disconnect()
+
 
 def load_process(conn: Connection, cfg: dict[str, Any]) -> None:
     """Entry point of one load process: hold ``cfg['plan']``'s clients until told to stop."""
     pin(os.getpid(), cfg["cpu"])
-    load = Load(cfg["url"], cfg["origin"], cfg["timeframe"], cfg["retry_s"], cfg["channels"])
+    load = Load(cfg["url"], cfg["origin"], cfg["timeframe"], cfg["retry_s"], cfg["channels"],
+                cfg["client"])  # fmt: skip
     asyncio.run(load.run(conn, cfg["plan"], cfg["ramp_per_s"]))
 
 
@@ -570,13 +757,14 @@ class Bench:
                    "origin": f"http://127.0.0.1:{self.port}", "timeframe": a.timeframe,
                    "plan": plan[k::procs], "ramp_per_s": a.ramp_per_s / procs,
                    "retry_s": a.retry_s, "cpu": candles_rate.PIN.get("load"),
-                   "channels": tuple(a.channels.split(","))}  # fmt: skip
+                   "channels": tuple(a.channels.split(",")), "client": a.client}  # fmt: skip
             proc = ctx.Process(target=load_process, args=(theirs, cfg), name=f"load-{k}")
             proc.start()
             self.loads.append((proc, ours))
         self.p.pids.update({f"load-{k}": proc.pid for k, (proc, _) in enumerate(self.loads)})
-        print(f"# load: {a.clients} clients in {procs} processes, {a.symbols_per_client} symbols "
-              f"of {len(self.symbols)} each ({a.channels}), ramp {a.ramp_per_s:g}/s",
+        print(f"# load: {a.clients} {a.client} clients in {procs} processes, "
+              f"{a.symbols_per_client} symbols of {len(self.symbols)} each ({a.channels}), "
+              f"ramp {a.ramp_per_s:g}/s",
               flush=True)  # fmt: skip
 
     def ask(self, what: str) -> dict[str, Any]:
@@ -903,6 +1091,12 @@ def main() -> None:
     parser.add_argument("--symbols", type=int, default=300, help="simulator instruments")
     parser.add_argument("--rate", type=float, default=9500, help="simulator aggTrades/s")
     parser.add_argument("--procs", type=int, default=0, help="load processes (0: 1 per 1000)")
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="picows",
+        help="the load processes' websocket client (websockets: the old, costlier one)",
+    )
     parser.add_argument("--ramp-per-s", type=float, default=100, help="new clients per second")
     parser.add_argument(
         "--retry-s",
