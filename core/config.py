@@ -315,7 +315,7 @@ class Settings:
             access_ttl_s=r.get("TP_ACCESS_TTL_S", "600", _int_range(5, 86_400)),
             refresh_ttl_s=r.get("TP_REFRESH_TTL_S", "2592000", _int_range(60, 31_536_000)),
             max_subscriptions=r.get("TP_WEB_MAX_SUBSCRIPTIONS", "50", _int_range(1, 1000)),
-            tick_ms=r.get("TP_WEB_TICK_MS", "150", _int_range(20, 5000)),
+            tick_ms=r.get("TP_WEB_TICK_MS", "50", _int_range(20, 5000)),
             client_backlog=r.get("TP_WEB_CLIENT_BACKLOG", "16", _int_range(2, 10_000)),
             slow_disconnect_ms=r.get("TP_WEB_SLOW_MS", "10000", _int_range(100, 600_000)),
             send_buffer_bytes=r.get("TP_WEB_SEND_BUFFER", "262144", _int_range(4096, 16_777_216)),
