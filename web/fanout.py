@@ -2,8 +2,8 @@
 
 It ``XREAD``s (no consumer group: every web process sees everything) each shard's
 ``candle-updates``, ``signal-updates`` and ``book`` from where it started, feeds only the rooms
-someone is subscribed to (web/rooms.py), and every ``TP_WEB_TICK_MS`` sends each concerned client
-one message. The same loop enforces token expiry and revocation on open connections and publishes
+someone is subscribed to (web/rooms.py), and sends each concerned client at most one message per
+``TP_WEB_TICK_MS``, in rounds: every tick ÷ phases (~10 ms) one phase of the clients. The same loop enforces token expiry and revocation on open connections and publishes
 its health every 2 s in ``<ns>:web:health``.
 """
 
@@ -48,7 +48,7 @@ _SINGLE = {"b": (b'["book",1,"', book_json), "m": (b'["mark",1,"', mark_json),
 class PumpCounters:
     entries: int = 0
     malformed: int = 0
-    ticks: int = 0
+    ticks: int = 0  # rounds (a tick is phases rounds: web/rooms.py)
     sent: int = 0
     direct: int = 0  # md messages written straight to the socket, not through Engine.IO's queue
     skipped: int = 0
@@ -63,7 +63,7 @@ class PumpCounters:
     full_reads: int = 0  # streams read that returned XREAD_COUNT entries (a backlog)
     conflated: int = 0  # skips ahead on a newest-only stream (book, mark, trades) that fell behind
     conflated_ms: int = 0  # the stream time they skipped, in all
-    tick_ms_max: int = 0  # the longest tick since the last health report (pauses included)
+    tick_ms_max: int = 0  # the longest round since the last health report (pauses included)
 
 
 class GcPauses:
