@@ -3,8 +3,9 @@
 It ``XREAD``s (no consumer group: every web process sees everything) each shard's
 ``candle-updates``, ``signal-updates`` and ``book`` from where it started, feeds only the rooms
 someone is subscribed to (web/rooms.py), and sends each concerned client at most one message per
-``TP_WEB_TICK_MS``, in rounds: every tick ÷ phases (~10 ms) one phase of the clients. The same loop enforces token expiry and revocation on open connections and publishes
-its health every 2 s in ``<ns>:web:health``.
+``TP_WEB_TICK_MS``, in rounds: every tick ÷ phases (~10 ms) one phase of the clients. The same
+loop enforces token expiry and revocation on open connections and publishes its health every
+2 s in ``<ns>:web:health``.
 """
 
 from __future__ import annotations
