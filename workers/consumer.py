@@ -343,42 +343,50 @@ class Consumer:
     # --- claims ----------------------------------------------------------------------------
 
     def _claim(self) -> None:
+        """Claim what stayed pending over ``claim_idle_ms`` and forget consumers long gone: two
+        pipelined round trips for all its shards (one round trip per command took ~26 ms of the
+        build loop at 8 shards)."""
         idle = self.settings.candles.claim_idle_ms
         k = self.keys
+        shards = list(self.shards)
+        with self.client.pipeline(transaction=False) as p:
+            for s in shards:
+                for stream in (k.trades(s), k.klines(s)):  # JUSTID: the ids only
+                    p.xautoclaim(stream, GROUP_CANDLES, self.name, idle, "0-0", count=1000,
+                                 justid=True)  # fmt: skip
+                p.xpending_range(k.gaps(s), GROUP_BACKFILL, "-", "+", 100, idle=idle)
+                p.xinfo_consumers(k.trades(s), GROUP_CANDLES)
+                p.xinfo_consumers(k.gaps(s), GROUP_BACKFILL)
+            replies: list[Any] = p.execute()
         stale = set()
-        for s in self.shards:
-            for stream in (k.trades(s), k.klines(s)):
-                claimed: Any = self.client.xautoclaim(  # JUSTID: redis-py returns the ids only
-                    stream, GROUP_CANDLES, self.name, idle, "0-0", count=1000, justid=True
-                )
-                if claimed:
-                    self.counters.claimed += len(claimed)
-                    stale.add(s)
-            pending: Any = self.client.xpending_range(
-                k.gaps(s), GROUP_BACKFILL, "-", "+", 100, idle=idle
-            )
-            if pending:
-                ids = [p["message_id"] for p in pending]
-                counts = {p["message_id"]: p["times_delivered"] + 1 for p in pending}
-                got: Any = self.client.xclaim(k.gaps(s), GROUP_BACKFILL, self.name, idle, ids)
-                self.counters.claimed += len(got)
-                self._take_gaps(s, [(e, f, counts.get(e, 1)) for e, f in got])
-            self._forget_stale_consumers(s)
+        claims: list[tuple[int, int, dict[Any, int]]] = []  # (shard, reply's place, deliveries)
+        with self.client.pipeline(transaction=False) as p:
+            for n, s in enumerate(shards):
+                trades, klines, pending, on_trades, on_gaps = replies[5 * n : 5 * n + 5]
+                for claimed in (trades, klines):
+                    if claimed:
+                        self.counters.claimed += len(claimed)
+                        stale.add(s)
+                if pending:
+                    counts = {e["message_id"]: e["times_delivered"] + 1 for e in pending}
+                    claims.append((s, len(p), counts))
+                    p.xclaim(k.gaps(s), GROUP_BACKFILL, self.name, idle, list(counts))
+                for stream, group, consumers in ((k.trades(s), GROUP_CANDLES, on_trades),
+                                                 (k.gaps(s), GROUP_BACKFILL, on_gaps)):  # fmt: skip
+                    for c in consumers:
+                        if (_s(c["name"]) != self.name and c["pending"] == 0
+                                and c["idle"] > STALE_CONSUMER_MS):  # fmt: skip
+                            p.xgroup_delconsumer(stream, group, c["name"])
+            done: list[Any] = p.execute() if len(p) else []
+        for s, at, counts in claims:
+            got = done[at]
+            self.counters.claimed += len(got)
+            self._take_gaps(s, [(e, f, counts.get(e, 1)) for e, f in got])
         if stale:
             log.warning(
                 "claimed entries pending over %d ms on shards %s; rebuilding", idle, sorted(stale)
             )
             self.build_due.update(dict.fromkeys(stale & self.owned, 0.0))
-
-    def _forget_stale_consumers(self, shard: int) -> None:
-        for stream, group in (
-            (self.keys.trades(shard), GROUP_CANDLES),
-            (self.keys.gaps(shard), GROUP_BACKFILL),
-        ):
-            for c in self.client.xinfo_consumers(stream, group):
-                name = c["name"].decode() if isinstance(c["name"], bytes) else c["name"]
-                if name != self.name and c["pending"] == 0 and c["idle"] > STALE_CONSUMER_MS:
-                    self.client.xgroup_delconsumer(stream, group, name)
 
     # --- repairs ---------------------------------------------------------------------------
 
