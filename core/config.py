@@ -129,6 +129,9 @@ class SignalSettings:
 
 
 ROUND_MS = 10  # the fan-out pump's round period (about): WebSettings.phases
+# At most this many rounds per tick: a sealed room is noted once per phase (web/rooms.py), so
+# a long tick would otherwise cost that many notes per room and round (a 5-s tick: 500).
+MAX_PHASES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +160,8 @@ class WebSettings:
     @property
     def phases(self) -> int:
         """Return how many rounds the pump runs per tick, each sending to 1/phases of the
-        connections (web/rooms.py): one every ~10 ms (ROUND_MS)."""
-        return max(1, round(self.tick_ms / ROUND_MS))
+        connections (web/rooms.py): one every ~10 ms (ROUND_MS), at most MAX_PHASES."""
+        return max(1, min(MAX_PHASES, round(self.tick_ms / ROUND_MS)))
 
     @property
     def domain(self) -> str:

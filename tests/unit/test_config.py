@@ -260,3 +260,12 @@ def test_a_seed_list_without_cluster_mode_and_cluster_mode_without_seeds_are_ref
         "scheme redis or rediss"
         in problems({**base, "TP_MARKET_REDIS_URL": "http://x:1"})["TP_MARKET_REDIS_URL"]
     )
+
+
+@pytest.mark.parametrize(("tick_ms", "phases"), [("50", 5), ("150", 15), ("20", 2), ("5000", 16)])
+def test_the_fan_out_runs_a_round_about_every_10_ms_and_at_most_16_per_tick(
+    tick_ms: str, phases: int
+) -> None:
+    s = Settings.from_env({**SECRETS, "TP_MARKET": "sim", "TP_WEB_TICK_MS": tick_ms})
+    assert s.web.phases == phases
+    assert Settings.from_env({"TP_DEMO": "1"}).web.tick_ms == 50  # the default
